@@ -1,0 +1,1 @@
+//! Outbound client for the WeChat platform API (issue 5).

@@ -1,0 +1,1 @@
+//! TODO(rules helper): the rules engine.

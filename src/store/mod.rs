@@ -1,0 +1,1 @@
+//! TODO(store helper): the only module that touches sled.
