@@ -12,7 +12,9 @@
 //! - [`http`]: thin actix handlers; one error → status mapping.
 //! - [`settings`], [`telemetry`], [`startup`]: process wiring.
 
+pub mod cli;
 pub mod http;
+pub mod ops;
 pub mod paywall;
 pub mod pipeline;
 pub mod platform;

@@ -1,1 +1,422 @@
-//! TODO
+//! One push through mpgate, with no HTTP in sight: authenticate → decrypt → parse → dedupe →
+//! subscriber state → rules → special actions (paywall, handoff) → reply XML → seal.
+//!
+//! [`Gateway::post`] is what `POST /wechat` calls and what the in-process benchmark drives.
+//! Errors are [`CallbackError`]s, which the HTTP layer maps to statuses in one place.
+//!
+//! May depend on: `wechat`, `rules`, `reload`, `store`, `paywall`, `settings`; never actix.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use tokio::sync::watch;
+
+use crate::paywall::LinkSigner;
+use crate::reload::LiveRules;
+use crate::rules::{Decision, SubscriberView, Special};
+use crate::settings::Settings;
+use crate::store::{Counter, Store, StoredReply};
+use crate::wechat::crypto::{Cipher, CryptoError};
+use crate::wechat::message::{self, Event, Inbound, InboundKind};
+use crate::wechat::reply::{self, Article, Reply, ReplyContext};
+use crate::wechat::signature;
+use crate::wechat::types::{AppId, OpenId, Token};
+
+/// The query string of a callback request, as the platform sends it.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct CallbackQuery {
+    pub signature: Option<String>,
+    pub timestamp: Option<String>,
+    pub nonce: Option<String>,
+    pub echostr: Option<String>,
+    pub encrypt_type: Option<String>,
+    pub msg_signature: Option<String>,
+    pub openid: Option<String>,
+}
+
+/// Why a callback request is refused. Every variant is the client's fault except `Store`.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("missing query parameter `{0}`")]
+    MissingParam(&'static str),
+    #[error("query parameter `timestamp` is not a unix time")]
+    BadTimestamp,
+    #[error("timestamp outside the accepted window ({skew_secs} s from server time): refused as a replay")]
+    Replay { skew_secs: i64 },
+    #[error("signature mismatch")]
+    BadSignature,
+    #[error("body is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("encrypted push, but this server has no EncodingAESKey configured")]
+    NoAesKey,
+    #[error("plaintext push refused: this server is configured for encrypted (safe) mode")]
+    PlaintextRefused,
+    #[error("bad XML: {0}")]
+    BadXml(String),
+    #[error("no <Encrypt> element in an encrypted push")]
+    NoEncrypt,
+    #[error("cannot decrypt push ({code}): {reason}")]
+    Decrypt { code: i32, reason: String },
+    #[error("state store failure")]
+    Store(#[from] crate::store::StoreError),
+    #[error("shutting down")]
+    Unavailable,
+}
+
+/// What came in, once authenticated: which key opened it, if any.
+struct Opened {
+    inbound: Inbound,
+    /// Index into `Gateway::ciphers` of the key that decrypted the push; `None` for plaintext.
+    key: Option<usize>,
+}
+
+type Waiter = watch::Receiver<Option<Arc<str>>>;
+
+/// Long-lived state for handling pushes.
+pub struct Gateway {
+    token: Token,
+    app_id: AppId,
+    /// Current key first, then the previous one (rotation).
+    ciphers: Vec<Cipher>,
+    allow_plaintext: bool,
+    replay_window: Option<Duration>,
+    store: Store,
+    rules: LiveRules,
+    signer: LinkSigner,
+    public_url: String,
+    link_ttl: Duration,
+    /// Pushes being handled right now, by dedupe key: a retry that arrives meanwhile waits here.
+    inflight: Mutex<HashMap<String, Waiter>>,
+}
+
+/// Removes an in-flight entry however the leader's future ends (answer, error or cancellation).
+struct InflightGuard<'a> {
+    map: &'a Mutex<HashMap<String, Waiter>>,
+    key: String,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(&self.key);
+        }
+    }
+}
+
+/// How long a retry waits for the first attempt's answer before handling the push itself.
+const INFLIGHT_WAIT: Duration = Duration::from_secs(4);
+
+impl Gateway {
+    pub fn new(settings: &Settings, store: Store, rules: LiveRules, link_secret: [u8; 32]) -> Gateway {
+        let ciphers = settings
+            .encoding_aes_key
+            .iter()
+            .chain(settings.encoding_aes_key_previous.iter())
+            .map(Cipher::new)
+            .collect();
+        Gateway {
+            token: settings.token.clone(),
+            app_id: settings.app_id.clone(),
+            ciphers,
+            allow_plaintext: settings.allow_plaintext,
+            replay_window: settings.replay_window,
+            store,
+            rules,
+            signer: LinkSigner::new(link_secret),
+            public_url: settings.public_url.clone(),
+            link_ttl: settings.link_ttl,
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn rules(&self) -> &LiveRules {
+        &self.rules
+    }
+
+    pub fn signer(&self) -> &LinkSigner {
+        &self.signer
+    }
+
+    /// `GET /wechat`: URL verification. Answers `echostr` when the 3-field signature holds.
+    ///
+    /// No replay window here: verification changes nothing, and the console's check may be
+    /// repeated with the same parameters.
+    pub fn verify_url(&self, q: &CallbackQuery) -> Result<String, CallbackError> {
+        let sig = q.signature.as_deref().ok_or(CallbackError::MissingParam("signature"))?;
+        let ts = q.timestamp.as_deref().ok_or(CallbackError::MissingParam("timestamp"))?;
+        let nonce = q.nonce.as_deref().ok_or(CallbackError::MissingParam("nonce"))?;
+        let echostr = q.echostr.as_deref().ok_or(CallbackError::MissingParam("echostr"))?;
+        if !signature::verify(sig, &[self.token.expose(), ts, nonce]) {
+            return Err(CallbackError::BadSignature);
+        }
+        Ok(echostr.to_string())
+    }
+
+    /// `POST /wechat`: the whole pipeline. Returns the response body.
+    pub async fn post(&self, q: &CallbackQuery, body: &[u8], now: DateTime<Utc>) -> Result<Answer, CallbackError> {
+        let opened = self.open(q, body, now)?;
+        let label = opened.inbound.type_label().to_string();
+        let plain = self.answer(&opened.inbound, now).await?;
+        let body = match (plain.as_ref(), opened.key) {
+            ("", _) => "success".to_string(),
+            (xml, None) => xml.to_string(),
+            (xml, Some(k)) => {
+                // The platform's reference code echoes the URL nonce in the reply envelope.
+                let nonce = q.nonce.as_deref().unwrap_or_default();
+                reply::seal(&self.ciphers[k], &self.app_id, &self.token, xml, now.timestamp(), nonce)
+            }
+        };
+        Ok(Answer {
+            body,
+            msg_type: label,
+            encrypted: opened.key.is_some(),
+        })
+    }
+
+    /// Authenticates and decrypts a push into a typed message.
+    fn open(&self, q: &CallbackQuery, body: &[u8], now: DateTime<Utc>) -> Result<Opened, CallbackError> {
+        let ts = q.timestamp.as_deref().ok_or(CallbackError::MissingParam("timestamp"))?;
+        let nonce = q.nonce.as_deref().ok_or(CallbackError::MissingParam("nonce"))?;
+        let ts_num: i64 = ts.trim().parse().map_err(|_| CallbackError::BadTimestamp)?;
+        if let Some(window) = self.replay_window {
+            let skew = now.timestamp() - ts_num;
+            if skew.unsigned_abs() > window.as_secs() {
+                return Err(CallbackError::Replay { skew_secs: skew });
+            }
+        }
+        let text = std::str::from_utf8(body).map_err(|_| CallbackError::InvalidUtf8)?;
+        let encrypted = q.encrypt_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("aes"));
+        if encrypted {
+            if self.ciphers.is_empty() {
+                return Err(CallbackError::NoAesKey);
+            }
+            let msg_sig = q.msg_signature.as_deref().ok_or(CallbackError::MissingParam("msg_signature"))?;
+            let env = message::parse_envelope(text).map_err(|e| CallbackError::BadXml(e.to_string()))?;
+            let enc = env.encrypt.ok_or(CallbackError::NoEncrypt)?;
+            // Verify before decrypting: integrity comes only from the signature.
+            if !signature::verify(msg_sig, &[self.token.expose(), ts, nonce, &enc]) {
+                return Err(CallbackError::BadSignature);
+            }
+            let mut last: Option<CryptoError> = None;
+            for (i, c) in self.ciphers.iter().enumerate() {
+                match c.decrypt(&enc, &self.app_id) {
+                    Ok(xml) => {
+                        if i > 0 {
+                            tracing::warn!("push decrypted with the PREVIOUS EncodingAESKey; finish the key rotation");
+                        }
+                        let inbound = message::parse(&xml).map_err(|e| CallbackError::BadXml(e.to_string()))?;
+                        return Ok(Opened { inbound, key: Some(i) });
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            let e = last.expect("at least one cipher was tried");
+            Err(CallbackError::Decrypt {
+                code: e.code(),
+                reason: e.to_string(),
+            })
+        } else {
+            if !self.ciphers.is_empty() && !self.allow_plaintext {
+                return Err(CallbackError::PlaintextRefused);
+            }
+            let sig = q.signature.as_deref().ok_or(CallbackError::MissingParam("signature"))?;
+            if !signature::verify(sig, &[self.token.expose(), ts, nonce]) {
+                return Err(CallbackError::BadSignature);
+            }
+            let inbound = message::parse(text).map_err(|e| CallbackError::BadXml(e.to_string()))?;
+            Ok(Opened { inbound, key: None })
+        }
+    }
+
+    /// The plaintext reply XML for a push ("" = `success`), exactly once per dedupe key.
+    ///
+    /// A retry of an answered push gets the stored reply; a retry that arrives while the first
+    /// attempt is still being handled waits for its answer. Side effects happen only in the
+    /// leader.
+    async fn answer(&self, inbound: &Inbound, now: DateTime<Utc>) -> Result<Arc<str>, CallbackError> {
+        let key = inbound.dedupe_key();
+        loop {
+            let (tx, waiter) = {
+                let mut map = self.inflight.lock().map_err(|_| CallbackError::Unavailable)?;
+                match map.get(&key) {
+                    Some(w) => (None, Some(w.clone())),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        map.insert(key.clone(), rx);
+                        (Some(tx), None)
+                    }
+                }
+            };
+            if let Some(mut w) = waiter {
+                let got = tokio::time::timeout(INFLIGHT_WAIT, w.wait_for(|v| v.is_some())).await;
+                match got {
+                    Ok(Ok(v)) => {
+                        if let Some(body) = v.clone() {
+                            return Ok(body);
+                        }
+                    }
+                    // The leader failed or was cancelled: loop, and become the leader.
+                    Ok(Err(_)) => continue,
+                    Err(_) => continue,
+                }
+                continue;
+            }
+            let tx = tx.expect("leader holds the sender");
+            let _guard = InflightGuard {
+                map: &self.inflight,
+                key: key.clone(),
+            };
+            if let Some(stored) = self.store.dedupe_get(&key)? {
+                let body: Arc<str> = Arc::from(stored.body);
+                let _ = tx.send(Some(body.clone()));
+                return Ok(body);
+            }
+            let body: Arc<str> = Arc::from(self.handle(inbound, now)?);
+            self.store.dedupe_put(
+                &key,
+                &StoredReply {
+                    at: now.timestamp(),
+                    body: body.to_string(),
+                },
+            )?;
+            let _ = tx.send(Some(body.clone()));
+            return Ok(body);
+        }
+    }
+
+    /// The side effects and the decision for one new push. Returns reply XML or "".
+    fn handle(&self, inbound: &Inbound, now: DateTime<Utc>) -> Result<String, CallbackError> {
+        let rules = self.rules.current();
+        let tz = rules.timezone();
+        let day = tz.from_utc_datetime(&now.naive_utc()).date_naive();
+        let at = now.timestamp();
+        let openid = &inbound.header.from_user;
+        self.store.count(
+            Counter::Push {
+                msg_type: inbound.type_label().to_string(),
+            },
+            day,
+            1,
+        );
+
+        let (subscriber, first_time) = match &inbound.kind {
+            InboundKind::Event(Event::Subscribe { scene, .. }) => {
+                let out = self.store.on_subscribe(openid, scene.as_deref(), at)?;
+                self.store.count(
+                    Counter::Subscribe {
+                        channel: scene.clone().unwrap_or_default(),
+                    },
+                    day,
+                    1,
+                );
+                (out.subscriber, out.first_time)
+            }
+            InboundKind::Event(Event::Unsubscribe) => {
+                let channel = self.store.subscriber(openid)?.and_then(|s| s.channel).unwrap_or_default();
+                self.store.on_unsubscribe(openid, at)?;
+                self.store.count(Counter::Unsubscribe { channel }, day, 1);
+                // Nothing can be shown to someone who just left.
+                return Ok(String::new());
+            }
+            _ => (self.store.touch(openid, at, inbound.is_user_message())?, false),
+        };
+
+        let view = SubscriberView {
+            openid,
+            first_time,
+            channel: subscriber.channel.as_deref(),
+            tags: &subscriber.tags,
+            subscribed_since: subscriber.first_subscribed,
+        };
+        let decision: Decision = rules.route(inbound, &view, now);
+        if let Some(rule) = &decision.rule {
+            self.store.count(Counter::RuleHit { rule: rule.clone() }, day, 1);
+        }
+        if !decision.add_tags.is_empty() {
+            self.store.add_tags(openid, &decision.add_tags)?;
+        }
+        let reply = match &decision.special {
+            None => decision.reply.clone(),
+            Some(Special::Article { id }) => self.article_reply(&rules, id, openid, now, day)?,
+            Some(Special::Handoff(h)) => {
+                if h.in_hours {
+                    Reply::TransferCustomerService {
+                        kf_account: h.kf_account.clone(),
+                    }
+                } else {
+                    Reply::Text {
+                        content: h.offline.clone(),
+                    }
+                }
+            }
+        };
+        let ctx = ReplyContext {
+            to_user: openid.as_str(),
+            from_user: &inbound.header.to_user,
+            create_time: at,
+            after_user_message: inbound.is_user_message(),
+        };
+        Ok(reply::render(&reply, &ctx).unwrap_or_default())
+    }
+
+    /// An entitled subscriber gets the article with a link signed for them; anyone else the teaser.
+    fn article_reply(
+        &self,
+        rules: &crate::rules::RuleSet,
+        id: &str,
+        openid: &OpenId,
+        now: DateTime<Utc>,
+        day: chrono::NaiveDate,
+    ) -> Result<Reply, CallbackError> {
+        let Some(a) = rules.article(id) else {
+            // `check` refuses unknown ids, so this is a reload race at worst.
+            return Ok(Reply::None);
+        };
+        if self.store.is_entitled(openid, id)? {
+            let expires = now.timestamp() + self.link_ttl.as_secs() as i64;
+            let url = self.signer.url(&self.public_url, id, openid.as_str(), expires);
+            self.store.count(Counter::LinkIssued { article: id.to_string() }, day, 1);
+            Ok(Reply::News {
+                articles: vec![Article {
+                    title: a.title.clone(),
+                    description: a.teaser.clone(),
+                    pic_url: a.cover.clone(),
+                    url,
+                }],
+            })
+        } else {
+            self.store.count(Counter::TeaserShown { article: id.to_string() }, day, 1);
+            let description = if a.price.is_empty() {
+                a.teaser.clone()
+            } else {
+                format!("{}\n{}", a.teaser, a.price)
+            };
+            Ok(Reply::News {
+                articles: vec![Article {
+                    title: format!("🔒 {}", a.title),
+                    description,
+                    pic_url: a.cover.clone(),
+                    // Without a shop link, the paywall page explains how to buy.
+                    url: a
+                        .purchase_url
+                        .clone()
+                        .unwrap_or_else(|| format!("{}/a/{}", self.public_url, crate::paywall::encode(id))),
+                }],
+            })
+        }
+    }
+}
+
+/// A response body and what to log about it.
+#[derive(Debug)]
+pub struct Answer {
+    pub body: String,
+    pub msg_type: String,
+    pub encrypted: bool,
+}

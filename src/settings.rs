@@ -1,1 +1,407 @@
-//! TODO
+//! Typed settings, parsed once at start-up ("parse, don't validate").
+//!
+//! Sources, later winning: built-in demo defaults → `mpgate.toml` (optional; path from
+//! `MPGATE_CONFIG`, else `./mpgate.toml` when present) → `MPGATE_*` environment variables.
+//! Every key of the file is the lower-case variable name without the prefix
+//! (`token`, `app_id`, `encoding_aes_key`, …). A wrong value stops start-up with one line
+//! naming the variable and what is wrong; secrets are wrapped and never printed.
+//!
+//! May depend on: `wechat::types`, `wechat::crypto` (key parsing), std.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::wechat::crypto::EncodingAesKey;
+use crate::wechat::types::{AppId, Token};
+
+/// The token a fresh checkout runs with, so `cargo run --release` answers out of the box.
+pub const DEMO_TOKEN: &str = "mpgatedemo";
+/// The app id a fresh checkout runs with.
+pub const DEMO_APP_ID: &str = "wx0000000000demo0";
+
+/// A secret string (admin token, app secret, link secret) that never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Everything the server needs, typed.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub token: Token,
+    pub app_id: AppId,
+    /// Absent: plaintext mode.
+    pub encoding_aes_key: Option<EncodingAesKey>,
+    /// Tried when the current key fails (key rotation in the platform's console).
+    pub encoding_aes_key_previous: Option<EncodingAesKey>,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub keywords: PathBuf,
+    /// Base URL subscribers' browsers reach this server at (for signed article links).
+    pub public_url: String,
+    /// Absent: the admin API is off.
+    pub admin_token: Option<Secret>,
+    /// Pushes whose timestamp is further than this from the server clock are refused as
+    /// replays. `None`: check disabled (`MPGATE_REPLAY_WINDOW_SECS=0`).
+    pub replay_window: Option<Duration>,
+    /// Largest request body accepted on `/wechat`.
+    pub max_body_bytes: usize,
+    /// Accept plaintext pushes although an AES key is configured (migration only).
+    pub allow_plaintext: bool,
+    /// Overrides the link secret generated and stored in the data dir on first start.
+    pub link_secret: Option<Secret>,
+    /// Lifetime of signed article links.
+    pub link_ttl: Duration,
+    /// sled page cache.
+    pub cache_capacity_bytes: u64,
+    /// How long dedupe keys of answered pushes are kept.
+    pub dedupe_retention: Duration,
+    pub log_format: LogFormat,
+    /// For the outbound platform client.
+    pub app_secret: Option<Secret>,
+    pub api_base: String,
+    /// True when the token is the built-in demo one (logged as a warning).
+    pub is_demo: bool,
+}
+
+/// One clear line: which setting, what is wrong.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{name}: {problem}")]
+pub struct SettingsError {
+    pub name: String,
+    pub problem: String,
+}
+
+fn err(name: &str, problem: impl Into<String>) -> SettingsError {
+    SettingsError {
+        name: name.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// The names the environment and the file may use (without the `MPGATE_` prefix).
+const KEYS: &[&str] = &[
+    "TOKEN",
+    "APP_ID",
+    "ENCODING_AES_KEY",
+    "ENCODING_AES_KEY_PREVIOUS",
+    "LISTEN",
+    "DATA_DIR",
+    "KEYWORDS",
+    "PUBLIC_URL",
+    "ADMIN_TOKEN",
+    "REPLAY_WINDOW_SECS",
+    "MAX_BODY_BYTES",
+    "ALLOW_PLAINTEXT",
+    "LINK_SECRET",
+    "LINK_TTL_SECS",
+    "CACHE_MB",
+    "DEDUPE_RETENTION_SECS",
+    "LOG_FORMAT",
+    "APP_SECRET",
+    "API_BASE",
+];
+
+impl Settings {
+    /// Reads `mpgate.toml` (if any) and the process environment.
+    pub fn from_env() -> Result<Settings, SettingsError> {
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("MPGATE_"))
+            .collect();
+        let file = match env.get("MPGATE_CONFIG") {
+            Some(p) => Some(PathBuf::from(p)),
+            None => {
+                let p = PathBuf::from("mpgate.toml");
+                p.exists().then_some(p)
+            }
+        };
+        let file_src = match &file {
+            Some(p) => Some((
+                p.clone(),
+                std::fs::read_to_string(p)
+                    .map_err(|e| err("MPGATE_CONFIG", format!("cannot read {}: {e}", p.display())))?,
+            )),
+            None => None,
+        };
+        let s = Self::from_sources(
+            file_src.as_ref().map(|(p, s)| (p.as_path(), s.as_str())),
+            &env,
+        )?;
+        s.check_data_dir()?;
+        Ok(s)
+    }
+
+    /// Pure merge and parse of a config file's text and an environment map (keys with prefix).
+    pub fn from_sources(
+        file: Option<(&Path, &str)>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Settings, SettingsError> {
+        let mut raw: BTreeMap<&'static str, String> = BTreeMap::new();
+        if let Some((path, text)) = file {
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| err(&path.display().to_string(), e.message().to_string()))?;
+            for (k, v) in table {
+                let upper = k.to_ascii_uppercase();
+                let Some(key) = KEYS.iter().find(|known| **known == upper) else {
+                    return Err(err(
+                        &path.display().to_string(),
+                        format!("unknown key `{k}` (known: {})", KEYS.join(", ").to_lowercase()),
+                    ));
+                };
+                let v = match v {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => {
+                        return Err(err(
+                            &path.display().to_string(),
+                            format!("`{k}` must be a string, number or boolean, not {}", other.type_str()),
+                        ))
+                    }
+                };
+                raw.insert(key, v);
+            }
+        }
+        for key in KEYS {
+            if let Some(v) = env.get(&format!("MPGATE_{key}")) {
+                raw.insert(key, v.clone());
+            }
+        }
+        let get = |k: &str| raw.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
+        let name = |k: &str| format!("MPGATE_{k}");
+
+        let (token, is_demo) = match get("TOKEN") {
+            Some(t) => (Token::new(t), false),
+            None => (Token::new(DEMO_TOKEN), true),
+        };
+        let app_id = AppId::new(get("APP_ID").unwrap_or(DEMO_APP_ID));
+        let key = |k: &str| -> Result<Option<EncodingAesKey>, SettingsError> {
+            get(k)
+                .map(|v| EncodingAesKey::parse(v).map_err(|e| err(&name(k), e.to_string())))
+                .transpose()
+        };
+        let encoding_aes_key = key("ENCODING_AES_KEY")?;
+        let encoding_aes_key_previous = key("ENCODING_AES_KEY_PREVIOUS")?;
+        if encoding_aes_key.is_none() && encoding_aes_key_previous.is_some() {
+            return Err(err(
+                &name("ENCODING_AES_KEY_PREVIOUS"),
+                "set without MPGATE_ENCODING_AES_KEY; set the current key too",
+            ));
+        }
+        let listen_s = get("LISTEN").unwrap_or("127.0.0.1:8080");
+        let listen: SocketAddr = listen_s.parse().map_err(|_| {
+            err(&name("LISTEN"), format!("`{listen_s}` is not an address:port such as 0.0.0.0:8080"))
+        })?;
+        let data_dir = PathBuf::from(get("DATA_DIR").unwrap_or("./data"));
+        let keywords = PathBuf::from(get("KEYWORDS").unwrap_or("./keywords.toml"));
+        let public_url = get("PUBLIC_URL")
+            .map(|u| u.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("http://{listen}"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            return Err(err(&name("PUBLIC_URL"), "must start with http:// or https://"));
+        }
+        let admin_token = get("ADMIN_TOKEN").map(Secret::new);
+        let num = |k: &str, default: u64| -> Result<u64, SettingsError> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<u64>()
+                    .map_err(|_| err(&name(k), format!("`{v}` is not a whole number"))),
+            }
+        };
+        let boolean = |k: &str| -> Result<bool, SettingsError> {
+            match get(k).map(|v| v.to_ascii_lowercase()) {
+                None => Ok(false),
+                Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => Ok(true),
+                Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => Ok(false),
+                Some(v) => Err(err(&name(k), format!("`{v}` is not true or false"))),
+            }
+        };
+        let window = num("REPLAY_WINDOW_SECS", 300)?;
+        let max_body_bytes = num("MAX_BODY_BYTES", 64 * 1024)?;
+        if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
+            return Err(err(&name("MAX_BODY_BYTES"), "must be between 1024 and 16777216"));
+        }
+        let link_secret = get("LINK_SECRET").map(Secret::new);
+        let link_ttl = num("LINK_TTL_SECS", 7 * 86_400)?;
+        if link_ttl == 0 {
+            return Err(err(&name("LINK_TTL_SECS"), "must be greater than 0"));
+        }
+        let cache_mb = num("CACHE_MB", 64)?;
+        let dedupe_retention = num("DEDUPE_RETENTION_SECS", 86_400)?;
+        if dedupe_retention < 60 {
+            // The platform retries within ~15 s; anything shorter would forget answered pushes.
+            return Err(err(&name("DEDUPE_RETENTION_SECS"), "must be at least 60"));
+        }
+        let log_format = match get("LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("pretty") | Some("text") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(v) => return Err(err(&name("LOG_FORMAT"), format!("`{v}` is not pretty or json"))),
+        };
+        let api_base = get("API_BASE")
+            .unwrap_or("https://api.weixin.qq.com")
+            .trim_end_matches('/')
+            .to_string();
+        Ok(Settings {
+            token,
+            app_id,
+            encoding_aes_key,
+            encoding_aes_key_previous,
+            listen,
+            data_dir,
+            keywords,
+            public_url,
+            admin_token,
+            replay_window: (window > 0).then(|| Duration::from_secs(window)),
+            max_body_bytes: max_body_bytes as usize,
+            allow_plaintext: boolean("ALLOW_PLAINTEXT")?,
+            link_secret,
+            link_ttl: Duration::from_secs(link_ttl),
+            cache_capacity_bytes: cache_mb * 1024 * 1024,
+            dedupe_retention: Duration::from_secs(dedupe_retention),
+            log_format,
+            app_secret: get("APP_SECRET").map(Secret::new),
+            api_base,
+            is_demo,
+        })
+    }
+
+    /// The data dir must exist (or be creatable) and be writable, checked before sled opens it.
+    pub fn check_data_dir(&self) -> Result<(), SettingsError> {
+        let name = "MPGATE_DATA_DIR";
+        let d = &self.data_dir;
+        std::fs::create_dir_all(d)
+            .map_err(|e| err(name, format!("cannot create {}: {e}", d.display())))?;
+        let probe = d.join(format!(".mpgate-write-probe-{}", std::process::id()));
+        std::fs::write(&probe, b"ok")
+            .map_err(|e| err(name, format!("{} is not writable: {e}", d.display())))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(())
+    }
+
+    /// A settings value for tests and tools: demo defaults plus the given overrides.
+    pub fn for_tests(env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let env: BTreeMap<String, String> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Self::from_sources(None, &env)
+    }
+
+    /// A line for the start-up log: the mode, never a secret.
+    pub fn mode(&self) -> &'static str {
+        if self.encoding_aes_key.is_some() {
+            "safe/compatible (AES)"
+        } else {
+            "plaintext"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_give_a_demo_in_plaintext_mode() {
+        let s = Settings::from_sources(None, &env(&[])).unwrap();
+        assert!(s.is_demo);
+        assert!(s.encoding_aes_key.is_none());
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.replay_window, Some(Duration::from_secs(300)));
+        assert!(s.admin_token.is_none());
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let file = "token = \"fromfile\"\nlisten = \"127.0.0.1:9000\"\n";
+        let s = Settings::from_sources(
+            Some((Path::new("mpgate.toml"), file)),
+            &env(&[("MPGATE_TOKEN", "fromenv")]),
+        )
+        .unwrap();
+        assert_eq!(s.token.expose(), "fromenv");
+        assert_eq!(s.listen.port(), 9000);
+    }
+
+    #[test]
+    fn a_short_aes_key_names_the_variable() {
+        let e = Settings::from_sources(
+            None,
+            &env(&[("MPGATE_ENCODING_AES_KEY", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEF")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.name, "MPGATE_ENCODING_AES_KEY");
+        assert!(e.problem.contains("43"), "{e}");
+        assert!(!e.to_string().contains("abcdefghij"), "the key must not be echoed: {e}");
+    }
+
+    #[test]
+    fn a_bad_alphabet_aes_key_is_refused() {
+        let e = Settings::from_sources(
+            None,
+            &env(&[("MPGATE_ENCODING_AES_KEY", "abcdefghijklmnopqrstuvwxyz0123456789ABCDE+G")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.name, "MPGATE_ENCODING_AES_KEY");
+    }
+
+    #[test]
+    fn an_unparsable_address_is_refused() {
+        let e = Settings::from_sources(None, &env(&[("MPGATE_LISTEN", "localhost")])).unwrap_err();
+        assert_eq!(e.name, "MPGATE_LISTEN");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let e = Settings::from_sources(Some((Path::new("mpgate.toml"), "tokn = \"x\"")), &env(&[]))
+            .unwrap_err();
+        assert!(e.problem.contains("unknown key `tokn`"), "{e}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Settings::from_sources(
+            None,
+            &env(&[("MPGATE_TOKEN", "supersecrettoken"), ("MPGATE_ADMIN_TOKEN", "adminadminadminadmin")]),
+        )
+        .unwrap();
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("supersecrettoken"));
+        assert!(!dbg.contains("adminadmin"));
+    }
+
+    #[test]
+    fn an_unwritable_data_dir_is_refused() {
+        let s = Settings::from_sources(None, &env(&[("MPGATE_DATA_DIR", "/proc/mpgate-cannot-exist")]))
+            .unwrap();
+        let e = s.check_data_dir().unwrap_err();
+        assert_eq!(e.name, "MPGATE_DATA_DIR");
+    }
+}

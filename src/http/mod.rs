@@ -1,1 +1,30 @@
-//! TODO
+//! Thin actix handlers: they translate HTTP to the pipeline and back, nothing more.
+//!
+//! - [`callback`]: `GET /wechat` (URL verification) and `POST /wechat` (pushes).
+//! - [`health`]: `GET /healthz`.
+//! - [`pages`]: `GET /a/{article}`, the signed article page.
+//! - [`admin`]: the operator API under `/admin/…`.
+//! - [`error`]: the one place errors become HTTP statuses.
+//!
+//! May depend on: `pipeline`, `settings`, actix-web.
+
+pub mod admin;
+pub mod callback;
+pub mod error;
+pub mod health;
+pub mod pages;
+
+use actix_web::web;
+
+/// Registers every route. `startup` is the only caller.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/wechat")
+            .route(web::get().to(callback::verify))
+            .route(web::post().to(callback::push))
+            .default_service(web::to(callback::method_not_allowed)),
+    )
+    .route("/healthz", web::get().to(health::healthz))
+    .route("/a/{article}", web::get().to(pages::article))
+    .configure(admin::routes);
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# System packages the test suite uses, installed when missing (Debian). `cargo test` calls
+# nothing that needs them unless present, but CI and a full local run want them.
+set -euo pipefail
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-test-deps: missing ${need[*]} (run as root to install); tests needing them will say so" >&2
+    exit 0
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,236 @@
+//! The command line: `serve` (default), the operator's rule tools (`check`, `simulate`,
+//! `menu show`) and state tools (`grant`, `revoke`, `subscriber`, `stats`) that work on the
+//! data dir without HTTP.
+//!
+//! State tools open the store directly. sled locks the data dir, so while the server runs
+//! they stop with a message saying so: use the admin API (`/admin/…`) then.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::settings::Settings;
+
+#[derive(Parser, Debug)]
+#[command(name = "mpgate", version, about = "WeChat Official Account callback server")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve /wechat (the default). Settings come from mpgate.toml and MPGATE_* variables.
+    Serve,
+    /// Validate keywords.toml and every template it names. Exit code 0 ok, 1 errors.
+    Check {
+        /// Path of keywords.toml (default: MPGATE_KEYWORDS or ./keywords.toml).
+        path: Option<PathBuf>,
+    },
+    /// Show which rule a message or event would hit and the reply, without changing state.
+    Simulate {
+        #[arg(long)]
+        keywords: Option<PathBuf>,
+        #[arg(long)]
+        openid: Option<String>,
+        /// An event instead of a text: subscribe, scan, click, …
+        #[arg(long)]
+        event: Option<String>,
+        /// QR scene for subscribe/scan.
+        #[arg(long)]
+        scene: Option<String>,
+        /// Menu key of a CLICK event.
+        #[arg(long)]
+        click: Option<String>,
+        /// Treat a subscribe as the subscriber's first.
+        #[arg(long)]
+        first_time: bool,
+        /// Tags the subscriber already has.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// The text the subscriber sends.
+        text: Option<String>,
+    },
+    /// The custom menu.
+    Menu {
+        #[command(subcommand)]
+        action: MenuAction,
+    },
+    /// Grant a subscriber access to a paid article (after a purchase or as a gift).
+    Grant {
+        #[arg(long)]
+        openid: String,
+        #[arg(long)]
+        article: String,
+        #[arg(long, default_value = "cli")]
+        source: String,
+        /// An order id or similar; a second grant with the same reference changes nothing.
+        #[arg(long)]
+        reference: Option<String>,
+    },
+    /// Revoke a subscriber's access to an article (refund).
+    Revoke {
+        #[arg(long)]
+        openid: String,
+        #[arg(long)]
+        article: String,
+    },
+    /// Show a subscriber with tags and entitlements.
+    Subscriber { openid: String },
+    /// Exit 0 when the local server answers GET /healthz (for container HEALTHCHECKs).
+    Healthcheck,
+    /// Daily counters over a date range (YYYY-MM-DD; default: the last 7 days).
+    Stats {
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MenuAction {
+    /// Print the JSON body the platform's menu/create API takes.
+    Show {
+        #[arg(long)]
+        keywords: Option<PathBuf>,
+    },
+}
+
+fn keywords_path(explicit: Option<PathBuf>) -> PathBuf {
+    explicit
+        .or_else(|| std::env::var_os("MPGATE_KEYWORDS").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("keywords.toml"))
+}
+
+fn code(c: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(c).unwrap_or(1))
+}
+
+/// Runs one command; the process exit code is the result.
+pub fn run(cli: Cli) -> ExitCode {
+    let mut out = std::io::stdout();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(),
+        Command::Check { path } => code(crate::rules::cli::check(&keywords_path(path), &mut out)),
+        Command::Simulate {
+            keywords,
+            openid,
+            event,
+            scene,
+            click,
+            first_time,
+            tags,
+            text,
+        } => {
+            let args = crate::rules::cli::SimulateArgs {
+                openid,
+                event,
+                scene,
+                click,
+                first_time,
+                tags,
+                text,
+            };
+            code(crate::rules::cli::simulate(&keywords_path(keywords), &args, &mut out))
+        }
+        Command::Menu {
+            action: MenuAction::Show { keywords },
+        } => code(crate::rules::cli::menu_show(&keywords_path(keywords), &mut out)),
+        Command::Grant {
+            openid,
+            article,
+            source,
+            reference,
+        } => state_tool(|s| crate::ops::grant(s, &openid, &article, &source, reference.as_deref())),
+        Command::Revoke { openid, article } => state_tool(|s| crate::ops::revoke(s, &openid, &article)),
+        Command::Subscriber { openid } => state_tool(|s| crate::ops::subscriber(s, &openid)),
+        Command::Stats { from, to } => state_tool(|s| crate::ops::stats(s, from, to)),
+        Command::Healthcheck => healthcheck(),
+    }
+}
+
+fn settings_or_exit() -> Result<Settings, ExitCode> {
+    Settings::from_env().map_err(|e| {
+        eprintln!("mpgate: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn state_tool(f: impl FnOnce(&Settings) -> anyhow::Result<String>) -> ExitCode {
+    let settings = match settings_or_exit() {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    match f(&settings) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mpgate: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve() -> ExitCode {
+    let settings = match settings_or_exit() {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    crate::telemetry::init(settings.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mpgate: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        let app = crate::startup::Application::build(settings).await?;
+        app.run_until_stopped().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("mpgate: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A dependency-free probe of `GET /healthz` on the configured listen address.
+fn healthcheck() -> ExitCode {
+    use std::io::{Read, Write};
+    let settings = match settings_or_exit() {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let mut addr = settings.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let probe = || -> std::io::Result<bool> {
+        let timeout = std::time::Duration::from_secs(2);
+        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)?;
+        Ok(buf.starts_with(b"HTTP/1.1 200"))
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("mpgate: /healthz did not answer 200");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("mpgate: cannot reach {addr}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

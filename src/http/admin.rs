@@ -1,0 +1,256 @@
+//! The operator API under `/admin/…`: JSON in and out, behind
+//! `Authorization: Bearer $MPGATE_ADMIN_TOKEN` (constant-time compare). Without a configured
+//! token every route answers 404: the API is off.
+//!
+//! Grants and revokes answer 200 only after the store has flushed them to disk.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::pipeline::Gateway;
+use crate::settings::Secret;
+use crate::store::{GrantOutcome, RevokeOutcome};
+use crate::wechat::types::OpenId;
+
+/// The admin token, if the API is on.
+#[derive(Clone)]
+pub struct AdminToken(pub Option<Secret>);
+
+/// Why an admin request failed; the one mapping to statuses for this API.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("the admin API is off: set MPGATE_ADMIN_TOKEN to enable it")]
+    Off,
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("state store failure")]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl actix_web::ResponseError for AdminError {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        use actix_web::http::StatusCode as S;
+        match self {
+            AdminError::Off | AdminError::NotFound(_) => S::NOT_FOUND,
+            AdminError::Unauthorized => S::UNAUTHORIZED,
+            AdminError::BadRequest(_) => S::BAD_REQUEST,
+            AdminError::Store(_) => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "admin request failed");
+        } else {
+            tracing::warn!(status = status.as_u16(), reason = %self, "admin request refused");
+        }
+        let mut b = HttpResponse::build(status);
+        if matches!(self, AdminError::Unauthorized) {
+            b.insert_header(("WWW-Authenticate", "Bearer realm=\"mpgate-admin\""));
+        }
+        b.json(serde_json::json!({ "error": self.to_string() }))
+    }
+}
+
+fn authorize(req: &HttpRequest, token: &AdminToken) -> Result<(), AdminError> {
+    let Some(expected) = &token.0 else {
+        return Err(AdminError::Off);
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(AdminError::Unauthorized)?;
+    if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
+        Ok(())
+    } else {
+        Err(AdminError::Unauthorized)
+    }
+}
+
+/// Routes, mounted at `/admin`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/admin")
+            .app_data(web::PayloadConfig::new(16 * 1024))
+            .route("/grants", web::post().to(grant))
+            .route("/revocations", web::post().to(revoke))
+            .route("/subscribers/{openid}", web::get().to(subscriber))
+            .route("/articles/{id}/subscribers", web::get().to(article_subscribers))
+            .route("/stats", web::get().to(stats))
+            .default_service(web::to(not_found)),
+    );
+}
+
+async fn not_found(req: HttpRequest, token: web::Data<AdminToken>) -> Result<HttpResponse, AdminError> {
+    authorize(&req, &token)?;
+    Err(AdminError::NotFound("no such admin route".into()))
+}
+
+/// Parsed after authorisation, so strangers learn nothing from JSON errors.
+fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+    serde_json::from_slice(body).map_err(|e| AdminError::BadRequest(format!("bad JSON: {e}")))
+}
+
+fn known_article(gw: &Gateway, article: &str) -> Result<(), AdminError> {
+    if gw.rules().current().article(article).is_some() {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!("unknown article `{article}` (not declared in keywords.toml)")))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    pub openid: String,
+    pub article: String,
+    #[serde(default = "default_source")]
+    pub source: String,
+    /// An order id or similar: a second grant with the same reference changes nothing.
+    pub reference: Option<String>,
+    /// Grant although mpgate has never seen this subscriber (guards against typos otherwise).
+    #[serde(default)]
+    pub create: bool,
+}
+
+fn default_source() -> String {
+    "admin".to_string()
+}
+
+fn non_empty(field: &str, v: &str) -> Result<(), AdminError> {
+    if v.trim().is_empty() {
+        return Err(AdminError::BadRequest(format!("`{field}` must not be empty")));
+    }
+    Ok(())
+}
+
+async fn grant(
+    req: HttpRequest,
+    token: web::Data<AdminToken>,
+    gw: web::Data<Gateway>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&req, &token)?;
+    let b: GrantBody = json(&body)?;
+    non_empty("openid", &b.openid)?;
+    known_article(&gw, &b.article)?;
+    let openid = OpenId::new(b.openid.clone());
+    if !b.create && gw.store().subscriber(&openid)?.is_none() {
+        return Err(AdminError::NotFound(format!(
+            "unknown subscriber `{}` (never seen by mpgate); send \"create\": true to grant anyway",
+            b.openid
+        )));
+    }
+    let now = chrono::Utc::now().timestamp();
+    let out = gw.store().grant(&openid, &b.article, &b.source, b.reference.as_deref(), now)?;
+    let (status, ent) = match out {
+        GrantOutcome::Granted(e) => ("granted", e),
+        GrantOutcome::AlreadyGranted(e) => ("already_granted", e),
+    };
+    tracing::info!(article = %b.article, status, "entitlement grant");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": status, "entitlement": ent })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    pub openid: String,
+    pub article: String,
+}
+
+async fn revoke(
+    req: HttpRequest,
+    token: web::Data<AdminToken>,
+    gw: web::Data<Gateway>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&req, &token)?;
+    let b: RevokeBody = json(&body)?;
+    non_empty("openid", &b.openid)?;
+    known_article(&gw, &b.article)?;
+    let now = chrono::Utc::now().timestamp();
+    let out = gw.store().revoke(&OpenId::new(b.openid), &b.article, now)?;
+    let (status, ent) = match out {
+        RevokeOutcome::Revoked(e) => ("revoked", e),
+        RevokeOutcome::AlreadyRevoked(e) => ("already_revoked", e),
+        RevokeOutcome::NotGranted => {
+            return Err(AdminError::NotFound("no grant of this article to this subscriber".into()))
+        }
+    };
+    tracing::info!(article = %b.article, status, "entitlement revoke");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": status, "entitlement": ent })))
+}
+
+async fn subscriber(
+    req: HttpRequest,
+    token: web::Data<AdminToken>,
+    gw: web::Data<Gateway>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&req, &token)?;
+    let openid = OpenId::new(path.into_inner());
+    let Some(sub) = gw.store().subscriber(&openid)? else {
+        return Err(AdminError::NotFound("unknown subscriber".into()));
+    };
+    let ents = gw.store().entitlements_of(&openid)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "subscriber": sub, "entitlements": ents })))
+}
+
+async fn article_subscribers(
+    req: HttpRequest,
+    token: web::Data<AdminToken>,
+    gw: web::Data<Gateway>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&req, &token)?;
+    let id = path.into_inner();
+    known_article(&gw, &id)?;
+    let ents = gw.store().entitled_subscribers(&id)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "article": id, "count": ents.len(), "entitlements": ents })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Range {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+fn date(field: &str, v: &str) -> Result<chrono::NaiveDate, AdminError> {
+    chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        .map_err(|_| AdminError::BadRequest(format!("`{field}` must be a date like 2026-11-22")))
+}
+
+async fn stats(
+    req: HttpRequest,
+    token: web::Data<AdminToken>,
+    gw: web::Data<Gateway>,
+    q: web::Query<Range>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&req, &token)?;
+    let tz = gw.rules().current().timezone();
+    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+    let to = q.to.as_deref().map(|v| date("to", v)).transpose()?.unwrap_or(today);
+    let from = q
+        .from
+        .as_deref()
+        .map(|v| date("from", v))
+        .transpose()?
+        .unwrap_or(to - chrono::Duration::days(6));
+    if from > to {
+        return Err(AdminError::BadRequest("`from` is after `to`".into()));
+    }
+    if (to - from).num_days() > 366 {
+        return Err(AdminError::BadRequest("at most 366 days at once".into()));
+    }
+    let counters = gw.store().counters(from, to)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "from": from, "to": to, "days": counters })))
+}

@@ -1,0 +1,78 @@
+//! Operator jobs on the data dir without HTTP (`mpgate grant|revoke|subscriber|stats`).
+//!
+//! Each opens the store itself; while the server runs it holds sled's lock on the data dir,
+//! so these stop with [`crate::store::StoreError::Locked`] and say to use the admin API.
+
+use anyhow::Context;
+use chrono::{Duration, NaiveDate, Utc};
+
+use crate::rules::RuleSet;
+use crate::settings::Settings;
+use crate::store::{GrantOutcome, RevokeOutcome, Store, StoreConfig};
+use crate::wechat::types::OpenId;
+
+fn open(s: &Settings) -> anyhow::Result<Store> {
+    Ok(Store::open(
+        &s.data_dir,
+        StoreConfig {
+            cache_capacity_bytes: s.cache_capacity_bytes,
+            dedupe_retention_secs: s.dedupe_retention.as_secs() as i64,
+        },
+    )?)
+}
+
+/// Article ids come from keywords.toml: refuse ids it does not declare.
+fn known_article(s: &Settings, article: &str) -> anyhow::Result<()> {
+    let loaded = RuleSet::load(&s.keywords)
+        .map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", s.keywords.display()))?;
+    if loaded.rules.article(article).is_none() {
+        let known: Vec<&str> = loaded.rules.articles().iter().map(|a| a.id.as_str()).collect();
+        anyhow::bail!("unknown article `{article}` (declared in {}: {})", s.keywords.display(), known.join(", "));
+    }
+    Ok(())
+}
+
+pub fn grant(s: &Settings, openid: &str, article: &str, source: &str, reference: Option<&str>) -> anyhow::Result<String> {
+    known_article(s, article)?;
+    let store = open(s)?;
+    let out = store
+        .grant(&OpenId::new(openid), article, source, reference, Utc::now().timestamp())
+        .context("grant failed")?;
+    Ok(match out {
+        GrantOutcome::Granted(e) => format!("granted: {}", serde_json::to_string_pretty(&e)?),
+        GrantOutcome::AlreadyGranted(e) => format!("already granted (same reference): {}", serde_json::to_string_pretty(&e)?),
+    })
+}
+
+pub fn revoke(s: &Settings, openid: &str, article: &str) -> anyhow::Result<String> {
+    known_article(s, article)?;
+    let store = open(s)?;
+    Ok(match store.revoke(&OpenId::new(openid), article, Utc::now().timestamp())? {
+        RevokeOutcome::Revoked(e) => format!("revoked: {}", serde_json::to_string_pretty(&e)?),
+        RevokeOutcome::AlreadyRevoked(e) => format!("already revoked: {}", serde_json::to_string_pretty(&e)?),
+        RevokeOutcome::NotGranted => "nothing to revoke: no grant for this subscriber and article".to_string(),
+    })
+}
+
+pub fn subscriber(s: &Settings, openid: &str) -> anyhow::Result<String> {
+    let store = open(s)?;
+    let id = OpenId::new(openid);
+    let Some(sub) = store.subscriber(&id)? else {
+        anyhow::bail!("no subscriber with openid `{openid}`");
+    };
+    let ents = store.entitlements_of(&id)?;
+    Ok(serde_json::to_string_pretty(&serde_json::json!({
+        "subscriber": sub,
+        "entitlements": ents,
+    }))?)
+}
+
+pub fn stats(s: &Settings, from: Option<NaiveDate>, to: Option<NaiveDate>) -> anyhow::Result<String> {
+    let store = open(s)?;
+    let to = to.unwrap_or_else(|| Utc::now().date_naive());
+    let from = from.unwrap_or(to - Duration::days(6));
+    if from > to {
+        anyhow::bail!("--from {from} is after --to {to}");
+    }
+    Ok(serde_json::to_string_pretty(&store.counters(from, to)?)?)
+}

@@ -1,0 +1,173 @@
+//! The real binary as an operator runs it: start-up errors, graceful stop, and a crash that
+//! loses no acknowledged grant.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::admin::ADMIN;
+use crate::helpers::*;
+
+fn binary() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mpgate"));
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info");
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &std::path::Path, port: u16) -> Server {
+    let child = binary()
+        .arg("serve")
+        .env("MPGATE_TOKEN", TOKEN)
+        .env("MPGATE_APP_ID", APP_ID)
+        .env("MPGATE_ENCODING_AES_KEY", AES_KEY)
+        .env("MPGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MPGATE_DATA_DIR", data)
+        .env("MPGATE_KEYWORDS", fixture("keywords.toml"))
+        .env("MPGATE_ADMIN_TOKEN", ADMIN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpgate starts");
+    Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn wait_healthy(base: &str) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server at {base} never became healthy");
+}
+
+#[test]
+fn a_wrong_setting_stops_start_up_with_one_clear_line() {
+    let data = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("MPGATE_ENCODING_AES_KEY", "tooshort"),
+        ("MPGATE_ENCODING_AES_KEY", "abcdefghijklmnopqrstuvwxyz0123456789ABCDE!G"),
+        ("MPGATE_LISTEN", "not-an-address"),
+        ("MPGATE_DATA_DIR", "/proc/cannot/write/here"),
+    ] {
+        let out = binary()
+            .arg("serve")
+            .env("MPGATE_DATA_DIR", data.path())
+            .env("MPGATE_KEYWORDS", fixture("keywords.toml"))
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{var}={value} must stop start-up");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line for {var}: {err}");
+        assert!(lines[0].contains(var), "{err}");
+        if var.contains("KEY") {
+            assert!(!err.contains(value), "the key is never echoed: {err}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully_and_flushes_state() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = start(data.path(), port);
+    wait_healthy(&server.base).await;
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not stop within 15 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    let mut err = String::new();
+    use std::io::Read;
+    server.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("state flushed"), "{err}");
+}
+
+#[tokio::test]
+async fn every_acknowledged_grant_survives_a_sigkill() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut acked = Vec::new();
+    {
+        let mut server = start(data.path(), port);
+        wait_healthy(&server.base).await;
+        let base = server.base.clone();
+        let stream = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..100_000u32 {
+                    let openid = format!("oCrash{i}");
+                    let r = client
+                        .post(format!("{base}/admin/grants"))
+                        .bearer_auth(ADMIN)
+                        .json(&serde_json::json!({"openid": openid, "article": "rust-101", "create": true, "reference": format!("order-{i}")}))
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 200 => acked.push(openid),
+                        _ => break,
+                    }
+                }
+                acked
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        server.child.kill().unwrap(); // SIGKILL, mid-stream
+        server.child.wait().unwrap();
+        acked.extend(stream.await.unwrap());
+    }
+    assert!(acked.len() > 10, "the stream made progress before the crash: {}", acked.len());
+    let server = start(data.path(), port);
+    wait_healthy(&server.base).await;
+    let r: serde_json::Value = client
+        .get(format!("{}/admin/articles/rust-101/subscribers", server.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let present: std::collections::HashSet<String> = r["entitlements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["openid"].as_str().unwrap().to_string())
+        .collect();
+    let lost: Vec<&String> = acked.iter().filter(|o| !present.contains(*o)).collect();
+    assert!(lost.is_empty(), "{} acknowledged grants lost after SIGKILL: {:?}", lost.len(), &lost[..lost.len().min(5)]);
+}
