@@ -197,6 +197,22 @@ fn sweep_handles_more_than_one_chunk() {
     assert_eq!(store.stats().dedupe_entries, 100);
 }
 
+#[test]
+fn dedupe_keys_may_hold_any_bytes_but_not_be_empty() {
+    let (_dir, store) = fresh();
+    let r = StoredReply {
+        at: T0,
+        body: "x".into(),
+    };
+    store.dedupe_put("oA\0:1234", &r).expect("put");
+    assert_eq!(store.dedupe_get("oA\0:1234").expect("get"), Some(r.clone()));
+    assert_eq!(store.dedupe_get("oA").expect("get"), None);
+    assert!(matches!(
+        store.dedupe_put("", &r),
+        Err(StoreError::InvalidKey { .. })
+    ));
+}
+
 // ---- entitlements ------------------------------------------------------------------------
 
 #[test]

@@ -8,7 +8,7 @@
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
-use super::{check_part, decode_json, encode_json, time_key, Store, StoreError};
+use super::{decode_json, encode_json, time_key, Store, StoreError};
 
 /// Removals per sweep transaction: bounds the transaction's size and how long it blocks pushes.
 const SWEEP_CHUNK: usize = 512;
@@ -53,7 +53,10 @@ impl Store {
 
     /// Stores the answer for `key` (replacing any earlier one and its time index entry).
     pub fn dedupe_put(&self, key: &str, reply: &StoredReply) -> Result<(), StoreError> {
-        check_part("dedupe key", key)?;
+        // The index prefix is fixed-width, so any non-empty key (even one with `\0`) is safe.
+        if key.is_empty() {
+            return Err(StoreError::InvalidKey { what: "dedupe key" });
+        }
         let value = encode_json(reply);
         let k = key.as_bytes();
         (&self.inner.dedupe, &self.inner.dedupe_by_time).transaction(|(dedupe, by_time)| {

@@ -44,9 +44,15 @@
 //!   [`Store::flush_counters`], which the server calls every second and on shutdown: they are the
 //!   only state allowed to lose up to ~1 s (plus the 200 ms above) on a crash.
 //!
+//! # Lock
+//! sled holds an exclusive file lock on the data dir. [`Store::open`] waits up to 2 s for it
+//! (sled lets go a moment after the last handle drops), then answers [`StoreError::Locked`]:
+//! normally the running server holds the dir.
+//!
 //! # Schema
 //! `meta/schema_version` is stamped on first open. A data dir written by a newer mpgate is
-//! refused ([`StoreError::NewerSchema`]); an older one is migrated by [`migrate`] step by step.
+//! refused ([`StoreError::NewerSchema`]); an older one is migrated one version at a time
+//! (a `match` on the found version; v0 = a fresh, empty dir, which only gets the stamp).
 
 mod counters;
 mod dedupe;
@@ -56,6 +62,7 @@ mod subscribers;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub use counters::Counter;
 pub use dedupe::StoredReply;
@@ -68,6 +75,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// sled's background flush interval: bounds what a crash can lose of the non-flushed writes.
 const FLUSH_EVERY_MS: u64 = 200;
+
+/// How long [`Store::open`] waits for a held lock before answering [`StoreError::Locked`].
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_LINK_SECRET: &[u8] = b"link_secret";
@@ -173,12 +183,7 @@ impl Store {
     pub fn open(dir: &Path, cfg: StoreConfig) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cfg.cache_capacity_bytes)
-            .flush_every_ms(Some(FLUSH_EVERY_MS))
-            .open()
-            .map_err(|e| map_open_error(e, dir))?;
+        let db = open_db(dir, &cfg)?;
         let meta = db.open_tree("meta")?;
         migrate(&db, &meta)?;
         let inner = Inner {
@@ -248,6 +253,28 @@ impl Store {
 fn decode_secret(v: &[u8]) -> Result<[u8; 32], StoreError> {
     <[u8; 32]>::try_from(v)
         .map_err(|_| StoreError::Corrupt(format!("meta/link_secret has {} bytes, not 32", v.len())))
+}
+
+/// Opens sled, waiting up to [`LOCK_WAIT`] for a held lock. sled releases its file lock from
+/// background threads a moment after the last handle drops, so a reopen in the same process
+/// (a restart in tests, say) can briefly meet its own lock; a real other holder keeps it, and
+/// then the answer is [`StoreError::Locked`].
+fn open_db(dir: &Path, cfg: &StoreConfig) -> Result<sled::Db, StoreError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cfg.cache_capacity_bytes)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
+            .open()
+            .map_err(|e| map_open_error(e, dir));
+        match opened {
+            Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// sled reports a held lock as an `Io` error ("could not acquire lock on …"); name it.
@@ -336,6 +363,12 @@ fn time_key(at: i64) -> [u8; 8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_is_shareable() {
+        fn assert_shareable<T: Clone + Send + Sync + 'static>() {}
+        assert_shareable::<Store>();
+    }
 
     #[test]
     fn time_key_orders_like_numbers() {
