@@ -114,7 +114,9 @@ impl Store {
     }
 
     /// Notes a push from `openid`: updates `last_seen` (never backwards: retries arrive late)
-    /// and counts user messages. Creates the record if absent.
+    /// and counts user messages. Creates the record if absent: as subscribed (the platform
+    /// only delivers pushes from followers) with `first_subscribed == None`, i.e. a follower
+    /// from before mpgate.
     pub fn touch(
         &self,
         openid: &OpenId,
