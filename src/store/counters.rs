@@ -1,0 +1,255 @@
+//! Daily counters: counted in memory on the hot path, merged into the `counters` tree
+//! (`YYYY-MM-DD\0name` → u64 BE) by [`Store::flush_counters`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::NaiveDate;
+
+use super::{Store, StoreError};
+
+/// Counts not yet merged into the tree.
+pub(super) type Pending = HashMap<(NaiveDate, String), u64>;
+
+/// Length of `YYYY-MM-DD`.
+const DAY_LEN: usize = 10;
+
+/// Something worth counting per day. [`Counter::name`] is its stable name in the tree.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// A subscribe; `channel` is the QR scene, `""` for a direct follow.
+    Subscribe {
+        channel: String,
+    },
+    /// An unsubscribe, by the follower's original channel (`""` = direct or unknown).
+    Unsubscribe {
+        channel: String,
+    },
+    RuleHit {
+        rule: String,
+    },
+    TeaserShown {
+        article: String,
+    },
+    LinkIssued {
+        article: String,
+    },
+    PageOpened {
+        article: String,
+    },
+    Push {
+        msg_type: String,
+    },
+}
+
+impl Counter {
+    /// The stable name: `kind:detail`, e.g. `subscribe:course2026`, `rule:price`,
+    /// `teaser:rust-101`. A direct subscribe is `subscribe:` (empty detail), so no channel name
+    /// can collide with it.
+    pub fn name(&self) -> String {
+        let (kind, detail) = match self {
+            Counter::Subscribe { channel } => ("subscribe", channel),
+            Counter::Unsubscribe { channel } => ("unsubscribe", channel),
+            Counter::RuleHit { rule } => ("rule", rule),
+            Counter::TeaserShown { article } => ("teaser", article),
+            Counter::LinkIssued { article } => ("link", article),
+            Counter::PageOpened { article } => ("page", article),
+            Counter::Push { msg_type } => ("push", msg_type),
+        };
+        format!("{kind}:{detail}")
+    }
+}
+
+fn tree_key(day: NaiveDate, name: &str) -> Vec<u8> {
+    let mut k = day.format("%Y-%m-%d").to_string().into_bytes();
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn day_prefix(day: NaiveDate) -> Vec<u8> {
+    day.format("%Y-%m-%d").to_string().into_bytes()
+}
+
+fn parse_tree_key(k: &[u8]) -> Result<(NaiveDate, String), StoreError> {
+    let bad = || StoreError::Corrupt("malformed key in tree counters".into());
+    if k.len() <= DAY_LEN || k[DAY_LEN] != 0 {
+        return Err(bad());
+    }
+    let day = std::str::from_utf8(&k[..DAY_LEN]).map_err(|_| bad())?;
+    let day = NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|_| bad())?;
+    let name = String::from_utf8(k[DAY_LEN + 1..].to_vec()).map_err(|_| bad())?;
+    Ok((day, name))
+}
+
+fn decode_count(v: &[u8]) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(v)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt(format!("counter value has {} bytes, not 8", v.len())))
+}
+
+impl Store {
+    /// Adds `n` to a day's counter, in memory only (cheap: it is on the callback hot path).
+    pub fn count(&self, c: Counter, day: NaiveDate, n: u64) {
+        let mut pending = self
+            .inner
+            .pending_counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = pending.entry((day, c.name())).or_insert(0);
+        *slot = slot.saturating_add(n);
+    }
+
+    /// Merges the in-memory counts into the tree. On an error, the counts not yet merged go
+    /// back into memory for the next flush.
+    pub fn flush_counters(&self) -> Result<(), StoreError> {
+        let _gate = self
+            .inner
+            .counters_gate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let taken = std::mem::take(
+            &mut *self
+                .inner
+                .pending_counts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let mut rest = taken.into_iter();
+        while let Some(((day, name), n)) = rest.next() {
+            let merged = self
+                .inner
+                .counters
+                .fetch_and_update(tree_key(day, &name), |old| {
+                    // An undecodable old value is replaced rather than wedging every flush.
+                    let old = old.and_then(|v| decode_count(v).ok()).unwrap_or(0);
+                    Some(old.saturating_add(n).to_be_bytes().to_vec())
+                });
+            if let Err(e) = merged {
+                let mut pending = self
+                    .inner
+                    .pending_counts
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                for (k, v) in std::iter::once(((day, name), n)).chain(rest) {
+                    let slot = pending.entry(k).or_insert(0);
+                    *slot = slot.saturating_add(v);
+                }
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts per day and name for `from..=to`, including counts not yet flushed.
+    pub fn counters(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<BTreeMap<NaiveDate, BTreeMap<String, u64>>, StoreError> {
+        let _gate = self
+            .inner
+            .counters_gate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out: BTreeMap<NaiveDate, BTreeMap<String, u64>> = BTreeMap::new();
+        if from > to {
+            return Ok(out);
+        }
+        let start = day_prefix(from);
+        let mut end = day_prefix(to);
+        // Every key of day `to` is `to\0…`, below `to\x01`.
+        end.push(1);
+        for kv in self.inner.counters.range(start..end) {
+            let (k, v) = kv?;
+            let (day, name) = parse_tree_key(&k)?;
+            *out.entry(day).or_default().entry(name).or_insert(0) += decode_count(&v)?;
+        }
+        let pending = self
+            .inner
+            .pending_counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for ((day, name), n) in pending.iter() {
+            if (from..=to).contains(day) {
+                let slot = out
+                    .entry(*day)
+                    .or_default()
+                    .entry(name.clone())
+                    .or_insert(0);
+                *slot = slot.saturating_add(*n);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_stable() {
+        let c = |c: Counter| c.name();
+        assert_eq!(
+            c(Counter::Subscribe {
+                channel: "course2026".into()
+            }),
+            "subscribe:course2026"
+        );
+        assert_eq!(
+            c(Counter::Subscribe {
+                channel: String::new()
+            }),
+            "subscribe:"
+        );
+        assert_eq!(
+            c(Counter::RuleHit {
+                rule: "price".into()
+            }),
+            "rule:price"
+        );
+        assert_eq!(
+            c(Counter::TeaserShown {
+                article: "rust-101".into()
+            }),
+            "teaser:rust-101"
+        );
+        assert_eq!(
+            c(Counter::LinkIssued {
+                article: "a".into()
+            }),
+            "link:a"
+        );
+        assert_eq!(
+            c(Counter::PageOpened {
+                article: "a".into()
+            }),
+            "page:a"
+        );
+        assert_eq!(
+            c(Counter::Push {
+                msg_type: "text".into()
+            }),
+            "push:text"
+        );
+        assert_eq!(
+            c(Counter::Unsubscribe {
+                channel: "x".into()
+            }),
+            "unsubscribe:x"
+        );
+    }
+
+    #[test]
+    fn tree_keys_round_trip() {
+        let day = NaiveDate::from_ymd_opt(2026, 3, 9).expect("valid date");
+        let k = tree_key(day, "rule:price");
+        assert_eq!(&k[..], b"2026-03-09\0rule:price");
+        assert_eq!(
+            parse_tree_key(&k).ok(),
+            Some((day, "rule:price".to_string()))
+        );
+        assert!(parse_tree_key(b"2026-03-09").is_err());
+        assert!(parse_tree_key(b"2026-13-09\0x").is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! Entitlements: who may read which paid article.
+//!
+//! Three trees change together in one transaction: `entitlements` (`openid\0article` → JSON
+//! record, active or revoked), `entitled_by_article` (`article\0openid`, present exactly for
+//! active grants) and `references` (purchase reference → `openid\0article`, making a repeated
+//! grant with the same reference an exact no-op). Every write is flushed before returning.
+
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::Transactional;
+
+use super::{decode_json, encode_json, join_key, Store, StoreError};
+use crate::wechat::types::OpenId;
+
+/// One user's access to one article.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Entitlement {
+    pub openid: String,
+    pub article: String,
+    /// When the current grant was made (a re-grant after a revoke sets a new time).
+    pub granted_at: i64,
+    /// Who granted it (e.g. `"admin"`, `"shop"`).
+    pub source: String,
+    /// The purchase reference of the current grant, if any.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Set when access was revoked; cleared by a re-grant.
+    #[serde(default)]
+    pub revoked_at: Option<i64>,
+}
+
+impl Entitlement {
+    /// Granted and not revoked.
+    pub fn is_active(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+}
+
+/// The result of [`Store::grant`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantOutcome {
+    /// A new grant (or a re-grant after a revoke) was recorded.
+    Granted(Entitlement),
+    /// Nothing changed: the reference was already used for this user and article, or the
+    /// entitlement is already active. Carries the stored record (which may be revoked if the
+    /// reference's grant was revoked since: replaying an old purchase does not undo a revoke).
+    AlreadyGranted(Entitlement),
+    /// Nothing changed: the reference was already used for a *different* user or article.
+    /// Carries that other entitlement.
+    ReferenceConflict(Entitlement),
+}
+
+/// The result of [`Store::revoke`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    Revoked(Entitlement),
+    NotGranted,
+    AlreadyRevoked(Entitlement),
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn read(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<Entitlement>> {
+    match tree.get(key)? {
+        None => Ok(None),
+        Some(v) => decode_json("entitlements", &v).map(Some).map_err(abort),
+    }
+}
+
+impl Store {
+    /// Grants `openid` access to `article`; durable on return. Idempotent on `reference`.
+    pub fn grant(
+        &self,
+        openid: &OpenId,
+        article: &str,
+        source: &str,
+        reference: Option<&str>,
+        at: i64,
+    ) -> Result<GrantOutcome, StoreError> {
+        let key = join_key(&[("openid", openid.as_str()), ("article", article)])?;
+        let index = join_key(&[("article", article), ("openid", openid.as_str())])?;
+        if let Some(r) = reference {
+            super::check_part("reference", r)?;
+        }
+        let i = &self.inner;
+        let outcome = (&i.entitlements, &i.entitled_by_article, &i.references).transaction(
+            |(ents, by_article, refs)| {
+                if let Some(r) = reference {
+                    if let Some(target) = refs.get(r.as_bytes())? {
+                        let existing = read(ents, &target)?.ok_or_else(|| {
+                            abort(StoreError::Corrupt(format!(
+                                "reference {r:?} points at a missing entitlement"
+                            )))
+                        })?;
+                        return Ok(if target.as_ref() == key.as_slice() {
+                            GrantOutcome::AlreadyGranted(existing)
+                        } else {
+                            GrantOutcome::ReferenceConflict(existing)
+                        });
+                    }
+                }
+                if let Some(existing) = read(ents, &key)? {
+                    if existing.is_active() {
+                        // A second purchase of something already owned: remember its
+                        // reference so its retries stay no-ops, change nothing else.
+                        if let Some(r) = reference {
+                            refs.insert(r.as_bytes(), key.as_slice())?;
+                        }
+                        return Ok(GrantOutcome::AlreadyGranted(existing));
+                    }
+                }
+                let ent = Entitlement {
+                    openid: openid.as_str().to_owned(),
+                    article: article.to_owned(),
+                    granted_at: at,
+                    source: source.to_owned(),
+                    reference: reference.map(str::to_owned),
+                    revoked_at: None,
+                };
+                ents.insert(key.as_slice(), encode_json(&ent))?;
+                by_article.insert(index.as_slice(), &[] as &[u8])?;
+                if let Some(r) = reference {
+                    refs.insert(r.as_bytes(), key.as_slice())?;
+                }
+                Ok(GrantOutcome::Granted(ent))
+            },
+        )?;
+        // Also on the no-op paths: the caller may be retrying because an earlier answer was
+        // lost, and must not be told "granted" before the grant is on disk.
+        self.flush()?;
+        Ok(outcome)
+    }
+
+    /// Revokes `openid`'s access to `article`; durable on return.
+    pub fn revoke(
+        &self,
+        openid: &OpenId,
+        article: &str,
+        at: i64,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let key = join_key(&[("openid", openid.as_str()), ("article", article)])?;
+        let index = join_key(&[("article", article), ("openid", openid.as_str())])?;
+        let i = &self.inner;
+        let outcome =
+            (&i.entitlements, &i.entitled_by_article).transaction(|(ents, by_article)| {
+                let Some(mut ent) = read(ents, &key)? else {
+                    return Ok(RevokeOutcome::NotGranted);
+                };
+                if !ent.is_active() {
+                    return Ok(RevokeOutcome::AlreadyRevoked(ent));
+                }
+                ent.revoked_at = Some(at);
+                ents.insert(key.as_slice(), encode_json(&ent))?;
+                by_article.remove(index.as_slice())?;
+                Ok(RevokeOutcome::Revoked(ent))
+            })?;
+        self.flush()?;
+        Ok(outcome)
+    }
+
+    /// The record for `openid` and `article`, active or revoked.
+    pub fn entitlement(
+        &self,
+        openid: &OpenId,
+        article: &str,
+    ) -> Result<Option<Entitlement>, StoreError> {
+        let key = join_key(&[("openid", openid.as_str()), ("article", article)])?;
+        self.inner
+            .entitlements
+            .get(key)?
+            .map(|v| decode_json("entitlements", &v))
+            .transpose()
+    }
+
+    /// Granted and not revoked.
+    pub fn is_entitled(&self, openid: &OpenId, article: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .entitlement(openid, article)?
+            .is_some_and(|e| e.is_active()))
+    }
+
+    /// Every entitlement of `openid` (active and revoked), ordered by article.
+    pub fn entitlements_of(&self, openid: &OpenId) -> Result<Vec<Entitlement>, StoreError> {
+        let mut prefix = join_key(&[("openid", openid.as_str())])?;
+        prefix.push(0);
+        self.inner
+            .entitlements
+            .scan_prefix(prefix)
+            .values()
+            .map(|v| decode_json("entitlements", &v?))
+            .collect()
+    }
+
+    /// Active entitlements to `article`, ordered by openid (via the article index).
+    pub fn entitled_subscribers(&self, article: &str) -> Result<Vec<Entitlement>, StoreError> {
+        let mut prefix = join_key(&[("article", article)])?;
+        prefix.push(0);
+        let mut out = Vec::new();
+        for k in self.inner.entitled_by_article.scan_prefix(&prefix).keys() {
+            let k = k?;
+            let openid = std::str::from_utf8(&k[prefix.len()..]).map_err(|_| {
+                StoreError::Corrupt("non-utf-8 openid in tree entitled_by_article".into())
+            })?;
+            let key = join_key(&[("openid", openid), ("article", article)])?;
+            match self.inner.entitlements.get(key)? {
+                Some(v) => {
+                    let ent: Entitlement = decode_json("entitlements", &v)?;
+                    // A revoke may land between reading the index and the record.
+                    if ent.is_active() {
+                        out.push(ent);
+                    }
+                }
+                None => {
+                    return Err(StoreError::Corrupt(
+                        "entitled_by_article names a missing entitlement".into(),
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,582 @@
+//! The state store against a real sled dir: stories per feature.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use chrono::NaiveDate;
+use mpgate::store::{
+    Counter, GrantOutcome, HandoffSession, HandoffState, RevokeOutcome, Store, StoreConfig,
+    StoreError, StoredReply,
+};
+use mpgate::wechat::types::OpenId;
+use tempfile::TempDir;
+
+const T0: i64 = 1_760_000_000;
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, StoreConfig::default()).expect("store opens")
+}
+
+fn fresh() -> (TempDir, Store) {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(dir.path());
+    (dir, store)
+}
+
+fn uid(s: &str) -> OpenId {
+    OpenId::new(s)
+}
+
+fn day(d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 3, d).expect("valid date")
+}
+
+// ---- subscribers -------------------------------------------------------------------------
+
+#[test]
+fn subscribe_unsubscribe_subscribe_is_first_time_only_once_and_keeps_channel() {
+    let (_dir, store) = fresh();
+    let u = uid("oAlice");
+
+    let first = store
+        .on_subscribe(&u, Some("course2026"), T0)
+        .expect("subscribe");
+    assert!(first.first_time);
+    assert_eq!(first.subscriber.channel.as_deref(), Some("course2026"));
+    assert_eq!(first.subscriber.first_subscribed, Some(T0));
+    assert!(first.subscriber.subscribed);
+
+    store.on_unsubscribe(&u, T0 + 10).expect("unsubscribe");
+    let gone = store.subscriber(&u).expect("read").expect("exists");
+    assert!(!gone.subscribed);
+    assert_eq!(gone.unsubscribed_at, Some(T0 + 10));
+
+    let again = store
+        .on_subscribe(&u, Some("spring-ad"), T0 + 20)
+        .expect("resubscribe");
+    assert!(!again.first_time);
+    assert_eq!(again.subscriber.channel.as_deref(), Some("course2026"));
+    assert_eq!(again.subscriber.first_subscribed, Some(T0));
+    assert_eq!(again.subscriber.last_subscribed, Some(T0 + 20));
+    assert!(again.subscriber.subscribed);
+}
+
+#[test]
+fn follower_with_message_history_is_not_first_time() {
+    let (_dir, store) = fresh();
+    let u = uid("oOldFollower");
+    store.touch(&u, T0, true).expect("touch");
+    let out = store
+        .on_subscribe(&u, Some("qr1"), T0 + 1)
+        .expect("subscribe");
+    assert!(!out.first_time);
+    assert_eq!(out.subscriber.channel, None);
+}
+
+#[test]
+fn touch_counts_user_messages_and_never_moves_last_seen_back() {
+    let (_dir, store) = fresh();
+    let u = uid("oBob");
+    assert_eq!(store.subscriber(&u).expect("read"), None);
+    store.touch(&u, T0, true).expect("touch");
+    store.touch(&u, T0 + 5, false).expect("touch event");
+    let s = store.touch(&u, T0 + 2, true).expect("late retry");
+    assert_eq!(s.message_count, 2);
+    assert_eq!(s.last_seen, T0 + 5);
+    assert_eq!(store.subscriber(&u).expect("read"), Some(s));
+}
+
+#[test]
+fn tags_are_sorted_and_unique() {
+    let (_dir, store) = fresh();
+    let u = uid("oCarol");
+    store
+        .add_tags(&u, &["vip".into(), "rust".into(), "vip".into()])
+        .expect("tags");
+    let s = store
+        .add_tags(&u, &["alpha".into(), "rust".into(), " ".into()])
+        .expect("tags");
+    assert_eq!(s.tags, vec!["alpha", "rust", "vip"]);
+}
+
+#[test]
+fn concurrent_touch_loses_no_update() {
+    let (_dir, store) = fresh();
+    let u = uid("oBusy");
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let store = store.clone();
+            let u = u.clone();
+            scope.spawn(move || {
+                for i in 0..500 {
+                    store.touch(&u, T0 + t * 1000 + i, true).expect("touch");
+                }
+            });
+        }
+    });
+    let s = store.subscriber(&u).expect("read").expect("exists");
+    assert_eq!(s.message_count, 4000);
+    assert_eq!(s.last_seen, T0 + 7 * 1000 + 499);
+}
+
+// ---- dedupe ------------------------------------------------------------------------------
+
+#[test]
+fn dedupe_put_get_and_sweep_respect_retention() {
+    let dir = TempDir::new().expect("tempdir");
+    let cfg = StoreConfig {
+        dedupe_retention_secs: 100,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), cfg).expect("open");
+    let old = StoredReply {
+        at: T0,
+        body: "<xml>old</xml>".into(),
+    };
+    let young = StoredReply {
+        at: T0 + 50,
+        body: String::new(),
+    };
+    store.dedupe_put("msg:1", &old).expect("put");
+    store.dedupe_put("msg:2", &young).expect("put");
+    assert_eq!(store.dedupe_get("msg:1").expect("get"), Some(old.clone()));
+    assert_eq!(store.dedupe_get("msg:3").expect("get"), None);
+    assert_eq!(store.stats().dedupe_entries, 2);
+
+    // Retention boundary: an entry exactly `retention` old is kept.
+    assert_eq!(store.sweep_dedupe(T0 + 100).expect("sweep"), 0);
+    assert_eq!(store.sweep_dedupe(T0 + 101).expect("sweep"), 1);
+    assert_eq!(store.dedupe_get("msg:1").expect("get"), None);
+    assert_eq!(store.dedupe_get("msg:2").expect("get"), Some(young));
+    assert_eq!(store.sweep_dedupe(T0 + 151).expect("sweep"), 1);
+    assert_eq!(store.stats().dedupe_entries, 0);
+}
+
+#[test]
+fn dedupe_re_put_moves_entry_in_time() {
+    let dir = TempDir::new().expect("tempdir");
+    let cfg = StoreConfig {
+        dedupe_retention_secs: 10,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), cfg).expect("open");
+    store
+        .dedupe_put(
+            "k",
+            &StoredReply {
+                at: T0,
+                body: "a".into(),
+            },
+        )
+        .expect("put");
+    let newer = StoredReply {
+        at: T0 + 100,
+        body: "b".into(),
+    };
+    store.dedupe_put("k", &newer).expect("re-put");
+    assert_eq!(store.sweep_dedupe(T0 + 50).expect("sweep"), 0);
+    assert_eq!(store.dedupe_get("k").expect("get"), Some(newer));
+}
+
+#[test]
+fn sweep_handles_more_than_one_chunk() {
+    let dir = TempDir::new().expect("tempdir");
+    let cfg = StoreConfig {
+        dedupe_retention_secs: 0,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), cfg).expect("open");
+    for i in 0..1300 {
+        let r = StoredReply {
+            at: T0 + i,
+            body: String::new(),
+        };
+        store.dedupe_put(&format!("m{i}"), &r).expect("put");
+    }
+    assert_eq!(store.sweep_dedupe(T0 + 1200).expect("sweep"), 1200);
+    assert_eq!(store.stats().dedupe_entries, 100);
+}
+
+#[test]
+fn dedupe_keys_may_hold_any_bytes_but_not_be_empty() {
+    let (_dir, store) = fresh();
+    let r = StoredReply {
+        at: T0,
+        body: "x".into(),
+    };
+    store.dedupe_put("oA\0:1234", &r).expect("put");
+    assert_eq!(store.dedupe_get("oA\0:1234").expect("get"), Some(r.clone()));
+    assert_eq!(store.dedupe_get("oA").expect("get"), None);
+    assert!(matches!(
+        store.dedupe_put("", &r),
+        Err(StoreError::InvalidKey { .. })
+    ));
+}
+
+// ---- entitlements ------------------------------------------------------------------------
+
+#[test]
+fn grant_is_idempotent_on_reference() {
+    let (_dir, store) = fresh();
+    let u = uid("oBuyer");
+    let GrantOutcome::Granted(first) = store
+        .grant(&u, "rust-101", "shop", Some("order-1"), T0)
+        .expect("grant")
+    else {
+        panic!("first grant must be Granted");
+    };
+    let again = store
+        .grant(&u, "rust-101", "shop", Some("order-1"), T0 + 99)
+        .expect("grant");
+    assert_eq!(again, GrantOutcome::AlreadyGranted(first.clone()));
+    assert_eq!(
+        store.entitlement(&u, "rust-101").expect("read"),
+        Some(first.clone())
+    );
+
+    // The same reference for someone else is a conflict and changes nothing.
+    let other = uid("oOther");
+    let conflict = store
+        .grant(&other, "rust-101", "shop", Some("order-1"), T0 + 5)
+        .expect("grant");
+    assert_eq!(conflict, GrantOutcome::ReferenceConflict(first));
+    assert!(!store.is_entitled(&other, "rust-101").expect("read"));
+}
+
+#[test]
+fn revoke_then_regrant() {
+    let (_dir, store) = fresh();
+    let u = uid("oDave");
+    assert_eq!(
+        store.revoke(&u, "go-201", T0).expect("revoke"),
+        RevokeOutcome::NotGranted
+    );
+    store.grant(&u, "go-201", "admin", None, T0).expect("grant");
+    assert!(store.is_entitled(&u, "go-201").expect("read"));
+
+    let RevokeOutcome::Revoked(revoked) = store.revoke(&u, "go-201", T0 + 10).expect("revoke")
+    else {
+        panic!("expected Revoked");
+    };
+    assert_eq!(revoked.revoked_at, Some(T0 + 10));
+    assert!(!store.is_entitled(&u, "go-201").expect("read"));
+    assert_eq!(
+        store.revoke(&u, "go-201", T0 + 11).expect("revoke"),
+        RevokeOutcome::AlreadyRevoked(revoked)
+    );
+    assert!(store
+        .entitled_subscribers("go-201")
+        .expect("read")
+        .is_empty());
+
+    let GrantOutcome::Granted(regranted) = store
+        .grant(&u, "go-201", "shop", Some("order-9"), T0 + 20)
+        .expect("regrant")
+    else {
+        panic!("regrant after revoke must be Granted");
+    };
+    assert_eq!(regranted.granted_at, T0 + 20);
+    assert_eq!(regranted.revoked_at, None);
+    assert!(store.is_entitled(&u, "go-201").expect("read"));
+
+    // Replaying the revoked purchase's reference does not undo the state.
+    store.revoke(&u, "go-201", T0 + 30).expect("revoke");
+    let replay = store
+        .grant(&u, "go-201", "shop", Some("order-9"), T0 + 40)
+        .expect("replay");
+    assert!(matches!(replay, GrantOutcome::AlreadyGranted(ref e) if e.revoked_at == Some(T0 + 30)));
+    assert!(!store.is_entitled(&u, "go-201").expect("read"));
+}
+
+#[test]
+fn index_agrees_with_records_after_mixed_grants_and_revokes() {
+    let (_dir, store) = fresh();
+    let users: Vec<OpenId> = (0..12).map(|i| uid(&format!("oU{i:02}"))).collect();
+    let articles = ["a1", "a2", "a3"];
+    for (i, u) in users.iter().enumerate() {
+        for (j, a) in articles.iter().enumerate() {
+            if (i + j) % 2 == 0 {
+                store.grant(u, a, "admin", None, T0).expect("grant");
+            }
+            if (i * 7 + j) % 5 == 0 {
+                store.revoke(u, a, T0 + 1).expect("revoke");
+            }
+            if (i + j) % 3 == 0 {
+                store
+                    .grant(u, a, "admin", Some(&format!("r{i}-{j}")), T0 + 2)
+                    .expect("grant");
+            }
+        }
+    }
+    for a in articles {
+        let via_index: BTreeSet<String> = store
+            .entitled_subscribers(a)
+            .expect("index")
+            .into_iter()
+            .map(|e| {
+                assert!(e.is_active());
+                assert_eq!(e.article, a);
+                e.openid
+            })
+            .collect();
+        let via_records: BTreeSet<String> = users
+            .iter()
+            .flat_map(|u| store.entitlements_of(u).expect("records"))
+            .filter(|e| e.article == a && e.is_active())
+            .map(|e| e.openid)
+            .collect();
+        assert_eq!(via_index, via_records, "article {a}");
+        assert!(!via_index.is_empty());
+    }
+}
+
+#[test]
+fn keys_with_nul_are_refused() {
+    let (_dir, store) = fresh();
+    let err = store.grant(&uid("o\0x"), "a", "admin", None, T0);
+    assert!(matches!(
+        err,
+        Err(StoreError::InvalidKey { what: "openid" })
+    ));
+    let err = store.grant(&uid("o"), "a\0b", "admin", None, T0);
+    assert!(matches!(
+        err,
+        Err(StoreError::InvalidKey { what: "article" })
+    ));
+}
+
+#[test]
+fn grant_and_link_secret_survive_reopen() {
+    let dir = TempDir::new().expect("tempdir");
+    let u = uid("oEve");
+    let secret = {
+        let store = open(dir.path());
+        store
+            .grant(&u, "rust-101", "admin", Some("o-7"), T0)
+            .expect("grant");
+        store.link_secret().expect("secret")
+    };
+    let store = open(dir.path());
+    assert!(store.is_entitled(&u, "rust-101").expect("read"));
+    assert_eq!(store.link_secret().expect("secret"), secret);
+    assert_eq!(store.link_secret().expect("secret"), secret);
+    assert!(matches!(
+        store.grant(&u, "rust-101", "admin", Some("o-7"), T0 + 1),
+        Ok(GrantOutcome::AlreadyGranted(_))
+    ));
+}
+
+#[test]
+fn grant_is_durable_without_a_clean_shutdown() {
+    // A child process grants, then dies by SIGKILL-equivalent (`process::exit` skips every
+    // destructor, so sled gets no shutdown flush): the grant must still be on disk.
+    if let Ok(dir) = std::env::var("MPGATE_STORE_CHILD_GRANT") {
+        let store = open(Path::new(&dir));
+        store
+            .grant(&uid("oKill"), "art", "admin", None, T0)
+            .expect("grant");
+        std::process::exit(0);
+    }
+    let dir = TempDir::new().expect("tempdir");
+    let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "grant_is_durable_without_a_clean_shutdown",
+            "--nocapture",
+        ])
+        .env("MPGATE_STORE_CHILD_GRANT", dir.path())
+        .status()
+        .expect("spawn child");
+    assert!(status.success());
+    let store = open(dir.path());
+    assert!(store.is_entitled(&uid("oKill"), "art").expect("read"));
+}
+
+// ---- handoffs ----------------------------------------------------------------------------
+
+#[test]
+fn handoff_sessions_round_trip() {
+    let (_dir, store) = fresh();
+    let s = HandoffSession {
+        openid: "oFrank".into(),
+        state: HandoffState::Taken {
+            kf_account: "kf2001@acct".into(),
+        },
+        kf_account: Some("kf2001@acct".into()),
+        opened_at: T0,
+        last_activity: T0 + 3,
+        rule: "human".into(),
+    };
+    let q = HandoffSession {
+        openid: "oGrace".into(),
+        state: HandoffState::Queued,
+        kf_account: None,
+        opened_at: T0,
+        last_activity: T0,
+        rule: "human".into(),
+    };
+    store.handoff_put(&s).expect("put");
+    store.handoff_put(&q).expect("put");
+    assert_eq!(
+        store.handoff_get(&uid("oFrank")).expect("get"),
+        Some(s.clone())
+    );
+    assert_eq!(store.handoffs().expect("list"), vec![s.clone(), q.clone()]);
+    assert_eq!(store.handoff_close(&uid("oFrank")).expect("close"), Some(s));
+    assert_eq!(store.handoff_close(&uid("oFrank")).expect("close"), None);
+    assert_eq!(store.handoffs().expect("list"), vec![q]);
+}
+
+// ---- counters ----------------------------------------------------------------------------
+
+#[test]
+fn counters_add_across_memory_flushes_and_reopen() {
+    let dir = TempDir::new().expect("tempdir");
+    let rule = || Counter::RuleHit {
+        rule: "price".into(),
+    };
+    let direct = || Counter::Subscribe {
+        channel: String::new(),
+    };
+    {
+        let store = open(dir.path());
+        store.count(rule(), day(1), 2);
+        store.count(direct(), day(1), 1);
+        let before = store.counters(day(1), day(1)).expect("read");
+        assert_eq!(before[&day(1)]["rule:price"], 2);
+
+        store.flush_counters().expect("flush 1");
+        store.count(rule(), day(1), 3);
+        store.count(rule(), day(2), 7);
+        // Flushed and pending counts are summed.
+        assert_eq!(
+            store.counters(day(1), day(2)).expect("read")[&day(1)]["rule:price"],
+            5
+        );
+        store.flush_counters().expect("flush 2");
+        store.flush_counters().expect("empty flush");
+    }
+    let store = open(dir.path());
+    let all = store.counters(day(1), day(3)).expect("read");
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[&day(1)]["rule:price"], 5);
+    assert_eq!(all[&day(1)]["subscribe:"], 1);
+    assert_eq!(all[&day(2)]["rule:price"], 7);
+    let only_second = store.counters(day(2), day(2)).expect("read");
+    assert_eq!(only_second.keys().collect::<Vec<_>>(), vec![&day(2)]);
+    assert!(store.counters(day(3), day(1)).expect("read").is_empty());
+}
+
+#[test]
+fn concurrent_counts_and_flushes_add_up() {
+    let (_dir, store) = fresh();
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            let store = store.clone();
+            scope.spawn(move || {
+                for i in 0..1000 {
+                    store.count(
+                        Counter::Push {
+                            msg_type: "text".into(),
+                        },
+                        day(5),
+                        1,
+                    );
+                    if i % 100 == 0 {
+                        store.flush_counters().expect("flush");
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(
+        store.counters(day(5), day(5)).expect("read")[&day(5)]["push:text"],
+        4000
+    );
+    store.flush_counters().expect("flush");
+    assert_eq!(
+        store.counters(day(5), day(5)).expect("read")[&day(5)]["push:text"],
+        4000
+    );
+}
+
+// ---- schema, lock, misc ------------------------------------------------------------------
+
+#[test]
+fn newer_schema_is_refused_with_a_clear_message() {
+    let dir = TempDir::new().expect("tempdir");
+    {
+        // Forge what a future mpgate would leave behind.
+        let db = sled::open(dir.path()).expect("sled");
+        let meta = db.open_tree("meta").expect("tree");
+        meta.insert("schema_version", &99u32.to_be_bytes())
+            .expect("insert");
+        db.flush().expect("flush");
+    }
+    let err = Store::open(dir.path(), StoreConfig::default()).expect_err("must refuse");
+    assert!(matches!(
+        err,
+        StoreError::NewerSchema {
+            found: 99,
+            supported: 1
+        }
+    ));
+    assert_eq!(
+        err.to_string(),
+        "data dir written by a newer mpgate (schema 99); this build understands up to 1"
+    );
+}
+
+#[test]
+fn fresh_dir_is_stamped_with_current_schema() {
+    let dir = TempDir::new().expect("tempdir");
+    drop(open(dir.path()));
+    let db = sled::open(dir.path()).expect("sled");
+    let v = db
+        .open_tree("meta")
+        .expect("tree")
+        .get("schema_version")
+        .expect("get")
+        .expect("stamped");
+    assert_eq!(v.as_ref(), &1u32.to_be_bytes());
+}
+
+#[test]
+fn second_open_of_a_held_dir_is_locked() {
+    // flock(2) locks belong to open file descriptions, so a second open in the same process
+    // conflicts exactly as a second process would.
+    let (dir, _held) = fresh();
+    let err = Store::open(dir.path(), StoreConfig::default()).expect_err("must be locked");
+    match &err {
+        StoreError::Locked { dir: d } => assert_eq!(d, dir.path()),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    assert!(msg.contains("running mpgate server"), "{msg}");
+}
+
+#[test]
+fn stats_and_size() {
+    let (_dir, store) = fresh();
+    store.touch(&uid("o1"), T0, true).expect("touch");
+    store.touch(&uid("o2"), T0, true).expect("touch");
+    store
+        .grant(&uid("o1"), "a", "admin", None, T0)
+        .expect("grant");
+    store
+        .dedupe_put(
+            "k",
+            &StoredReply {
+                at: T0,
+                body: String::new(),
+            },
+        )
+        .expect("put");
+    let stats = store.stats();
+    assert_eq!(
+        (stats.subscribers, stats.entitlements, stats.dedupe_entries),
+        (2, 1, 1)
+    );
+    assert!(store.size_on_disk().expect("size") > 0);
+}
