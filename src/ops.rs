@@ -41,6 +41,10 @@ pub fn grant(s: &Settings, openid: &str, article: &str, source: &str, reference:
     Ok(match out {
         GrantOutcome::Granted(e) => format!("granted: {}", serde_json::to_string_pretty(&e)?),
         GrantOutcome::AlreadyGranted(e) => format!("already granted (same reference): {}", serde_json::to_string_pretty(&e)?),
+        GrantOutcome::ReferenceConflict(e) => anyhow::bail!(
+            "reference already used for another grant: {}",
+            serde_json::to_string_pretty(&e)?
+        ),
     })
 }
 

@@ -406,7 +406,7 @@ impl Gateway {
                     url: a
                         .purchase_url
                         .clone()
-                        .unwrap_or_else(|| format!("{}/a/{}", self.public_url, crate::paywall::encode(id))),
+                        .unwrap_or_else(|| format!("{}/a/{}", self.public_url, crate::paywall::percent_encode(id))),
                 }],
             })
         }

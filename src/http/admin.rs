@@ -28,6 +28,8 @@ pub enum AdminError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("state store failure")]
     Store(#[from] crate::store::StoreError),
 }
@@ -39,6 +41,7 @@ impl actix_web::ResponseError for AdminError {
             AdminError::Off | AdminError::NotFound(_) => S::NOT_FOUND,
             AdminError::Unauthorized => S::UNAUTHORIZED,
             AdminError::BadRequest(_) => S::BAD_REQUEST,
+            AdminError::Conflict(_) => S::CONFLICT,
             AdminError::Store(_) => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -154,6 +157,12 @@ async fn grant(
     let (status, ent) = match out {
         GrantOutcome::Granted(e) => ("granted", e),
         GrantOutcome::AlreadyGranted(e) => ("already_granted", e),
+        GrantOutcome::ReferenceConflict(other) => {
+            return Err(AdminError::Conflict(format!(
+                "reference already used for another grant (article `{}`)",
+                other.article
+            )))
+        }
     };
     tracing::info!(article = %b.article, status, "entitlement grant");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": status, "entitlement": ent })))

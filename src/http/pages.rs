@@ -88,7 +88,7 @@ pub async fn article(
         return paywall(&gw, article, StatusCode::FORBIDDEN, "在公众号内发送关键词获取阅读链接。");
     };
     let now = chrono::Utc::now().timestamp();
-    let expires: i64 = match e.parse() {
+    let expires: i64 = match crate::paywall::parse_expires(e) {
         Ok(v) => v,
         Err(_) => return link_error(&gw, StatusCode::FORBIDDEN, "⚠️", "链接无效", "链接不完整或被修改过，请回到公众号重新获取。"),
     };
