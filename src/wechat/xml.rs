@@ -227,6 +227,21 @@ fn parse_digits(digits: &str, radix: u32) -> Option<u32> {
     u32::from_str_radix(digits, radix).ok()
 }
 
+/// Appends `<![CDATA[text]]>`, splitting any `]]>` in `text` across two sections so the reader
+/// above gives `text` back unchanged. Shared by [`super::message`] and [`super::reply`].
+pub(crate) fn push_cdata(out: &mut String, text: &str) {
+    out.push_str("<![CDATA[");
+    let mut pieces = text.split("]]>");
+    if let Some(first) = pieces.next() {
+        out.push_str(first);
+    }
+    for piece in pieces {
+        out.push_str("]]]]><![CDATA[>");
+        out.push_str(piece);
+    }
+    out.push_str("]]>");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +367,19 @@ mod tests {
             .map(|e| e.text.as_str())
             .collect();
         assert_eq!(items, ["1", "2"]);
+    }
+
+    #[test]
+    fn push_cdata_splits_the_terminator_and_round_trips() {
+        for text in ["", "plain", "]]>", "a]]>b]]>", "]]]>>", "x]]"] {
+            let mut out = String::from("<a>");
+            push_cdata(&mut out, text);
+            out.push_str("</a>");
+            assert_eq!(text_of(&out), text, "{out}");
+        }
+        let mut out = String::new();
+        push_cdata(&mut out, "a]]>b");
+        assert_eq!(out, "<![CDATA[a]]]]><![CDATA[>b]]>");
     }
 
     #[test]
