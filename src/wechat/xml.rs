@@ -1,8 +1,390 @@
-//! TODO(protocol helper): strict XML reader.
+//! A strict, small XML reader for push bodies: quick-xml events → an owned [`Element`] tree.
+//!
+//! Owns the safety rules for untrusted XML: no DTDs (so no entity expansion or XXE), only the
+//! five predefined entities and numeric references, bounded depth and element count. It keeps
+//! what the platform really sends: CDATA verbatim (never trimmed), CDATA split across sections,
+//! emoji, and raw control characters in user text (XML 1.0 forbids them; the platform sends them
+//! anyway, so rejecting them would drop real messages). Attributes are ignored: the protocol uses
+//! none. Pure: depends on `quick-xml` only.
+
+use quick_xml::events::Event as XmlEvent;
+use quick_xml::Reader;
+
+/// Deepest nesting accepted; the deepest real push (`MASSSENDJOBFINISH`) nests 5.
+const MAX_DEPTH: usize = 8;
+/// Most elements accepted in one document; real pushes have fewer than 60.
+const MAX_ELEMENTS: usize = 512;
+/// Longest entity name echoed back in an error.
+const MAX_ECHO: usize = 32;
+
+/// One element: its name, its text (text and CDATA concatenated in document order) and children.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Element {
+    pub name: String,
+    /// Character data of this element. Whitespace-only text between child elements is dropped;
+    /// a leaf's text is kept exactly as sent.
+    pub text: String,
+    pub children: Vec<Element>,
+}
+
+impl Element {
+    /// The first child called `name`.
+    pub fn child(&self, name: &str) -> Option<&Element> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    /// The text of the first child called `name`.
+    pub fn child_text(&self, name: &str) -> Option<&str> {
+        self.child(name).map(|c| c.text.as_str())
+    }
+
+    /// Every child called `name`, in document order (a repeated element is always a list).
+    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+}
 
 /// Why a body is not acceptable XML.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum XmlError {
     #[error("not well-formed XML: {0}")]
     Malformed(String),
+    #[error("DOCTYPE declarations are refused")]
+    Doctype,
+    #[error("undefined entity reference &{0};")]
+    Entity(String),
+    #[error("elements nested deeper than {MAX_DEPTH}")]
+    TooDeep,
+    #[error("more than {MAX_ELEMENTS} elements")]
+    TooLarge,
+}
+
+/// Parses a whole document and returns its root element.
+pub fn parse(input: &str) -> Result<Element, XmlError> {
+    let input = input.strip_prefix('\u{feff}').unwrap_or(input);
+    let mut reader = Reader::from_str(input);
+    {
+        let config = reader.config_mut();
+        config.trim_text(false);
+        config.check_end_names = true;
+        config.expand_empty_elements = false;
+    }
+
+    let mut stack: Vec<Element> = Vec::with_capacity(MAX_DEPTH);
+    let mut root: Option<Element> = None;
+    let mut count = 0usize;
+
+    loop {
+        let event = reader.read_event().map_err(|e| {
+            malformed(format!(
+                "{} at byte {}",
+                truncate(&e.to_string(), 80),
+                reader.error_position()
+            ))
+        })?;
+        match event {
+            XmlEvent::Start(_) | XmlEvent::Empty(_) if root.is_some() => {
+                return Err(malformed("content after the root element"));
+            }
+            XmlEvent::Start(start) => {
+                count += 1;
+                if count > MAX_ELEMENTS {
+                    return Err(XmlError::TooLarge);
+                }
+                if stack.len() >= MAX_DEPTH {
+                    return Err(XmlError::TooDeep);
+                }
+                stack.push(Element {
+                    name: utf8(start.name().as_ref())?.to_owned(),
+                    ..Element::default()
+                });
+            }
+            XmlEvent::Empty(start) => {
+                count += 1;
+                if count > MAX_ELEMENTS {
+                    return Err(XmlError::TooLarge);
+                }
+                if stack.len() >= MAX_DEPTH {
+                    return Err(XmlError::TooDeep);
+                }
+                let el = Element {
+                    name: utf8(start.name().as_ref())?.to_owned(),
+                    ..Element::default()
+                };
+                close(el, &mut stack, &mut root);
+            }
+            XmlEvent::End(end) => {
+                let mut el = stack
+                    .pop()
+                    .ok_or_else(|| malformed("end tag without a start tag"))?;
+                if el.name.as_bytes() != end.name().as_ref() {
+                    return Err(malformed(format!("mismatched end tag for <{}>", el.name)));
+                }
+                if !el.children.is_empty() && is_xml_whitespace(&el.text) {
+                    el.text.clear();
+                }
+                close(el, &mut stack, &mut root);
+            }
+            XmlEvent::Text(text) => {
+                let raw = utf8(&text)?;
+                match stack.last_mut() {
+                    Some(top) => unescape_into(raw, &mut top.text)?,
+                    None if is_xml_whitespace(raw) => {}
+                    None => return Err(malformed("text outside the root element")),
+                }
+            }
+            XmlEvent::CData(cdata) => {
+                let raw = utf8(&cdata)?;
+                match stack.last_mut() {
+                    Some(top) => top.text.push_str(raw),
+                    None => return Err(malformed("CDATA outside the root element")),
+                }
+            }
+            XmlEvent::DocType(_) => return Err(XmlError::Doctype),
+            XmlEvent::Comment(_) | XmlEvent::Decl(_) | XmlEvent::PI(_) => {}
+            XmlEvent::Eof => break,
+        }
+    }
+
+    if let Some(open) = stack.last() {
+        return Err(malformed(format!("unclosed element <{}>", open.name)));
+    }
+    root.ok_or_else(|| malformed("no root element"))
+}
+
+/// Attaches a finished element to its parent, or makes it the root.
+fn close(el: Element, stack: &mut [Element], root: &mut Option<Element>) {
+    match stack.last_mut() {
+        Some(parent) => parent.children.push(el),
+        None => *root = Some(el),
+    }
+}
+
+fn malformed(msg: impl Into<String>) -> XmlError {
+    XmlError::Malformed(msg.into())
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, XmlError> {
+    // Input came in as &str and quick-xml splits only at ASCII delimiters, so this cannot fail in
+    // practice; it is checked rather than assumed to keep the reader panic-free.
+    std::str::from_utf8(bytes).map_err(|_| malformed("invalid UTF-8"))
+}
+
+fn is_xml_whitespace(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    s.chars().take(max_chars).collect()
+}
+
+/// Appends `raw` to `out`, decoding the five predefined entities and numeric references.
+fn unescape_into(raw: &str, out: &mut String) -> Result<(), XmlError> {
+    let mut rest = raw;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let after = &rest[amp + 1..];
+        let semi = after
+            .find(';')
+            .ok_or_else(|| malformed("unterminated entity reference"))?;
+        let name = &after[..semi];
+        match name {
+            "lt" => out.push('<'),
+            "gt" => out.push('>'),
+            "amp" => out.push('&'),
+            "apos" => out.push('\''),
+            "quot" => out.push('"'),
+            _ => out.push(numeric_reference(name)?),
+        }
+        rest = &after[semi + 1..];
+    }
+    out.push_str(rest);
+    Ok(())
+}
+
+/// `#123` or `#x7B` → the char it names; anything else is an entity this reader does not define.
+fn numeric_reference(name: &str) -> Result<char, XmlError> {
+    let code = if let Some(hex) = name.strip_prefix("#x") {
+        parse_digits(hex, 16)
+    } else if let Some(dec) = name.strip_prefix('#') {
+        parse_digits(dec, 10)
+    } else {
+        return Err(XmlError::Entity(truncate(name, MAX_ECHO)));
+    };
+    code.and_then(char::from_u32).ok_or_else(|| {
+        malformed(format!(
+            "invalid character reference &{};",
+            truncate(name, MAX_ECHO)
+        ))
+    })
+}
+
+fn parse_digits(digits: &str, radix: u32) -> Option<u32> {
+    // `from_str_radix` accepts a leading '+'; XML does not.
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u32::from_str_radix(digits, radix).ok()
+}
+
+/// Appends `<![CDATA[text]]>`, splitting any `]]>` in `text` across two sections so the reader
+/// above gives `text` back unchanged. Shared by [`super::message`] and [`super::reply`].
+pub(crate) fn push_cdata(out: &mut String, text: &str) {
+    out.push_str("<![CDATA[");
+    let mut pieces = text.split("]]>");
+    if let Some(first) = pieces.next() {
+        out.push_str(first);
+    }
+    for piece in pieces {
+        out.push_str("]]]]><![CDATA[>");
+        out.push_str(piece);
+    }
+    out.push_str("]]>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text_of(input: &str) -> String {
+        parse(input).expect("parses").text
+    }
+
+    #[test]
+    fn tree_with_whitespace_between_children() {
+        let root = parse(
+            "<?xml version=\"1.0\"?>\n<xml>\n  <A><![CDATA[x]]></A>\n  <B>1</B>\n  <C/>\n</xml>\n",
+        )
+        .expect("parses");
+        assert_eq!(root.name, "xml");
+        assert_eq!(root.text, "");
+        assert_eq!(root.children.len(), 3);
+        assert_eq!(root.child_text("A"), Some("x"));
+        assert_eq!(root.child_text("B"), Some("1"));
+        assert_eq!(root.child_text("C"), Some(""));
+        assert_eq!(root.child_text("D"), None);
+    }
+
+    #[test]
+    fn cdata_is_kept_verbatim_and_concatenated() {
+        assert_eq!(
+            text_of("<a><![CDATA[a]]]]><![CDATA[>b]]></a>"),
+            "a]]>b".to_owned()
+        );
+        assert_eq!(text_of("<a><![CDATA[  spaced  ]]></a>"), "  spaced  ");
+        assert_eq!(text_of("<a>  bare  </a>"), "  bare  ");
+        assert_eq!(text_of("<a>x<![CDATA[<y>]]>z</a>"), "x<y>z");
+        assert_eq!(text_of("<a><![CDATA[&amp;]]></a>"), "&amp;");
+    }
+
+    #[test]
+    fn entities_and_character_references() {
+        assert_eq!(
+            text_of("<a>&lt;&gt;&amp;&apos;&quot;&#20320;&#x597D;&#x1F389;</a>"),
+            "<>&'\"你好🎉"
+        );
+        assert_eq!(
+            parse("<a>&foo;</a>"),
+            Err(XmlError::Entity("foo".to_owned()))
+        );
+        assert!(matches!(
+            parse("<a>&#xD800;</a>"),
+            Err(XmlError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse("<a>&#x110000;</a>"),
+            Err(XmlError::Malformed(_))
+        ));
+        assert!(matches!(parse("<a>&#+1;</a>"), Err(XmlError::Malformed(_))));
+        assert!(matches!(parse("<a>&amp</a>"), Err(XmlError::Malformed(_))));
+    }
+
+    #[test]
+    fn raw_control_characters_are_accepted() {
+        let s = "<a>\u{1}\u{8}\u{b}\u{1f}<![CDATA[\u{2}\u{1e}]]></a>";
+        assert_eq!(text_of(s), "\u{1}\u{8}\u{b}\u{1f}\u{2}\u{1e}");
+    }
+
+    #[test]
+    fn doctype_is_refused_anywhere() {
+        let xxe = "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><xml><A>&e;</A></xml>";
+        assert_eq!(parse(xxe), Err(XmlError::Doctype));
+        assert_eq!(parse("<xml><!DOCTYPE x></xml>"), Err(XmlError::Doctype));
+    }
+
+    #[test]
+    fn comments_and_processing_instructions_are_tolerated() {
+        let root = parse("<!-- c --><?pi x?><xml><!-- c --><A>1</A><?pi?></xml><!-- end -->")
+            .expect("parses");
+        assert_eq!(root.child_text("A"), Some("1"));
+    }
+
+    #[test]
+    fn depth_and_size_limits() {
+        let ok = format!("{}{}", "<a>".repeat(8), "</a>".repeat(8));
+        assert!(parse(&ok).is_ok());
+        let deep = format!("{}{}", "<a>".repeat(9), "</a>".repeat(9));
+        assert_eq!(parse(&deep), Err(XmlError::TooDeep));
+        let deep_empty = format!("{}<b/>{}", "<a>".repeat(8), "</a>".repeat(8));
+        assert_eq!(parse(&deep_empty), Err(XmlError::TooDeep));
+
+        let wide_ok = format!("<r>{}</r>", "<i/>".repeat(511));
+        assert!(parse(&wide_ok).is_ok());
+        let wide = format!("<r>{}</r>", "<i/>".repeat(512));
+        assert_eq!(parse(&wide), Err(XmlError::TooLarge));
+    }
+
+    #[test]
+    fn malformed_documents() {
+        for bad in [
+            "",
+            "   ",
+            "<a>",
+            "<a></b>",
+            "<a></a><b></b>",
+            "<a></a>trailing",
+            "lead<a></a>",
+            "<a><b></a></b>",
+            "</a>",
+            "<a>x < y</a>",
+            "<!-- only a comment -->",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(XmlError::Malformed(_))),
+                "{bad:?} gave {:?}",
+                parse(bad)
+            );
+        }
+        // Whitespace after the root is fine.
+        assert!(parse("<a></a>\n\n").is_ok());
+    }
+
+    #[test]
+    fn repeated_children_are_a_list() {
+        let root = parse("<L><item>1</item><x/><item>2</item></L>").expect("parses");
+        let items: Vec<&str> = root
+            .children_named("item")
+            .map(|e| e.text.as_str())
+            .collect();
+        assert_eq!(items, ["1", "2"]);
+    }
+
+    #[test]
+    fn push_cdata_splits_the_terminator_and_round_trips() {
+        for text in ["", "plain", "]]>", "a]]>b]]>", "]]]>>", "x]]"] {
+            let mut out = String::from("<a>");
+            push_cdata(&mut out, text);
+            out.push_str("</a>");
+            assert_eq!(text_of(&out), text, "{out}");
+        }
+        let mut out = String::new();
+        push_cdata(&mut out, "a]]>b");
+        assert_eq!(out, "<![CDATA[a]]]]><![CDATA[>b]]>");
+    }
+
+    #[test]
+    fn mixed_content_keeps_non_whitespace_text() {
+        let root = parse("<a> x <b/> y </a>").expect("parses");
+        assert_eq!(root.text, " x  y ");
+    }
 }
