@@ -123,6 +123,10 @@ impl LiveRules {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last = fingerprint(&path, self.current().templates_dir());
         let mut missing_once = false;
+        // Files may have changed between the initial load and this first fingerprint.
+        if self.current().is_stale() {
+            let _ = self.reload(&path);
+        }
         // The diagnostics last logged, so a broken edit is reported once, not every tick.
         let mut last_failure: Option<String> = None;
         loop {

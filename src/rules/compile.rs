@@ -1153,7 +1153,7 @@ fn shadow_warnings(
 }
 
 /// Short hash of the rules file and every template file (names and contents).
-fn version(src: &str, tdir: &Path) -> String {
+pub(crate) fn version(src: &str, tdir: &Path) -> String {
     let mut h = Sha256::new();
     h.update(src.as_bytes());
     for f in template_files(tdir) {

@@ -224,6 +224,15 @@ impl RuleSet {
         self.handoff.exit_keywords.iter().any(|k| *k == t)
     }
 
+    /// Whether the files on disk (rules file and templates) differ from what this set was
+    /// compiled from. Reads them; meant for the watcher's first look, not for every request.
+    pub fn is_stale(&self) -> bool {
+        match std::fs::read_to_string(&self.source_path) {
+            Ok(src) => compile::version(&src, self.templates.dir()) != self.version,
+            Err(_) => true,
+        }
+    }
+
     pub fn rule_names(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|r| r.name.as_str())
     }
