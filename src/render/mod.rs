@@ -1,1 +1,223 @@
-//! TODO(rules helper): templates.
+//! Message templates: a minijinja environment built at run time from the templates dir (operators
+//! edit files there without rebuilding) plus the inline templates written in `keywords.toml`.
+//!
+//! Owns the template environment, the variables a template may use ([`Vars`]) and the sample
+//! values used to prove every template renders before rules go live. Undefined variables are
+//! errors (strict mode) so a typo is caught at load time, not in front of a subscriber.
+//! May depend on: minijinja, serde. Knows nothing of rules or the protocol; `rules` compiles into it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+/// Why a template could not be added or rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("{message}")]
+    Template {
+        /// Template name (file name relative to the templates dir, or `inline:…`).
+        name: String,
+        /// 1-based line inside the template, when minijinja knows it.
+        line: Option<usize>,
+        message: String,
+    },
+}
+
+impl RenderError {
+    fn from_mj(name: &str, e: &minijinja::Error) -> Self {
+        let mut message = e.kind().to_string();
+        if let Some(d) = e.detail() {
+            message.push_str(": ");
+            message.push_str(d);
+        }
+        RenderError::Template {
+            name: e.name().unwrap_or(name).to_string(),
+            line: e.line(),
+            message,
+        }
+    }
+
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            RenderError::Template { line, .. } => *line,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            RenderError::Template { name, .. } => name,
+        }
+    }
+}
+
+/// The variables every template sees.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Vars {
+    pub openid: String,
+    /// The QR-code scene the subscriber came from, if any.
+    pub channel: Option<String>,
+    pub tags: Vec<String>,
+    /// "YYYY-MM-DD" in the account time zone.
+    pub subscribed_since: Option<String>,
+    /// The matched keyword as written in keywords.toml, else the user's text.
+    pub keyword: String,
+    /// Regex groups: `captures[0]` is the whole match.
+    pub captures: Vec<Option<String>>,
+    /// Named regex groups.
+    pub groups: BTreeMap<String, String>,
+    /// "YYYY-MM-DD HH:MM" in the account time zone.
+    pub now: String,
+    /// The user's text (or voice recognition), empty for events.
+    pub text: String,
+}
+
+impl Vars {
+    /// Two sample contexts a template must render against at load time: one with every optional
+    /// value present and one with every optional value absent.
+    pub fn samples(captures: usize, groups: &[String]) -> [Vars; 2] {
+        let full = Vars {
+            openid: "oSAMPLE_openid".into(),
+            channel: Some("sample-channel".into()),
+            tags: vec!["sample-tag".into()],
+            subscribed_since: Some("2026-01-01".into()),
+            keyword: "sample".into(),
+            captures: (0..=captures).map(|_| Some("sample".into())).collect(),
+            groups: groups
+                .iter()
+                .map(|g| (g.clone(), "sample".to_string()))
+                .collect(),
+            now: "2026-01-01 09:00".into(),
+            text: "sample".into(),
+        };
+        let empty = Vars {
+            channel: None,
+            tags: Vec::new(),
+            subscribed_since: None,
+            ..full.clone()
+        };
+        [full, empty]
+    }
+}
+
+/// The compiled templates of one rules load. Immutable once built; shared by routing threads.
+pub struct Templates {
+    env: Environment<'static>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates").field("dir", &self.dir).finish()
+    }
+}
+
+impl Templates {
+    /// An environment whose `{% include %}`s resolve under `dir`.
+    pub fn new(dir: &Path) -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_loader(minijinja::path_loader(dir));
+        Templates {
+            env,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The directory templates are read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Compiles one template under `name` (a file name relative to the dir, or `inline:…`).
+    pub fn add(&mut self, name: &str, source: String) -> Result<(), RenderError> {
+        self.env
+            .add_template_owned(name.to_string(), source)
+            .map_err(|e| RenderError::from_mj(name, &e))
+    }
+
+    /// Renders a compiled template against any serialisable context.
+    pub fn render<S: Serialize>(&self, name: &str, ctx: &S) -> Result<String, RenderError> {
+        let t = self
+            .env
+            .get_template(name)
+            .map_err(|e| RenderError::from_mj(name, &e))?;
+        t.render(ctx).map_err(|e| RenderError::from_mj(name, &e))
+    }
+
+    /// Renders once against each sample context: a template that fails here is a config error.
+    pub fn check(&self, name: &str, captures: usize, groups: &[String]) -> Result<(), RenderError> {
+        for vars in Vars::samples(captures, groups) {
+            self.render(name, &vars)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every template file under `dir` (recursively, sorted), skipping hidden files and editor
+/// backups (`.x.swp`, `x~`) so a half-written swap file neither changes the version nor
+/// triggers a reload.
+pub fn template_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || name.ends_with('~') {
+                continue;
+            }
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => out.push(e.path()),
+                Err(_) => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Whether a string needs the template engine at all (plain text is sent as written).
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%") || s.contains("{#")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_undefined_is_an_error() {
+        let mut t = Templates::new(Path::new("/nonexistent"));
+        t.add("inline:a", "hi {{ opnid }}".into())
+            .expect("compiles");
+        let err = t.check("inline:a", 0, &[]).expect_err("typo caught");
+        assert_eq!(err.line(), Some(1));
+        assert!(err.to_string().contains("undefined"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let mut t = Templates::new(Path::new("/nonexistent"));
+        let err = t
+            .add("inline:b", "line one\n{% if x %}\nno end".into())
+            .expect_err("syntax");
+        assert!(err.line().is_some());
+    }
+
+    #[test]
+    fn optional_values_render_in_both_samples() {
+        let mut t = Templates::new(Path::new("/nonexistent"));
+        t.add(
+            "inline:c",
+            "{% if channel %}来自 {{ channel }}{% endif %} {{ now }} {{ tags|join(',') }}".into(),
+        )
+        .expect("compiles");
+        t.check("inline:c", 0, &[]).expect("renders");
+    }
+}

@@ -1,1 +1,239 @@
-//! TODO(rules helper): the rules engine.
+//! The rules engine: `keywords.toml` (written by operators who never touch Rust) → a compiled,
+//! immutable [`RuleSet`] → a routing [`Decision`] for each inbound push.
+//!
+//! Two stages, like every operator file in mpgate: [`raw`] is a strict serde mirror of the file,
+//! [`compile`] turns it into indexes and collects *every* problem as a [`Diagnostic`] with
+//! file:line:column and a hint. Routing ([`route`]) never scans rules one by one: exact keywords
+//! live in a hash map, prefix/contains keywords in one Aho-Corasick automaton, regexes in one
+//! `RegexSet`, events in maps keyed by (event kind, key); the winner is the lowest-numbered
+//! candidate whose remaining conditions (time window, first-time, …) hold.
+//!
+//! Pure over a parsed message, a [`SubscriberView`] and a clock: no sled, no actix, no HTTP.
+//! Files are read only by the `load`/`from_source` entry points (keywords.toml and templates).
+//! May depend on: [`crate::wechat`] types, [`crate::render`], regex, aho-corasick, chrono(-tz).
+
+pub mod cli;
+mod compile;
+mod diag;
+mod menu;
+mod raw;
+mod route;
+mod window;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use chrono_tz::Tz;
+
+use crate::render::{RenderError, Templates};
+use crate::wechat::types::OpenId;
+
+pub use diag::{ConfigErrors, Diagnostic, Severity};
+pub use menu::MenuButton;
+pub(crate) use window::normalize;
+
+/// A rules file compiled and ready to route. Immutable; share it behind an `Arc`.
+#[derive(Debug)]
+pub struct RuleSet {
+    version: String,
+    tz: Tz,
+    source_path: PathBuf,
+    rules: Vec<compile::Rule>,
+    index: route::Index,
+    articles: Vec<ArticleDef>,
+    article_ix: HashMap<String, usize>,
+    menu: Option<Vec<MenuButton>>,
+    handoff: HandoffSettings,
+    templates: Templates,
+}
+
+/// A successful load: the rules plus any warnings worth showing the operator.
+#[derive(Debug)]
+pub struct Loaded {
+    pub rules: RuleSet,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// What a subscriber looks like to the rules (the store's answer, borrowed).
+#[derive(Clone, Copy, Debug)]
+pub struct SubscriberView<'a> {
+    pub openid: &'a OpenId,
+    /// A subscribe event from someone who has never subscribed before.
+    pub first_time: bool,
+    /// The QR-code scene they first came from.
+    pub channel: Option<&'a str>,
+    pub tags: &'a [String],
+    /// Unix seconds.
+    pub subscribed_since: Option<i64>,
+}
+
+/// The outcome of routing one push.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The rule that won; `None` when nothing matched (reply `success`).
+    pub rule: Option<String>,
+    /// Human-readable reason, e.g. `exact keyword "价格"`, `fallback`, `CLICK key ABOUT`.
+    pub why: String,
+    /// The rendered reply. `Reply::None` for article and handoff rules: the special action decides.
+    pub reply: crate::wechat::reply::Reply,
+    pub add_tags: Vec<String>,
+    pub special: Option<Special>,
+}
+
+/// Actions the rules engine names but other modules carry out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Special {
+    /// Show the paywalled article with this id.
+    Article { id: String },
+    /// Hand the conversation to human customer service.
+    Handoff(HandoffAction),
+}
+
+/// A handoff, evaluated at routing time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HandoffAction {
+    /// Target agent (`alice@gh_xxx`); `None` lets the platform pick.
+    pub kf_account: Option<String>,
+    /// Rendered notice to send when connecting.
+    pub notice: Option<String>,
+    /// Whether `now` is inside the rule's service hours (true when it has none).
+    pub in_hours: bool,
+    /// Rendered text to send outside service hours.
+    pub offline: Option<String>,
+}
+
+/// Account-wide handoff settings (`[handoff]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HandoffSettings {
+    /// Normalised (NFKC, lower-case, trimmed) keywords that end a handoff.
+    pub exit_keywords: Vec<String>,
+    pub idle_timeout_minutes: u32,
+    /// Whether the file had a `[handoff]` section at all.
+    pub configured: bool,
+}
+
+impl Default for HandoffSettings {
+    fn default() -> Self {
+        HandoffSettings {
+            exit_keywords: Vec::new(),
+            idle_timeout_minutes: 30,
+            configured: false,
+        }
+    }
+}
+
+/// One paywalled article (`[[article]]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArticleDef {
+    pub id: String,
+    pub title: String,
+    pub teaser: String,
+    pub cover: String,
+    pub price: String,
+    pub body: ArticleBody,
+    pub purchase_url: Option<String>,
+}
+
+/// Where an article's body comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArticleBody {
+    /// A template file relative to the templates dir (compiled at load).
+    Template(String),
+    Url(String),
+}
+
+impl RuleSet {
+    /// Reads `path` and every template it names, compiles, and validates.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
+        let src = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![Diagnostic {
+                severity: Severity::Error,
+                file: path.display().to_string(),
+                line: 1,
+                column: 1,
+                message: format!("cannot read rules file: {e}"),
+                help: None,
+            }])
+        })?;
+        Self::from_source(&src, path)
+    }
+
+    /// Compiles `src` as if read from `path`; templates are resolved beside `path`.
+    pub fn from_source(src: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
+        compile::compile(src, path)
+    }
+
+    /// Short hex hash of keywords.toml and every file under the templates dir.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn timezone(&self) -> Tz {
+        self.tz
+    }
+
+    /// The rules file this set was compiled from.
+    pub fn source_path(&self) -> &Path {
+        &self.source_path
+    }
+
+    /// The templates dir (watched by [`crate::reload`]).
+    pub fn templates_dir(&self) -> &Path {
+        self.templates.dir()
+    }
+
+    pub fn article(&self, id: &str) -> Option<&ArticleDef> {
+        self.article_ix.get(id).and_then(|&i| self.articles.get(i))
+    }
+
+    pub fn articles(&self) -> &[ArticleDef] {
+        &self.articles
+    }
+
+    /// Renders an article's body template (for [`ArticleBody::Template`]) with the page's own
+    /// context; the page renderer decides the variables.
+    pub fn render_article_body<S: serde::Serialize>(
+        &self,
+        id: &str,
+        ctx: &S,
+    ) -> Option<Result<String, RenderError>> {
+        match &self.article(id)?.body {
+            ArticleBody::Template(name) => Some(self.templates.render(name, ctx)),
+            ArticleBody::Url(_) => None,
+        }
+    }
+
+    /// The body of the platform's `menu/create` call, when the file defines a menu.
+    pub fn menu_json(&self) -> Option<serde_json::Value> {
+        let menu = self.menu.as_ref()?;
+        serde_json::to_value(menu::MenuBody { button: menu }).ok()
+    }
+
+    /// The menu as typed buttons (field order matches the platform's JSON).
+    pub fn menu(&self) -> Option<&[MenuButton]> {
+        self.menu.as_deref()
+    }
+
+    pub fn handoff(&self) -> &HandoffSettings {
+        &self.handoff
+    }
+
+    /// Whether `text` (normalised) is one of the handoff exit keywords.
+    pub fn is_exit_keyword(&self, text: &str) -> bool {
+        let t = normalize(text);
+        self.handoff.exit_keywords.iter().any(|k| *k == t)
+    }
+
+    /// Whether the files on disk (rules file and templates) differ from what this set was
+    /// compiled from. Reads them; meant for the watcher's first look, not for every request.
+    pub fn is_stale(&self) -> bool {
+        match std::fs::read_to_string(&self.source_path) {
+            Ok(src) => compile::version(&src, self.templates.dir()) != self.version,
+            Err(_) => true,
+        }
+    }
+
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.name.as_str())
+    }
+}

@@ -1,0 +1,282 @@
+//! The operator commands behind `mpgate check`, `mpgate simulate` and `mpgate menu show`.
+//!
+//! Each takes the rules file path and a writer and returns the process exit code, so the lead's
+//! clap wiring stays one line per subcommand and tests can capture the output. Nothing here
+//! changes state. May depend on: [`super`] (the rules engine), [`crate::wechat`] types.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::{menu::MenuBody, ConfigErrors, RuleSet, Severity, Special, SubscriberView};
+use crate::wechat::message::{Event, Header, Inbound, InboundKind};
+use crate::wechat::types::{MsgId, OpenId};
+
+/// What to simulate: an event (`subscribe`, `scan`, `click`, …) or a user message.
+#[derive(Clone, Debug, Default)]
+pub struct SimulateArgs {
+    pub openid: Option<String>,
+    /// `subscribe`, `scan`, `click`, `view`, `location`, `location_select`, `scancode_push`,
+    /// `scancode_waitmsg`, or a user message kind (`text`, `voice`, `image`, `video`, …).
+    pub event: Option<String>,
+    /// QR-code scene (subscribe, scan).
+    pub scene: Option<String>,
+    /// Menu key (click, scancode, location_select).
+    pub click: Option<String>,
+    pub first_time: bool,
+    pub tags: Vec<String>,
+    /// Message text (text, voice recognition, scancode result).
+    pub text: Option<String>,
+}
+
+fn print_errors(e: &ConfigErrors, out: &mut dyn Write) -> std::io::Result<()> {
+    for d in &e.0 {
+        writeln!(out, "{d}")?;
+    }
+    let errors = e.0.iter().filter(|d| d.severity == Severity::Error).count();
+    let warnings = e.0.len() - errors;
+    writeln!(
+        out,
+        "failed: {errors} error(s), {warnings} warning(s); nothing was loaded"
+    )
+}
+
+/// Validates the rules file and its templates; exit code 0 when usable (warnings allowed).
+pub fn check(path: &Path, out: &mut dyn Write) -> i32 {
+    let res = (|| -> std::io::Result<i32> {
+        match RuleSet::load(path) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    writeln!(out, "{w}")?;
+                }
+                let r = &loaded.rules;
+                let menu = match r.menu() {
+                    Some(m) => format!("menu with {} buttons", m.len()),
+                    None => "no menu".to_string(),
+                };
+                writeln!(
+                    out,
+                    "ok: {} rules, {} articles, {menu} (version {})",
+                    r.rule_names().count(),
+                    r.articles().len(),
+                    r.version()
+                )?;
+                Ok(0)
+            }
+            Err(e) => {
+                print_errors(&e, out)?;
+                Ok(1)
+            }
+        }
+    })();
+    res.unwrap_or(1)
+}
+
+fn build_message(args: &SimulateArgs) -> Result<Inbound, String> {
+    let msg_id = MsgId(1);
+    let text = args.text.clone().unwrap_or_default();
+    let key = || {
+        args.click
+            .clone()
+            .ok_or_else(|| "this event needs --click KEY".to_string())
+    };
+    let event = args.event.as_deref().map(str::to_ascii_lowercase);
+    let kind = match event.as_deref() {
+        None if args.click.is_some() => InboundKind::Event(Event::Click { key: key()? }),
+        None | Some("text") => {
+            if args.text.is_none() {
+                return Err("give --text, --click or --event".into());
+            }
+            InboundKind::Text {
+                msg_id,
+                content: text,
+                msg_data_id: None,
+                idx: None,
+            }
+        }
+        Some("voice") => InboundKind::Voice {
+            msg_id,
+            media_id: "SIMULATED_MEDIA".into(),
+            format: "amr".into(),
+            recognition: args.text.clone(),
+        },
+        Some("image") => InboundKind::Image {
+            msg_id,
+            pic_url: "https://example.invalid/p.jpg".into(),
+            media_id: "SIMULATED_MEDIA".into(),
+        },
+        Some("video") => InboundKind::Video {
+            msg_id,
+            media_id: "SIMULATED_MEDIA".into(),
+            thumb_media_id: "SIMULATED_THUMB".into(),
+        },
+        Some("shortvideo") => InboundKind::ShortVideo {
+            msg_id,
+            media_id: "SIMULATED_MEDIA".into(),
+            thumb_media_id: "SIMULATED_THUMB".into(),
+        },
+        Some("link") => InboundKind::Link {
+            msg_id,
+            title: text.clone(),
+            description: String::new(),
+            url: "https://example.invalid/".into(),
+        },
+        Some("file") => InboundKind::File {
+            msg_id,
+            title: text.clone(),
+            description: String::new(),
+            file_key: String::new(),
+            file_md5: String::new(),
+            file_total_len: 0,
+        },
+        Some("subscribe") => InboundKind::Event(Event::Subscribe {
+            scene: args.scene.clone(),
+            ticket: None,
+            event_key: None,
+        }),
+        Some("scan") => InboundKind::Event(Event::Scan {
+            scene: args
+                .scene
+                .clone()
+                .ok_or_else(|| "scan needs --scene".to_string())?,
+            ticket: None,
+        }),
+        Some("click") => InboundKind::Event(Event::Click { key: key()? }),
+        Some("view") => InboundKind::Event(Event::View {
+            url: key()?,
+            menu_id: None,
+        }),
+        Some("location") => InboundKind::Event(Event::Location {
+            latitude: 0.0,
+            longitude: 0.0,
+            precision: 0.0,
+        }),
+        Some("location_select") => InboundKind::Event(Event::LocationSelect {
+            key: key()?,
+            latitude: 0.0,
+            longitude: 0.0,
+            scale: 0,
+            label: String::new(),
+            poiname: String::new(),
+        }),
+        Some("scancode_push") => InboundKind::Event(Event::ScancodePush {
+            key: key()?,
+            scan_type: "qrcode".into(),
+            scan_result: text,
+        }),
+        Some("scancode_waitmsg") => InboundKind::Event(Event::ScancodeWaitmsg {
+            key: key()?,
+            scan_type: "qrcode".into(),
+            scan_result: text,
+        }),
+        Some(other) => InboundKind::Event(Event::Unknown {
+            event: other.to_string(),
+            event_key: args.click.clone(),
+        }),
+    };
+    Ok(Inbound {
+        header: Header {
+            to_user: "gh_simulated".into(),
+            from_user: OpenId::new(
+                args.openid
+                    .clone()
+                    .unwrap_or_else(|| "o_simulated_user".into()),
+            ),
+            create_time: chrono::Utc::now().timestamp(),
+        },
+        kind,
+    })
+}
+
+/// Routes one made-up push and prints the decision and the rendered reply. Changes no state.
+pub fn simulate(path: &Path, args: &SimulateArgs, out: &mut dyn Write) -> i32 {
+    let res = (|| -> std::io::Result<i32> {
+        let loaded = match RuleSet::load(path) {
+            Ok(l) => l,
+            Err(e) => {
+                print_errors(&e, out)?;
+                return Ok(1);
+            }
+        };
+        let msg = match build_message(args) {
+            Ok(m) => m,
+            Err(e) => {
+                writeln!(out, "error: {e}")?;
+                return Ok(2);
+            }
+        };
+        let sub = SubscriberView {
+            openid: &msg.header.from_user,
+            first_time: args.first_time,
+            channel: args.scene.as_deref(),
+            tags: &args.tags,
+            subscribed_since: None,
+        };
+        let d = loaded.rules.route(&msg, &sub, chrono::Utc::now());
+        match &d.rule {
+            Some(r) => writeln!(out, "matched: rule `{r}` ({})", d.why)?,
+            None => writeln!(out, "matched: nothing ({}); the answer is `success`", d.why)?,
+        }
+        if d.add_tags.is_empty() {
+            writeln!(out, "tags added: none")?;
+        } else {
+            writeln!(out, "tags added: {}", d.add_tags.join(", "))?;
+        }
+        match &d.special {
+            Some(Special::Article { id }) => writeln!(out, "action: show article `{id}`")?,
+            Some(Special::Handoff(h)) => {
+                writeln!(
+                    out,
+                    "action: hand off to customer service{} ({})",
+                    h.kf_account
+                        .as_deref()
+                        .map(|k| format!(" agent {k}"))
+                        .unwrap_or_default(),
+                    if h.in_hours {
+                        "in service hours"
+                    } else {
+                        "outside service hours"
+                    }
+                )?;
+                if let Some(n) = &h.notice {
+                    writeln!(out, "  notice: {n}")?;
+                }
+                if let Some(o) = &h.offline {
+                    writeln!(out, "  offline: {o}")?;
+                }
+            }
+            None => {}
+        }
+        let reply = serde_json::to_string_pretty(&d.reply).unwrap_or_else(|e| e.to_string());
+        writeln!(out, "reply:\n{reply}")?;
+        Ok(0)
+    })();
+    res.unwrap_or(1)
+}
+
+/// Prints the exact JSON body for the platform's `menu/create` API.
+pub fn menu_show(path: &Path, out: &mut dyn Write) -> i32 {
+    let res = (|| -> std::io::Result<i32> {
+        let loaded = match RuleSet::load(path) {
+            Ok(l) => l,
+            Err(e) => {
+                print_errors(&e, out)?;
+                return Ok(1);
+            }
+        };
+        let Some(menu) = loaded.rules.menu() else {
+            writeln!(out, "no [menu] in {}", path.display())?;
+            return Ok(1);
+        };
+        match serde_json::to_string_pretty(&MenuBody { button: menu }) {
+            Ok(json) => {
+                writeln!(out, "{json}")?;
+                Ok(0)
+            }
+            Err(e) => {
+                writeln!(out, "error: {e}")?;
+                Ok(1)
+            }
+        }
+    })();
+    res.unwrap_or(1)
+}

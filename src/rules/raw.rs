@@ -1,0 +1,198 @@
+//! The raw serde mirror of `keywords.toml`: exactly what an operator may write, nothing compiled.
+//!
+//! Strict on purpose (`deny_unknown_fields` everywhere) so a typo is an error with a position, not
+//! a silently ignored key. Positions the compiler needs for its own errors are kept with
+//! [`toml::Spanned`]. May depend on: serde, toml.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub(crate) type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFile {
+    #[serde(default)]
+    pub account: Option<S<RawAccount>>,
+    #[serde(default)]
+    pub rule: Vec<S<RawRule>>,
+    #[serde(default)]
+    pub article: Vec<S<RawArticle>>,
+    #[serde(default)]
+    pub handoff: Option<S<RawHandoffSettings>>,
+    #[serde(default)]
+    // Not `Spanned`: `[menu]` is usually implicit (only `[[menu.button]]`), which toml 0.8
+    // cannot span.
+    pub menu: Option<RawMenu>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAccount {
+    pub timezone: Option<S<String>>,
+    pub templates_dir: Option<S<String>>,
+}
+
+/// A string or a list of strings (`click = "ABOUT"` or `click = ["A", "B"]`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(crate) fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    pub name: S<String>,
+    pub when: Option<S<RawWhen>>,
+    pub fallback: Option<S<bool>>,
+    pub reply: Option<S<RawReply>>,
+    pub replies: Option<S<Vec<S<RawReply>>>>,
+    pub article: Option<S<String>>,
+    pub handoff: Option<S<RawHandoffAction>>,
+    pub tag: Option<S<OneOrMany>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWhen {
+    pub exact: Option<Vec<S<String>>>,
+    pub prefix: Option<Vec<S<String>>>,
+    pub contains: Option<Vec<S<String>>>,
+    pub regex: Option<Vec<S<String>>>,
+    pub msg_type: Option<S<OneOrMany>>,
+    pub any: Option<S<bool>>,
+    pub event: Option<S<String>>,
+    pub key: Option<S<OneOrMany>>,
+    pub channel: Option<S<OneOrMany>>,
+    pub first_time: Option<S<bool>>,
+    pub click: Option<S<OneOrMany>>,
+    pub scan: Option<S<OneOrMany>>,
+    pub scancode: Option<S<OneOrMany>>,
+    pub scan_result_prefix: Option<S<String>>,
+    pub location: Option<S<bool>>,
+    pub hours: Option<S<RawHours>>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHours {
+    pub days: Option<S<String>>,
+    pub from: Option<S<String>>,
+    pub to: Option<S<String>>,
+}
+
+/// One reply; exactly one kind per table (`{ text = "…" }`, `{ template = "x.txt" }`, …).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum RawReply {
+    Text(S<String>),
+    Template(S<String>),
+    Image(S<String>),
+    Voice(S<String>),
+    Video(RawVideo),
+    Music(RawMusic),
+    News(S<Vec<RawNewsItem>>),
+    Transfer(RawTransfer),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVideo {
+    pub media_id: String,
+    pub title: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMusic {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub music_url: Option<String>,
+    pub hq_music_url: Option<String>,
+    pub thumb_media_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNewsItem {
+    pub title: S<String>,
+    #[serde(default)]
+    pub description: Option<S<String>>,
+    #[serde(default)]
+    pub pic_url: String,
+    #[serde(default)]
+    pub url: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTransfer {
+    pub kf_account: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHandoffAction {
+    pub kf_account: Option<String>,
+    pub notice: Option<S<String>>,
+    pub hours: Option<S<RawHours>>,
+    pub offline: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHandoffSettings {
+    #[serde(default)]
+    pub exit_keywords: Vec<S<String>>,
+    pub idle_timeout_minutes: Option<S<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawArticle {
+    pub id: S<String>,
+    pub title: String,
+    #[serde(default)]
+    pub teaser: String,
+    #[serde(default)]
+    pub cover: String,
+    #[serde(default)]
+    pub price: String,
+    pub body_template: Option<S<String>>,
+    pub body_url: Option<S<String>>,
+    pub purchase_url: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMenu {
+    #[serde(default)]
+    pub button: Vec<S<RawButton>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawButton {
+    #[serde(rename = "type")]
+    pub kind: Option<S<String>>,
+    pub name: S<String>,
+    pub key: Option<S<String>>,
+    pub url: Option<S<String>>,
+    pub appid: Option<S<String>>,
+    pub pagepath: Option<S<String>>,
+    pub media_id: Option<S<String>>,
+    pub article_id: Option<S<String>>,
+    pub sub_button: Option<Vec<S<RawButton>>>,
+}

@@ -1,0 +1,236 @@
+//! Time windows (`hours = { days = "mon-fri", from = "09:00", to = "18:00" }`) in the account's
+//! time zone, and the text normalisation every keyword and message goes through.
+//!
+//! May depend on: chrono, chrono-tz, unicode-normalization.
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono_tz::Tz;
+use unicode_normalization::UnicodeNormalization;
+
+/// NFKC (full-width ＡＢＣ１ → ABC1), lower-case, trimmed: the one form both keywords and
+/// messages are compared in.
+pub(crate) fn normalize(s: &str) -> String {
+    if s.is_ascii() {
+        // ASCII is already NFKC-stable; skipping the normaliser keeps routing cheap.
+        return s.trim().to_ascii_lowercase();
+    }
+    let n: String = s.nfkc().collect();
+    n.to_lowercase().trim().to_string()
+}
+
+/// Which days and which minutes of the day a rule is live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Window {
+    /// Monday = 0.
+    days: [bool; 7],
+    /// Minutes since local midnight; `from == 0 && to == 1440` is the whole day.
+    from: u32,
+    to: u32,
+}
+
+const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl Window {
+    /// Parses the three operator strings; each error names the field at fault.
+    pub(crate) fn parse(
+        days: Option<&str>,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Window, (WindowField, String)> {
+        let days = match days {
+            None => [true; 7],
+            Some(d) => parse_days(d).map_err(|e| (WindowField::Days, e))?,
+        };
+        let (from, to) = match (from, to) {
+            (None, None) => (0, 24 * 60),
+            (Some(f), Some(t)) => {
+                let f = parse_hhmm(f).map_err(|e| (WindowField::From, e))?;
+                let t = parse_hhmm(t).map_err(|e| (WindowField::To, e))?;
+                if f == t {
+                    return Err((
+                        WindowField::To,
+                        "`from` and `to` are equal: the window would be empty".into(),
+                    ));
+                }
+                if f == 24 * 60 {
+                    return Err((WindowField::From, "`from` cannot be 24:00".into()));
+                }
+                (f, t)
+            }
+            (Some(_), None) => return Err((WindowField::To, "`from` needs a `to`".into())),
+            (None, Some(_)) => return Err((WindowField::From, "`to` needs a `from`".into())),
+        };
+        Ok(Window { days, from, to })
+    }
+
+    /// Whether `now` falls in the window. A window that wraps past midnight (22:00–02:00)
+    /// belongs to the day it starts on: Friday 22:00–02:00 still holds at Saturday 01:00.
+    pub(crate) fn contains(&self, now: DateTime<Utc>, tz: Tz) -> bool {
+        let local = now.with_timezone(&tz);
+        let minute = local.hour() * 60 + local.minute();
+        let today = local.weekday().num_days_from_monday() as usize;
+        let yesterday = (today + 6) % 7;
+        if self.from < self.to {
+            self.days[today] && minute >= self.from && minute < self.to
+        } else {
+            (self.days[today] && minute >= self.from) || (self.days[yesterday] && minute < self.to)
+        }
+    }
+}
+
+/// Which part of an `hours` table an error is about, so it can point there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WindowField {
+    Days,
+    From,
+    To,
+}
+
+fn day_index(s: &str) -> Option<usize> {
+    let s = s.trim().to_ascii_lowercase();
+    DAY_NAMES
+        .iter()
+        .position(|d| s == *d || (s.len() > 3 && full_day_name(d) == s))
+}
+
+fn full_day_name(d: &str) -> &'static str {
+    match d {
+        "mon" => "monday",
+        "tue" => "tuesday",
+        "wed" => "wednesday",
+        "thu" => "thursday",
+        "fri" => "friday",
+        "sat" => "saturday",
+        _ => "sunday",
+    }
+}
+
+fn parse_days(s: &str) -> Result<[bool; 7], String> {
+    let t = s.trim().to_ascii_lowercase();
+    match t.as_str() {
+        "daily" | "every day" | "all" => return Ok([true; 7]),
+        "weekdays" => return Ok([true, true, true, true, true, false, false]),
+        "weekends" => return Ok([false, false, false, false, false, true, true]),
+        _ => {}
+    }
+    let mut days = [false; 7];
+    for part in t.split(',') {
+        let bad = || {
+            format!(
+                "bad day list `{s}`: use e.g. \"mon-fri\", \"sat,sun\", \"daily\" (days: mon tue wed thu fri sat sun)"
+            )
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let a = day_index(a).ok_or_else(bad)?;
+                let b = day_index(b).ok_or_else(bad)?;
+                // A range may wrap the week: "fri-mon".
+                let mut i = a;
+                loop {
+                    days[i] = true;
+                    if i == b {
+                        break;
+                    }
+                    i = (i + 1) % 7;
+                }
+            }
+            None => days[day_index(part).ok_or_else(bad)?] = true,
+        }
+    }
+    Ok(days)
+}
+
+fn parse_hhmm(s: &str) -> Result<u32, String> {
+    let bad = || format!("bad time `{s}`: use 24-hour \"HH:MM\", e.g. \"09:00\" or \"21:30\"");
+    let (h, m) = s.trim().split_once(':').ok_or_else(bad)?;
+    let h: u32 = h.parse().map_err(|_| bad())?;
+    let m: u32 = m.parse().map_err(|_| bad())?;
+    if m >= 60 || h > 24 || (h == 24 && m != 0) {
+        return Err(bad());
+    }
+    Ok(h * 60 + m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        // Times in tests are written in Asia/Shanghai (UTC+8) local time.
+        chrono_tz::Asia::Shanghai
+            .with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .single()
+            .expect("valid local time")
+            .with_timezone(&Utc)
+    }
+
+    const SH: Tz = chrono_tz::Asia::Shanghai;
+
+    #[test]
+    fn normalises_full_width_case_and_space() {
+        assert_eq!(normalize("  ＡＢＣ１ "), "abc1");
+        assert_eq!(normalize("Price"), "price");
+        assert_eq!(normalize(" 价格\n"), "价格");
+    }
+
+    #[test]
+    fn weekday_office_hours() {
+        let w = Window::parse(Some("mon-fri"), Some("09:00"), Some("18:00")).expect("valid");
+        // 2026-11-20 is a Friday.
+        assert!(w.contains(at(2026, 11, 20, 9, 0), SH));
+        assert!(w.contains(at(2026, 11, 20, 17, 59), SH));
+        assert!(!w.contains(at(2026, 11, 20, 18, 0), SH));
+        assert!(!w.contains(at(2026, 11, 21, 10, 0), SH)); // Saturday
+    }
+
+    #[test]
+    fn evaluated_in_account_zone_not_utc() {
+        let w = Window::parse(Some("daily"), Some("09:00"), Some("10:00")).expect("valid");
+        // 09:30 in Shanghai is 01:30 UTC: inside; 09:30 UTC is 17:30 Shanghai: outside.
+        let utc_0930 = Utc
+            .with_ymd_and_hms(2026, 11, 20, 9, 30, 0)
+            .single()
+            .expect("t");
+        assert!(w.contains(at(2026, 11, 20, 9, 30), SH));
+        assert!(!w.contains(utc_0930, SH));
+    }
+
+    #[test]
+    fn window_wraps_past_midnight_and_belongs_to_start_day() {
+        let w = Window::parse(Some("fri"), Some("22:00"), Some("02:00")).expect("valid");
+        assert!(w.contains(at(2026, 11, 20, 23, 0), SH)); // Fri 23:00
+        assert!(w.contains(at(2026, 11, 21, 1, 30), SH)); // Sat 01:30, Friday's night
+        assert!(!w.contains(at(2026, 11, 21, 2, 0), SH));
+        assert!(!w.contains(at(2026, 11, 20, 1, 0), SH)); // Fri 01:00 belongs to Thursday
+        assert!(!w.contains(at(2026, 11, 21, 23, 0), SH)); // Sat 23:00
+    }
+
+    #[test]
+    fn day_lists() {
+        assert_eq!(
+            parse_days("sat,sun"),
+            Ok([false, false, false, false, false, true, true])
+        );
+        assert_eq!(
+            parse_days("fri-mon"),
+            Ok([true, false, false, false, true, true, true])
+        );
+        assert!(parse_days("mon-fry").is_err());
+        assert!(parse_hhmm("25:00").is_err());
+        assert!(parse_hhmm("9").is_err());
+        assert_eq!(parse_hhmm("24:00"), Ok(1440));
+    }
+
+    #[test]
+    fn bad_windows_name_their_field() {
+        assert_eq!(
+            Window::parse(None, Some("09:00"), None).map_err(|e| e.0),
+            Err(WindowField::To)
+        );
+        assert_eq!(
+            Window::parse(None, Some("09:00"), Some("09:00")).map_err(|e| e.0),
+            Err(WindowField::To)
+        );
+    }
+}
