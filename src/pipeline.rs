@@ -59,7 +59,7 @@ pub enum CallbackError {
     NoEncrypt,
     #[error("cannot decrypt push ({code}): {reason}")]
     Decrypt { code: i32, reason: String },
-    #[error("state store failure")]
+    #[error("{0}")]
     Store(#[from] crate::store::StoreError),
     #[error("shutting down")]
     Unavailable,
@@ -350,8 +350,9 @@ impl Gateway {
                         kf_account: h.kf_account.clone(),
                     }
                 } else {
-                    Reply::Text {
-                        content: h.offline.clone(),
+                    match &h.offline {
+                        Some(text) => Reply::Text { content: text.clone() },
+                        None => Reply::None,
                     }
                 }
             }

@@ -30,7 +30,7 @@ pub enum AdminError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("state store failure")]
+    #[error("{0}")]
     Store(#[from] crate::store::StoreError),
 }
 
@@ -42,6 +42,7 @@ impl actix_web::ResponseError for AdminError {
             AdminError::Unauthorized => S::UNAUTHORIZED,
             AdminError::BadRequest(_) => S::BAD_REQUEST,
             AdminError::Conflict(_) => S::CONFLICT,
+            AdminError::Store(crate::store::StoreError::InvalidKey { .. }) => S::BAD_REQUEST,
             AdminError::Store(_) => S::INTERNAL_SERVER_ERROR,
         }
     }

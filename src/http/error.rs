@@ -13,6 +13,8 @@ impl ResponseError for CallbackError {
             MissingParam(_) | BadTimestamp | InvalidUtf8 | NoAesKey | PlaintextRefused | BadXml(_)
             | NoEncrypt | Decrypt { .. } => StatusCode::BAD_REQUEST,
             BadSignature | Replay { .. } => StatusCode::FORBIDDEN,
+            // An empty openid or one with NUL is the sender's fault, not the store's.
+            Store(crate::store::StoreError::InvalidKey { .. }) => StatusCode::BAD_REQUEST,
             Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

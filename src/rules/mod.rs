@@ -203,6 +203,13 @@ impl RuleSet {
         }
     }
 
+    /// Renders a page template (`article.html`, `paywall.html`, `link_error.html`, …) from the
+    /// templates dir with the page's own context. Loaded lazily and cached with this rule set,
+    /// so an edit takes effect on the next reload like every other template.
+    pub fn render_page<S: serde::Serialize>(&self, name: &str, ctx: &S) -> Result<String, RenderError> {
+        self.templates.render(name, ctx)
+    }
+
     /// The body of the platform's `menu/create` call, when the file defines a menu.
     pub fn menu_json(&self) -> Option<serde_json::Value> {
         let menu = self.menu.as_ref()?;
