@@ -118,7 +118,11 @@ impl Templates {
     pub fn new(dir: &Path) -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_loader(minijinja::path_loader(dir));
+        let from_dir = minijinja::path_loader(dir);
+        env.set_loader(move |name| match from_dir(name)? {
+            Some(src) => Ok(Some(src)),
+            None => Ok(builtin_page(name).map(str::to_string)),
+        });
         Templates {
             env,
             dir: dir.to_path_buf(),
@@ -153,6 +157,18 @@ impl Templates {
         }
         Ok(())
     }
+}
+
+/// The page templates shipped in the binary, used when the operator's templates dir has no
+/// file of that name: a rules directory without pages still serves articles and link errors.
+pub fn builtin_page(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "_page.html" => include_str!("../../templates/_page.html"),
+        "article.html" => include_str!("../../templates/article.html"),
+        "paywall.html" => include_str!("../../templates/paywall.html"),
+        "link_error.html" => include_str!("../../templates/link_error.html"),
+        _ => return None,
+    })
 }
 
 /// Every template file under `dir` (recursively, sorted), skipping hidden files and editor
