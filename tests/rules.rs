@@ -1188,3 +1188,23 @@ async fn watch_picks_up_a_rename_save_and_ignores_broken_edits() {
         .expect("watch stops")
         .expect("join");
 }
+
+#[test]
+fn every_unknown_field_is_reported_not_just_the_first() {
+    let err = RuleSet::load(&fixtures().join("several_unknown_fields.toml")).expect_err("broken");
+    let got: Vec<String> = err
+        .0
+        .iter()
+        .map(|d| format!("{}:{} {}", d.line, d.column, d.message))
+        .collect();
+    let want = [
+        "4:1 unknown field `replly`",
+        "8:1 unknown field `whenn`",
+        "13:1 unknown field `titel`",
+        "17:1 unknown field `colour`",
+    ];
+    for w in want {
+        assert!(got.iter().any(|g| g == w), "missing `{w}` in {got:#?}");
+    }
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+}

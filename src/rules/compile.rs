@@ -119,7 +119,7 @@ pub(crate) fn compile(src: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
     let raw: RawFile = match toml::from_str(src) {
         Ok(r) => r,
         Err(e) => {
-            toml_error(&mut sink, &e);
+            shape_errors(src, &mut sink, &e);
             return Err(ConfigErrors(sink.diags));
         }
     };
@@ -241,6 +241,88 @@ pub(crate) fn compile(src: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
         },
         warnings: diags,
     })
+}
+
+/// serde stops at the first error; to report every shape error at once, each `[[rule]]` and
+/// `[[article]]` table is re-parsed alone, with the rest of the file blanked out byte for byte
+/// so positions stay those of the original file. The original error is always reported.
+fn shape_errors(src: &str, sink: &mut Sink<'_>, first: &toml::de::Error) {
+    use serde::de::IgnoredAny;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct Loose {
+        #[serde(default)]
+        rule: Vec<S<toml::Value>>,
+        #[serde(default)]
+        article: Vec<S<toml::Value>>,
+    }
+    #[derive(Deserialize)]
+    struct OnlyRules {
+        #[allow(dead_code)]
+        rule: Vec<super::raw::RawRule>,
+    }
+    #[derive(Deserialize)]
+    struct OnlyArticles {
+        #[allow(dead_code)]
+        article: Vec<super::raw::RawArticle>,
+    }
+    /// Everything but rules and articles, still strict.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Rest {
+        account: Option<super::raw::RawAccount>,
+        handoff: Option<super::raw::RawHandoffSettings>,
+        menu: Option<super::raw::RawMenu>,
+        rule: Option<IgnoredAny>,
+        article: Option<IgnoredAny>,
+    }
+
+    let mut errors: Vec<toml::de::Error> = Vec::new();
+    if let Ok(loose) = toml::from_str::<Loose>(src) {
+        for r in &loose.rule {
+            if let Err(e) = toml::from_str::<OnlyRules>(&mask_bytes(src, r.span())) {
+                errors.push(e);
+            }
+        }
+        for a in &loose.article {
+            if let Err(e) = toml::from_str::<OnlyArticles>(&mask_bytes(src, a.span())) {
+                errors.push(e);
+            }
+        }
+        if let Err(e) = toml::from_str::<Rest>(src) {
+            errors.push(e);
+        }
+    }
+    let same = |a: &toml::de::Error| a.span() == first.span() && a.message() == first.message();
+    if !errors.iter().any(same) {
+        errors.push(first.clone());
+    }
+    errors.sort_by_key(|e| e.span().map_or(0, |s| s.start));
+    errors.dedup_by(|a, b| a.span() == b.span() && a.message() == b.message());
+    for e in &errors {
+        toml_error(sink, e);
+    }
+}
+
+/// `src` with every byte outside `keep` turned into a space (newlines kept), so a parse of the
+/// result reports the same byte offsets, lines and columns as the original.
+fn mask_bytes(src: &str, keep: Range<usize>) -> String {
+    let bytes: Vec<u8> = src
+        .bytes()
+        .enumerate()
+        .map(|(i, b)| {
+            if keep.contains(&i) || b == b'\n' {
+                b
+            } else {
+                b' '
+            }
+        })
+        .collect();
+    // Blanking whole multi-byte characters outside `keep` keeps the text valid UTF-8; a span
+    // always starts and ends on character boundaries.
+    String::from_utf8(bytes).unwrap_or_default()
 }
 
 /// Turns serde/toml errors into a diagnostic, with a did-you-mean for unknown names.
