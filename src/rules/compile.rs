@@ -97,6 +97,9 @@ struct Triggers {
     fallback: bool,
 }
 
+/// One way a `when` names an event: the kinds it covers, the keys (none: any key), where.
+type EventSpec = (Vec<EventKind>, Option<Vec<String>>, Range<usize>);
+
 /// Where a template lives, for pointing diagnostics at it.
 #[derive(Clone)]
 enum TplLoc {
@@ -166,10 +169,7 @@ pub(crate) fn compile(src: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
         triggers.push(trig);
     }
 
-    let menu = raw.menu.as_ref().map(|m| {
-        let (buttons, keys) = menu::compile(m, &mut c.sink);
-        (buttons, keys)
-    });
+    let menu = raw.menu.as_ref().map(|m| menu::compile(m, &mut c.sink));
 
     let builder = std::mem::take(&mut c.builder);
     let index = match builder.build() {
@@ -383,7 +383,7 @@ impl Compiler<'_> {
                 (Some(t), None) => {
                     // Body templates get their variables from the article page, so they are
                     // compiled here but not sample-rendered.
-                    self.file_template(t, false);
+                    self.file_template(t);
                     ArticleBody::Template(t.get_ref().clone())
                 }
                 (None, Some(u)) => {
@@ -689,7 +689,8 @@ impl Compiler<'_> {
                 }
                 Err(e) => {
                     let detail = e.to_string();
-                    let last = detail.lines().last().unwrap_or("").trim().to_string();
+                    let last = detail.lines().last().unwrap_or("").trim();
+                    let last = last.trim_start_matches("error: ");
                     self.sink.error_help(
                         re.span(),
                         format!("bad regex `{}`: {last}", re.get_ref()),
@@ -737,7 +738,7 @@ impl Compiler<'_> {
         }
 
         // Events: exactly one way of naming the event.
-        let mut ev: Vec<(Vec<EventKind>, Option<Vec<String>>, Range<usize>)> = Vec::new();
+        let mut ev: Vec<EventSpec> = Vec::new();
         if let Some(e) = &wr.event {
             match EventKind::parse(e.get_ref().trim()) {
                 Some(k) => {
@@ -918,7 +919,7 @@ impl Compiler<'_> {
         Some(match rep.get_ref() {
             RawReply::Text(t) => ReplySpec::Text(self.text(rule, what, t, cx)?),
             RawReply::Template(t) => {
-                let name = self.file_template(t, true)?;
+                let name = self.file_template(t)?;
                 self.check_template(&name, TplLoc::File(self.file_label(&name)), cx);
                 ReplySpec::Text(TextSpec::Template(name))
             }
@@ -968,7 +969,7 @@ impl Compiler<'_> {
                         None => TextSpec::Literal(String::new()),
                     };
                     for (u, field) in [(&it.url, "url"), (&it.pic_url, "pic_url")] {
-                        if !u.is_empty() && !(u.starts_with("https://") || u.starts_with("http://"))
+                        if !(u.is_empty() || u.starts_with("https://") || u.starts_with("http://"))
                         {
                             self.sink.error(
                                 items.span(),
@@ -1015,7 +1016,7 @@ impl Compiler<'_> {
     }
 
     /// Reads and compiles a template file once; `None` (with a diagnostic) if it cannot be used.
-    fn file_template(&mut self, t: &S<String>, _for_reply: bool) -> Option<String> {
+    fn file_template(&mut self, t: &S<String>) -> Option<String> {
         let name = t.get_ref().trim().to_string();
         let p = Path::new(&name);
         if name.is_empty()
