@@ -1188,3 +1188,81 @@ async fn watch_picks_up_a_rename_save_and_ignores_broken_edits() {
         .expect("watch stops")
         .expect("join");
 }
+
+#[test]
+fn every_unknown_field_is_reported_not_just_the_first() {
+    let err = RuleSet::load(&fixtures().join("several_unknown_fields.toml")).expect_err("broken");
+    let got: Vec<String> = err
+        .0
+        .iter()
+        .map(|d| format!("{}:{} {}", d.line, d.column, d.message))
+        .collect();
+    let want = [
+        "4:1 unknown field `replly`",
+        "8:1 unknown field `whenn`",
+        "13:1 unknown field `titel`",
+        "17:1 unknown field `colour`",
+    ];
+    for w in want {
+        assert!(got.iter().any(|g| g == w), "missing `{w}` in {got:#?}");
+    }
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+}
+
+#[test]
+fn event_rules_shadowed_by_an_earlier_unconditional_rule_are_warned_about() {
+    let loaded = RuleSet::from_source(
+        r#"
+        [[rule]]
+        name = "about"
+        when = { click = "ABOUT" }
+        reply = { text = "a" }
+        [[rule]]
+        name = "about-again"
+        when = { click = "ABOUT" }
+        reply = { text = "never" }
+        [[rule]]
+        name = "welcome-new"
+        when = { event = "subscribe", first_time = true }
+        reply = { text = "conditional: does not shadow" }
+        [[rule]]
+        name = "welcome"
+        when = { event = "subscribe" }
+        reply = { text = "w" }
+        [[rule]]
+        name = "welcome-qr"
+        when = { event = "subscribe", channel = ["qr"] }
+        reply = { text = "never" }
+        "#,
+        Path::new("/nonexistent/keywords.toml"),
+    )
+    .expect("loads");
+    let w: Vec<&str> = loaded.warnings.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(w.len(), 2, "{w:#?}");
+    assert!(
+        w[0].starts_with("rule `about-again` can never fire"),
+        "{w:#?}"
+    );
+    assert!(
+        w[1].starts_with("rule `welcome-qr` can never fire"),
+        "{w:#?}"
+    );
+}
+
+#[test]
+fn news_replies_are_limited_to_eight_items() {
+    let items = (0..9)
+        .map(|i| format!("{{ title = \"t{i}\", url = \"https://e/{i}\" }}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let src = format!(
+        "[[rule]]\nname = \"n\"\nwhen = {{ exact = [\"n\"] }}\nreply = {{ news = [ {items} ] }}\n"
+    );
+    let err =
+        RuleSet::from_source(&src, Path::new("/nonexistent/keywords.toml")).expect_err("9 items");
+    assert!(
+        err.to_string()
+            .contains("news reply has 9 items; the platform allows 1 to 8"),
+        "{err}"
+    );
+}

@@ -97,6 +97,9 @@ struct Triggers {
     fallback: bool,
 }
 
+/// One way a `when` names an event: the kinds it covers, the keys (none: any key), where.
+type EventSpec = (Vec<EventKind>, Option<Vec<String>>, Range<usize>);
+
 /// Where a template lives, for pointing diagnostics at it.
 #[derive(Clone)]
 enum TplLoc {
@@ -119,7 +122,7 @@ pub(crate) fn compile(src: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
     let raw: RawFile = match toml::from_str(src) {
         Ok(r) => r,
         Err(e) => {
-            toml_error(&mut sink, &e);
+            shape_errors(src, &mut sink, &e);
             return Err(ConfigErrors(sink.diags));
         }
     };
@@ -166,10 +169,7 @@ pub(crate) fn compile(src: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
         triggers.push(trig);
     }
 
-    let menu = raw.menu.as_ref().map(|m| {
-        let (buttons, keys) = menu::compile(m, &mut c.sink);
-        (buttons, keys)
-    });
+    let menu = raw.menu.as_ref().map(|m| menu::compile(m, &mut c.sink));
 
     let builder = std::mem::take(&mut c.builder);
     let index = match builder.build() {
@@ -243,6 +243,88 @@ pub(crate) fn compile(src: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
     })
 }
 
+/// serde stops at the first error; to report every shape error at once, each `[[rule]]` and
+/// `[[article]]` table is re-parsed alone, with the rest of the file blanked out byte for byte
+/// so positions stay those of the original file. The original error is always reported.
+fn shape_errors(src: &str, sink: &mut Sink<'_>, first: &toml::de::Error) {
+    use serde::de::IgnoredAny;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct Loose {
+        #[serde(default)]
+        rule: Vec<S<toml::Value>>,
+        #[serde(default)]
+        article: Vec<S<toml::Value>>,
+    }
+    #[derive(Deserialize)]
+    struct OnlyRules {
+        #[allow(dead_code)]
+        rule: Vec<super::raw::RawRule>,
+    }
+    #[derive(Deserialize)]
+    struct OnlyArticles {
+        #[allow(dead_code)]
+        article: Vec<super::raw::RawArticle>,
+    }
+    /// Everything but rules and articles, still strict.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Rest {
+        account: Option<super::raw::RawAccount>,
+        handoff: Option<super::raw::RawHandoffSettings>,
+        menu: Option<super::raw::RawMenu>,
+        rule: Option<IgnoredAny>,
+        article: Option<IgnoredAny>,
+    }
+
+    let mut errors: Vec<toml::de::Error> = Vec::new();
+    if let Ok(loose) = toml::from_str::<Loose>(src) {
+        for r in &loose.rule {
+            if let Err(e) = toml::from_str::<OnlyRules>(&mask_bytes(src, r.span())) {
+                errors.push(e);
+            }
+        }
+        for a in &loose.article {
+            if let Err(e) = toml::from_str::<OnlyArticles>(&mask_bytes(src, a.span())) {
+                errors.push(e);
+            }
+        }
+        if let Err(e) = toml::from_str::<Rest>(src) {
+            errors.push(e);
+        }
+    }
+    let same = |a: &toml::de::Error| a.span() == first.span() && a.message() == first.message();
+    if !errors.iter().any(same) {
+        errors.push(first.clone());
+    }
+    errors.sort_by_key(|e| e.span().map_or(0, |s| s.start));
+    errors.dedup_by(|a, b| a.span() == b.span() && a.message() == b.message());
+    for e in &errors {
+        toml_error(sink, e);
+    }
+}
+
+/// `src` with every byte outside `keep` turned into a space (newlines kept), so a parse of the
+/// result reports the same byte offsets, lines and columns as the original.
+fn mask_bytes(src: &str, keep: Range<usize>) -> String {
+    let bytes: Vec<u8> = src
+        .bytes()
+        .enumerate()
+        .map(|(i, b)| {
+            if keep.contains(&i) || b == b'\n' {
+                b
+            } else {
+                b' '
+            }
+        })
+        .collect();
+    // Blanking whole multi-byte characters outside `keep` keeps the text valid UTF-8; a span
+    // always starts and ends on character boundaries.
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
 /// Turns serde/toml errors into a diagnostic, with a did-you-mean for unknown names.
 fn toml_error(sink: &mut Sink<'_>, e: &toml::de::Error) {
     let span = e.span().unwrap_or(0..0);
@@ -301,7 +383,7 @@ impl Compiler<'_> {
                 (Some(t), None) => {
                     // Body templates get their variables from the article page, so they are
                     // compiled here but not sample-rendered.
-                    self.file_template(t, false);
+                    self.file_template(t);
                     ArticleBody::Template(t.get_ref().clone())
                 }
                 (None, Some(u)) => {
@@ -607,7 +689,8 @@ impl Compiler<'_> {
                 }
                 Err(e) => {
                     let detail = e.to_string();
-                    let last = detail.lines().last().unwrap_or("").trim().to_string();
+                    let last = detail.lines().last().unwrap_or("").trim();
+                    let last = last.trim_start_matches("error: ");
                     self.sink.error_help(
                         re.span(),
                         format!("bad regex `{}`: {last}", re.get_ref()),
@@ -655,7 +738,7 @@ impl Compiler<'_> {
         }
 
         // Events: exactly one way of naming the event.
-        let mut ev: Vec<(Vec<EventKind>, Option<Vec<String>>, Range<usize>)> = Vec::new();
+        let mut ev: Vec<EventSpec> = Vec::new();
         if let Some(e) = &wr.event {
             match EventKind::parse(e.get_ref().trim()) {
                 Some(k) => {
@@ -836,7 +919,7 @@ impl Compiler<'_> {
         Some(match rep.get_ref() {
             RawReply::Text(t) => ReplySpec::Text(self.text(rule, what, t, cx)?),
             RawReply::Template(t) => {
-                let name = self.file_template(t, true)?;
+                let name = self.file_template(t)?;
                 self.check_template(&name, TplLoc::File(self.file_label(&name)), cx);
                 ReplySpec::Text(TextSpec::Template(name))
             }
@@ -886,7 +969,7 @@ impl Compiler<'_> {
                         None => TextSpec::Literal(String::new()),
                     };
                     for (u, field) in [(&it.url, "url"), (&it.pic_url, "pic_url")] {
-                        if !u.is_empty() && !(u.starts_with("https://") || u.starts_with("http://"))
+                        if !(u.is_empty() || u.starts_with("https://") || u.starts_with("http://"))
                         {
                             self.sink.error(
                                 items.span(),
@@ -933,7 +1016,7 @@ impl Compiler<'_> {
     }
 
     /// Reads and compiles a template file once; `None` (with a diagnostic) if it cannot be used.
-    fn file_template(&mut self, t: &S<String>, _for_reply: bool) -> Option<String> {
+    fn file_template(&mut self, t: &S<String>) -> Option<String> {
         let name = t.get_ref().trim().to_string();
         let p = Path::new(&name);
         if name.is_empty()

@@ -228,7 +228,7 @@ impl RuleSet {
     /// Whether `text` (normalised) is one of the handoff exit keywords.
     pub fn is_exit_keyword(&self, text: &str) -> bool {
         let t = normalize(text);
-        self.handoff.exit_keywords.iter().any(|k| *k == t)
+        self.handoff.exit_keywords.contains(&t)
     }
 
     /// Whether the files on disk (rules file and templates) differ from what this set was
