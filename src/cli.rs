@@ -78,6 +78,12 @@ pub enum Command {
     },
     /// Show a subscriber with tags and entitlements.
     Subscriber { openid: String },
+    /// Customer-service handoffs: list open and queued ones, or close one.
+    Handoffs {
+        /// Close the handoff of this subscriber instead of listing.
+        #[arg(long)]
+        close: Option<String>,
+    },
     /// Exit 0 when the local server answers GET /healthz (for container HEALTHCHECKs).
     Healthcheck,
     /// Daily counters over a date range (YYYY-MM-DD; default: the last 7 days).
@@ -148,6 +154,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Subscriber { openid } => state_tool(|s| crate::ops::subscriber(s, &openid)),
         Command::Stats { from, to } => state_tool(|s| crate::ops::stats(s, from, to)),
         Command::Healthcheck => healthcheck(),
+        Command::Handoffs { close: None } => state_tool(crate::ops::handoffs),
+        Command::Handoffs { close: Some(openid) } => state_tool(|s| crate::ops::close_handoff(s, &openid)),
     }
 }
 

@@ -80,3 +80,37 @@ pub fn stats(s: &Settings, from: Option<NaiveDate>, to: Option<NaiveDate>) -> an
     }
     Ok(serde_json::to_string_pretty(&store.counters(from, to)?)?)
 }
+
+pub fn handoffs(s: &Settings) -> anyhow::Result<String> {
+    let store = open(s)?;
+    let now = Utc::now().timestamp();
+    let mut list = store.handoffs()?;
+    list.sort_by_key(|h| h.opened_at);
+    if list.is_empty() {
+        return Ok("no open or queued handoffs".to_string());
+    }
+    let mut out = String::new();
+    for h in list {
+        let state = match &h.state {
+            crate::store::HandoffState::Queued => "queued".to_string(),
+            crate::store::HandoffState::Open => "open".to_string(),
+            crate::store::HandoffState::Taken { kf_account } => format!("taken by {kf_account}"),
+        };
+        out.push_str(&format!(
+            "{}  {state}  waiting {}m  idle {}m  (rule {})\n",
+            h.openid,
+            (now - h.opened_at) / 60,
+            (now - h.last_activity) / 60,
+            h.rule
+        ));
+    }
+    Ok(out.trim_end().to_string())
+}
+
+pub fn close_handoff(s: &Settings, openid: &str) -> anyhow::Result<String> {
+    let store = open(s)?;
+    match store.handoff_close(&OpenId::new(openid))? {
+        Some(_) => Ok(format!("closed the handoff of {openid}")),
+        None => anyhow::bail!("no open or queued handoff for `{openid}`"),
+    }
+}

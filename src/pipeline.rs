@@ -15,9 +15,9 @@ use tokio::sync::watch;
 
 use crate::paywall::LinkSigner;
 use crate::reload::LiveRules;
-use crate::rules::{Decision, SubscriberView, Special};
+use crate::rules::{Decision, HandoffAction, RuleSet, Special, SubscriberView};
 use crate::settings::Settings;
-use crate::store::{Counter, Store, StoredReply};
+use crate::store::{Counter, HandoffSession, HandoffState, Store, StoredReply};
 use crate::wechat::crypto::{Cipher, CryptoError};
 use crate::wechat::message::{self, Event, Inbound, InboundKind};
 use crate::wechat::reply::{self, Article, Reply, ReplyContext};
@@ -327,6 +327,11 @@ impl Gateway {
             _ => (self.store.touch(openid, at, inbound.is_user_message())?, false),
         };
 
+        // While a person is handling the conversation, no bot rule fires.
+        if let Some(reply) = self.handoff_step(&rules, inbound, at)? {
+            return Ok(self.render(&reply, inbound, at));
+        }
+
         let view = SubscriberView {
             openid,
             first_time,
@@ -344,32 +349,142 @@ impl Gateway {
         let reply = match &decision.special {
             None => decision.reply.clone(),
             Some(Special::Article { id }) => self.article_reply(&rules, id, openid, now, day)?,
-            Some(Special::Handoff(h)) => {
-                if h.in_hours {
-                    Reply::TransferCustomerService {
-                        kf_account: h.kf_account.clone(),
-                    }
-                } else {
-                    match &h.offline {
-                        Some(text) => Reply::Text { content: text.clone() },
-                        None => Reply::None,
-                    }
-                }
-            }
+            Some(Special::Handoff(h)) => self.open_handoff(h, openid, decision.rule.as_deref(), at)?,
         };
+        Ok(self.render(&reply, inbound, at))
+    }
+
+    fn render(&self, reply: &Reply, inbound: &Inbound, at: i64) -> String {
         let ctx = ReplyContext {
-            to_user: openid.as_str(),
+            to_user: inbound.header.from_user.as_str(),
             from_user: &inbound.header.to_user,
             create_time: at,
             after_user_message: inbound.is_user_message(),
         };
-        Ok(reply::render(&reply, &ctx).unwrap_or_default())
+        reply::render(reply, &ctx).unwrap_or_default()
+    }
+
+    /// A `handoff` rule fired: within working hours the conversation goes to customer service
+    /// and a session opens; outside them the subscriber hears so and the request is queued for
+    /// the operators.
+    fn open_handoff(
+        &self,
+        h: &HandoffAction,
+        openid: &OpenId,
+        rule: Option<&str>,
+        at: i64,
+    ) -> Result<Reply, CallbackError> {
+        let rule = rule.unwrap_or_default().to_string();
+        if h.in_hours {
+            self.store.handoff_put(&HandoffSession {
+                openid: openid.as_str().to_string(),
+                state: HandoffState::Open,
+                kf_account: h.kf_account.clone(),
+                opened_at: at,
+                last_activity: at,
+                rule,
+            })?;
+            Ok(Reply::TransferCustomerService {
+                kf_account: h.kf_account.clone(),
+            })
+        } else {
+            if self.store.handoff_get(openid)?.is_none() {
+                self.store.handoff_put(&HandoffSession {
+                    openid: openid.as_str().to_string(),
+                    state: HandoffState::Queued,
+                    kf_account: h.kf_account.clone(),
+                    opened_at: at,
+                    last_activity: at,
+                    rule,
+                })?;
+            }
+            Ok(match &h.offline {
+                Some(text) => Reply::Text { content: text.clone() },
+                None => Reply::None,
+            })
+        }
+    }
+
+    /// The customer-service session's part of a push: agents' events move it along, and while
+    /// it is open every user message is transferred, except the exit keyword and after the idle
+    /// timeout, which return the subscriber to the bot. `None`: the bot handles the push.
+    fn handoff_step(&self, rules: &RuleSet, inbound: &Inbound, at: i64) -> Result<Option<Reply>, CallbackError> {
+        let openid = &inbound.header.from_user;
+        let taken = |kf: &str| HandoffState::Taken {
+            kf_account: kf.to_string(),
+        };
+        match &inbound.kind {
+            InboundKind::Event(Event::KfCreateSession { kf_account }) => {
+                self.update_handoff(openid, at, taken(kf_account), Some(kf_account))?;
+                return Ok(Some(Reply::None));
+            }
+            InboundKind::Event(Event::KfSwitchSession { to_kf_account, .. }) => {
+                self.update_handoff(openid, at, taken(to_kf_account), Some(to_kf_account))?;
+                return Ok(Some(Reply::None));
+            }
+            InboundKind::Event(Event::KfCloseSession { .. }) => {
+                self.store.handoff_close(openid)?;
+                return Ok(Some(Reply::None));
+            }
+            _ if !inbound.is_user_message() => return Ok(None),
+            _ => {}
+        }
+        let Some(mut session) = self.store.handoff_get(openid)? else {
+            return Ok(None);
+        };
+        if session.state == HandoffState::Queued {
+            return Ok(None);
+        }
+        let idle = i64::from(rules.handoff().idle_timeout_minutes) * 60;
+        if at - session.last_activity > idle {
+            self.store.handoff_close(openid)?;
+            return Ok(None);
+        }
+        if inbound.text_for_matching().is_some_and(|t| rules.is_exit_keyword(t)) {
+            self.store.handoff_close(openid)?;
+            return Ok(Some(Reply::Text {
+                content: rules.handoff().exit_reply.clone(),
+            }));
+        }
+        session.last_activity = at;
+        let kf_account = session.kf_account.clone();
+        self.store.handoff_put(&session)?;
+        Ok(Some(Reply::TransferCustomerService { kf_account }))
+    }
+
+    fn update_handoff(&self, openid: &OpenId, at: i64, state: HandoffState, kf: Option<&str>) -> Result<(), CallbackError> {
+        let mut session = self.store.handoff_get(openid)?.unwrap_or_else(|| HandoffSession {
+            openid: openid.as_str().to_string(),
+            state: HandoffState::Open,
+            kf_account: None,
+            opened_at: at,
+            last_activity: at,
+            rule: String::new(),
+        });
+        session.state = state;
+        session.kf_account = kf.map(str::to_string);
+        session.last_activity = at;
+        self.store.handoff_put(&session)?;
+        Ok(())
+    }
+
+    /// Closes sessions idle for longer than the rules allow; returns how many.
+    pub fn close_idle_handoffs(&self, now: i64) -> Result<usize, CallbackError> {
+        let idle = i64::from(self.rules.current().handoff().idle_timeout_minutes) * 60;
+        let mut closed = 0;
+        for s in self.store.handoffs()? {
+            if s.state != HandoffState::Queued && now - s.last_activity > idle {
+                self.store.handoff_close(&OpenId::new(s.openid))?;
+                closed += 1;
+            }
+        }
+        Ok(closed)
     }
 
     /// An entitled subscriber gets the article with a link signed for them; anyone else the teaser.
     fn article_reply(
         &self,
-        rules: &crate::rules::RuleSet,
+        rules: &RuleSet,
         id: &str,
         openid: &OpenId,
         now: DateTime<Utc>,

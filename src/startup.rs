@@ -153,19 +153,25 @@ fn spawn_jobs(
             }
         }));
     }
-    // Dedupe sweep: bounded space for retry keys.
+    // Every minute: drop expired dedupe keys (bounded space) and close idle handoffs.
     {
         let gw = gw.clone();
         let mut stop = shutdown.clone();
         jobs.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        match gw.store().sweep_dedupe(chrono::Utc::now().timestamp()) {
+                        let now = chrono::Utc::now().timestamp();
+                        match gw.store().sweep_dedupe(now) {
                             Ok(n) if n > 0 => tracing::info!(removed = n, "dedupe sweep"),
                             Ok(_) => {}
                             Err(e) => tracing::error!(error = %e, "dedupe sweep failed"),
+                        }
+                        match gw.close_idle_handoffs(now) {
+                            Ok(n) if n > 0 => tracing::info!(closed = n, "idle handoffs closed"),
+                            Ok(_) => {}
+                            Err(e) => tracing::error!(error = %e, "handoff sweep failed"),
                         }
                     }
                     _ = stop.changed() => break,

@@ -89,6 +89,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/subscribers/{openid}", web::get().to(subscriber))
             .route("/articles/{id}/subscribers", web::get().to(article_subscribers))
             .route("/stats", web::get().to(stats))
+            .route("/handoffs", web::get().to(handoffs))
+            .route("/handoffs/{openid}/close", web::post().to(close_handoff))
             .default_service(web::to(not_found)),
     );
 }
@@ -263,4 +265,40 @@ async fn stats(
     }
     let counters = gw.store().counters(from, to)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "from": from, "to": to, "days": counters })))
+}
+
+/// Open and queued customer-service handoffs, longest waiting first.
+async fn handoffs(
+    req: HttpRequest,
+    token: web::Data<AdminToken>,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&req, &token)?;
+    let now = chrono::Utc::now().timestamp();
+    let mut list = gw.store().handoffs()?;
+    list.sort_by_key(|s| s.opened_at);
+    let items: Vec<serde_json::Value> = list
+        .into_iter()
+        .map(|s| {
+            serde_json::json!({
+                "waiting_secs": now - s.opened_at,
+                "idle_secs": now - s.last_activity,
+                "session": s,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "count": items.len(), "handoffs": items })))
+}
+
+async fn close_handoff(
+    req: HttpRequest,
+    token: web::Data<AdminToken>,
+    gw: web::Data<Gateway>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&req, &token)?;
+    match gw.store().handoff_close(&OpenId::new(path.into_inner()))? {
+        Some(s) => Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "closed", "session": s }))),
+        None => Err(AdminError::NotFound("no open or queued handoff for this subscriber".into())),
+    }
 }

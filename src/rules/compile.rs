@@ -453,6 +453,10 @@ impl Compiler<'_> {
         HandoffSettings {
             exit_keywords: exit,
             idle_timeout_minutes: minutes,
+            exit_reply: h
+                .exit_reply
+                .clone()
+                .unwrap_or_else(|| HandoffSettings::default().exit_reply),
             configured: true,
         }
     }

@@ -108,6 +108,8 @@ pub struct HandoffSettings {
     /// Normalised (NFKC, lower-case, trimmed) keywords that end a handoff.
     pub exit_keywords: Vec<String>,
     pub idle_timeout_minutes: u32,
+    /// Sent after an exit keyword closes a session (`exit_reply`).
+    pub exit_reply: String,
     /// Whether the file had a `[handoff]` section at all.
     pub configured: bool,
 }
@@ -117,6 +119,7 @@ impl Default for HandoffSettings {
         HandoffSettings {
             exit_keywords: Vec::new(),
             idle_timeout_minutes: 30,
+            exit_reply: "已结束人工客服，回到自动回复。有需要随时再叫我们。".to_string(),
             configured: false,
         }
     }

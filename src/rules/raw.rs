@@ -157,6 +157,8 @@ pub(crate) struct RawHandoffSettings {
     #[serde(default)]
     pub exit_keywords: Vec<S<String>>,
     pub idle_timeout_minutes: Option<S<u32>>,
+    /// What the subscriber hears after an exit keyword.
+    pub exit_reply: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

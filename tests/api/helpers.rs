@@ -56,7 +56,8 @@ pub struct TestApp {
     pub port: u16,
     pub client: reqwest::Client,
     pub opts: Options,
-    pub data_dir: tempfile::TempDir,
+    /// Owns the app's data and rules dirs: they live exactly as long as the test app.
+    pub _dirs: tempfile::TempDir,
     pub keywords_path: PathBuf,
     pub gateway: std::sync::Arc<mpgate::pipeline::Gateway>,
 }
@@ -111,7 +112,7 @@ pub async fn spawn_app(opts: Options) -> TestApp {
         port,
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
         opts,
-        data_dir,
+        _dirs: data_dir,
         keywords_path,
         gateway,
     }
@@ -130,7 +131,6 @@ pub struct Signed {
     pub query: String,
     pub body: String,
     pub nonce: String,
-    pub timestamp: i64,
 }
 
 /// Plaintext mode: `signature` over token, timestamp, nonce.
@@ -140,7 +140,6 @@ pub fn sign_plain(xml: &str, timestamp: i64, nonce: &str) -> Signed {
         query: format!("signature={sig}&timestamp={timestamp}&nonce={nonce}&openid=oTEST"),
         body: xml.to_string(),
         nonce: nonce.to_string(),
-        timestamp,
     }
 }
 
@@ -163,7 +162,6 @@ pub fn seal_push(xml: &str, key: &str, app_id: &str, timestamp: i64, nonce: &str
         query,
         body: format!("<xml>\n    <ToUserName><![CDATA[{ACCOUNT}]]></ToUserName>\n    <Encrypt><![CDATA[{enc}]]></Encrypt>\n</xml>"),
         nonce: nonce.to_string(),
-        timestamp,
     }
 }
 
@@ -175,7 +173,6 @@ pub fn seal_push_compat(xml: &str, key: &str, timestamp: i64, nonce: &str) -> Si
         query,
         body: format!("<xml>{inner}<Encrypt><![CDATA[{enc}]]></Encrypt>\n</xml>"),
         nonce: nonce.to_string(),
-        timestamp,
     }
 }
 

@@ -4,8 +4,10 @@ mod helpers;
 
 mod admin;
 mod bad_input;
+mod handoff;
 mod pages;
 mod process;
 mod protocol;
+mod reload;
 mod retries;
 mod verification;
