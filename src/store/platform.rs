@@ -460,7 +460,13 @@ mod tests {
         assert_eq!(s.platform_token_get("wx1").unwrap(), Some(t));
         assert!(s.platform_token_invalidate("wx1", "tok-1").unwrap());
         assert!(s.platform_token_get("wx1").unwrap().is_none());
-        assert!(!format!("{:?}", StoredToken { token: "secret-token".into(), expires_at: 1 })
-            .contains("secret-token"));
+        assert!(!format!(
+            "{:?}",
+            StoredToken {
+                token: "secret-token".into(),
+                expires_at: 1
+            }
+        )
+        .contains("secret-token"));
     }
 }
