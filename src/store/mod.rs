@@ -58,6 +58,7 @@ mod counters;
 mod dedupe;
 mod entitlements;
 mod handoff;
+pub mod platform;
 mod subscribers;
 
 use std::path::{Path, PathBuf};
