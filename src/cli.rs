@@ -84,6 +84,11 @@ pub enum Command {
         #[arg(long)]
         close: Option<String>,
     },
+    /// Customer-service messages: pending, failed, sent or all.
+    Outbox {
+        #[arg(long, default_value = "pending")]
+        state: String,
+    },
     /// Exit 0 when the local server answers GET /healthz (for container HEALTHCHECKs).
     Healthcheck,
     /// Daily counters over a date range (YYYY-MM-DD; default: the last 7 days).
@@ -99,6 +104,11 @@ pub enum Command {
 pub enum MenuAction {
     /// Print the JSON body the platform's menu/create API takes.
     Show {
+        #[arg(long)]
+        keywords: Option<PathBuf>,
+    },
+    /// Create the menu on the platform (needs MPGATE_APP_ID and MPGATE_APP_SECRET).
+    Push {
         #[arg(long)]
         keywords: Option<PathBuf>,
     },
@@ -144,6 +154,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Menu {
             action: MenuAction::Show { keywords },
         } => code(crate::rules::cli::menu_show(&keywords_path(keywords), &mut out)),
+        Command::Menu {
+            action: MenuAction::Push { keywords },
+        } => menu_push(keywords),
+        Command::Outbox { state } => state_tool(|s| crate::ops::outbox(s, &state)),
         Command::Grant {
             openid,
             article,
@@ -238,6 +252,31 @@ fn healthcheck() -> ExitCode {
         }
         Err(e) => {
             eprintln!("mpgate: cannot reach {addr}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn menu_push(keywords: Option<PathBuf>) -> ExitCode {
+    let settings = match settings_or_exit() {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let path = keywords.unwrap_or_else(|| settings.keywords.clone());
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mpgate: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(crate::platform::menu_push(&settings, &path)) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mpgate: {e:#}");
             ExitCode::from(1)
         }
     }

@@ -87,6 +87,8 @@ pub struct Gateway {
     signer: LinkSigner,
     public_url: String,
     link_ttl: Duration,
+    /// Customer-service messages (handoff notices, late answers); `None` without an AppSecret.
+    outbox: Option<crate::platform::OutboxHandle>,
     /// Pushes being handled right now, by dedupe key: a retry that arrives meanwhile waits here.
     inflight: Mutex<HashMap<String, Waiter>>,
 }
@@ -127,7 +129,26 @@ impl Gateway {
             signer: LinkSigner::new(link_secret),
             public_url: settings.public_url.clone(),
             link_ttl: settings.link_ttl,
+            outbox: None,
             inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Enables messages outside the passive reply (needs the platform client).
+    pub fn with_outbox(mut self, outbox: Option<crate::platform::OutboxHandle>) -> Gateway {
+        self.outbox = outbox;
+        self
+    }
+
+    /// Queues a customer-service message; logs and drops it when the platform client is off.
+    fn send_later(&self, msg: crate::platform::CustomMessage, origin: &str) {
+        match &self.outbox {
+            Some(o) => {
+                if let Err(e) = o.enqueue(msg, origin) {
+                    tracing::error!(error = %e, origin, "cannot queue a customer-service message");
+                }
+            }
+            None => tracing::debug!(origin, "customer-service message skipped: no MPGATE_APP_SECRET"),
         }
     }
 
@@ -376,6 +397,17 @@ impl Gateway {
     ) -> Result<Reply, CallbackError> {
         let rule = rule.unwrap_or_default().to_string();
         if h.in_hours {
+            // A transfer reply carries no text, so the notice goes out as a customer-service
+            // message.
+            if let Some(notice) = h.notice.as_deref().filter(|n| !n.trim().is_empty()) {
+                self.send_later(
+                    crate::platform::CustomMessage::Text {
+                        to: openid.as_str().to_string(),
+                        content: notice.to_string(),
+                    },
+                    &format!("handoff:{rule}"),
+                );
+            }
             self.store.handoff_put(&HandoffSession {
                 openid: openid.as_str().to_string(),
                 state: HandoffState::Open,

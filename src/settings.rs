@@ -83,6 +83,8 @@ pub struct Settings {
     /// For the outbound platform client.
     pub app_secret: Option<Secret>,
     pub api_base: String,
+    /// Signs webhook calls (`X-Mpgate-Signature`); unsigned when absent.
+    pub webhook_secret: Option<Secret>,
     /// True when the token is the built-in demo one (logged as a warning).
     pub is_demo: bool,
 }
@@ -123,6 +125,7 @@ const KEYS: &[&str] = &[
     "LOG_FORMAT",
     "APP_SECRET",
     "API_BASE",
+    "WEBHOOK_SECRET",
 ];
 
 impl Settings {
@@ -286,6 +289,7 @@ impl Settings {
             log_format,
             app_secret: get("APP_SECRET").map(Secret::new),
             api_base,
+            webhook_secret: get("WEBHOOK_SECRET").map(Secret::new),
             is_demo,
         })
     }

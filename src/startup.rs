@@ -26,6 +26,7 @@ pub struct Application {
     gateway: Arc<Gateway>,
     shutdown: watch::Sender<bool>,
     settings: Settings,
+    platform: Option<(crate::platform::Outbox, crate::platform::PlatformClient)>,
 }
 
 impl Application {
@@ -53,7 +54,17 @@ impl Application {
             }
             None => store.link_secret()?,
         };
-        let gateway = Arc::new(Gateway::new(&settings, store, rules, link_secret));
+        // The outbound platform API (customer-service messages, late answers) needs the
+        // AppSecret; without it mpgate answers passively only.
+        let platform = match crate::platform::PlatformClient::from_settings(&settings, store.clone()) {
+            Ok(client) => Some((crate::platform::Outbox::new(), client)),
+            Err(_) => {
+                tracing::info!("MPGATE_APP_SECRET not set: customer-service messages are off");
+                None
+            }
+        };
+        let outbox = platform.as_ref().map(|(o, _)| o.handle(store.clone()));
+        let gateway = Arc::new(Gateway::new(&settings, store, rules, link_secret).with_outbox(outbox));
 
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("MPGATE_LISTEN: cannot bind {}", settings.listen))?;
@@ -78,6 +89,7 @@ impl Application {
             gateway,
             shutdown,
             settings,
+            platform,
         })
     }
 
@@ -98,6 +110,7 @@ impl Application {
             shutdown,
             settings,
             port,
+            platform,
         } = self;
         tracing::info!(
             port,
@@ -110,7 +123,11 @@ impl Application {
                 "running with the built-in demo token: set MPGATE_TOKEN (and MPGATE_ENCODING_AES_KEY, MPGATE_APP_ID) before pointing a real account here"
             );
         }
-        let jobs = spawn_jobs(&gateway, &settings, shutdown.subscribe());
+        let mut jobs = spawn_jobs(&gateway, &settings, shutdown.subscribe());
+        if let Some((outbox, client)) = platform {
+            // Exactly one outbox loop per data dir, or items would be sent twice.
+            jobs.push(tokio::spawn(outbox.run(client, gateway.store().clone(), shutdown.subscribe())));
+        }
         let result = server.await;
         let _ = shutdown.send(true);
         for j in jobs {

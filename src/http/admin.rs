@@ -90,6 +90,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/articles/{id}/subscribers", web::get().to(article_subscribers))
             .route("/stats", web::get().to(stats))
             .route("/handoffs", web::get().to(handoffs))
+            .route("/outbox", web::get().to(outbox))
             .route("/handoffs/{openid}/close", web::post().to(close_handoff))
             .default_service(web::to(not_found)),
     );
@@ -301,4 +302,34 @@ async fn close_handoff(
         Some(s) => Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "closed", "session": s }))),
         None => Err(AdminError::NotFound("no open or queued handoff for this subscriber".into())),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxQuery {
+    pub state: Option<String>,
+}
+
+/// Customer-service messages waiting, sent or refused (`?state=pending|failed|sent|all`).
+async fn outbox(
+    req: HttpRequest,
+    token: web::Data<AdminToken>,
+    gw: web::Data<Gateway>,
+    q: web::Query<OutboxQuery>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&req, &token)?;
+    use crate::store::platform::OutboxFilter;
+    let filter = match q.state.as_deref().unwrap_or("all") {
+        "all" => OutboxFilter::All,
+        "pending" => OutboxFilter::Pending,
+        "sent" => OutboxFilter::Sent,
+        "failed" => OutboxFilter::Failed,
+        other => {
+            return Err(AdminError::BadRequest(format!(
+                "`state` must be pending, failed, sent or all, not `{other}`"
+            )))
+        }
+    };
+    let items = gw.store().outbox_list(filter)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "count": items.len(), "items": items })))
 }

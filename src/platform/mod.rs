@@ -5,6 +5,7 @@
 //!   [`PlatformError`]s).
 //! - [`message`]: [`CustomMessage`] and its `message/custom/send` body.
 //! - [`outbox`]: [`Outbox`], the delivery loop over the store's outbox, and [`OutboxHandle`].
+//! - [`webhook`]: the rule action that asks an operator's endpoint for the reply.
 //! - [`menu_push`]: the `mpgate menu push` command.
 //!
 //! May depend on: `settings`, `store` (token cache and outbox trees), `rules` (the menu),
@@ -13,6 +14,7 @@
 pub mod client;
 pub mod message;
 pub mod outbox;
+pub mod webhook;
 
 use std::path::Path;
 
