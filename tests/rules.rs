@@ -844,6 +844,12 @@ const BROKEN: &[(&str, &str, &str, &str)] = &[
         "unknown event `subscribed`",
         "did you mean `subscribe`?",
     ),
+    (
+        "reply_with_two_kinds.toml",
+        "4:9",
+        "a reply names exactly one kind",
+        "replies = [...]",
+    ),
 ];
 
 #[test]

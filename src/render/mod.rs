@@ -4,11 +4,13 @@
 //! Owns the template environment, the variables a template may use ([`Vars`]) and the sample
 //! values used to prove every template renders before rules go live. Undefined variables are
 //! errors (strict mode) so a typo is caught at load time, not in front of a subscriber.
-//! May depend on: minijinja, serde. Knows nothing of rules or the protocol; `rules` compiles into it.
+//! May depend on: minijinja, serde, chrono(-tz). Knows nothing of rules or the protocol; `rules` compiles into it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
@@ -52,23 +54,26 @@ impl RenderError {
     }
 }
 
-/// The variables every template sees.
-#[derive(Clone, Debug, Serialize, Default)]
+/// The variables every template sees. Dates are kept raw and formatted only when a template
+/// reads them, so a reply that does not mention `now` never pays for time-zone formatting.
+#[derive(Clone, Debug)]
 pub struct Vars {
     pub openid: String,
     /// The QR-code scene the subscriber came from, if any.
     pub channel: Option<String>,
     pub tags: Vec<String>,
-    /// "YYYY-MM-DD" in the account time zone.
-    pub subscribed_since: Option<String>,
+    /// Unix seconds; shown to templates as "YYYY-MM-DD" in the account time zone.
+    pub subscribed_since: Option<i64>,
     /// The matched keyword as written in keywords.toml, else the user's text.
     pub keyword: String,
     /// Regex groups: `captures[0]` is the whole match.
     pub captures: Vec<Option<String>>,
     /// Named regex groups.
     pub groups: BTreeMap<String, String>,
-    /// "YYYY-MM-DD HH:MM" in the account time zone.
-    pub now: String,
+    /// Shown to templates as "YYYY-MM-DD HH:MM" in the account time zone.
+    pub now: DateTime<Utc>,
+    /// The account time zone, for `now` and `subscribed_since`.
+    pub tz: Tz,
     /// The user's text (or voice recognition), empty for events.
     pub text: String,
 }
@@ -81,14 +86,15 @@ impl Vars {
             openid: "oSAMPLE_openid".into(),
             channel: Some("sample-channel".into()),
             tags: vec!["sample-tag".into()],
-            subscribed_since: Some("2026-01-01".into()),
+            subscribed_since: Some(1_767_225_600),
             keyword: "sample".into(),
             captures: (0..=captures).map(|_| Some("sample".into())).collect(),
             groups: groups
                 .iter()
                 .map(|g| (g.clone(), "sample".to_string()))
                 .collect(),
-            now: "2026-01-01 09:00".into(),
+            now: DateTime::<Utc>::from_timestamp(1_767_225_600, 0).unwrap_or_default(),
+            tz: chrono_tz::Asia::Shanghai,
             text: "sample".into(),
         };
         let empty = Vars {
@@ -98,6 +104,53 @@ impl Vars {
             ..full.clone()
         };
         [full, empty]
+    }
+}
+
+const VAR_NAMES: &[&str] = &[
+    "openid",
+    "channel",
+    "tags",
+    "subscribed_since",
+    "keyword",
+    "captures",
+    "groups",
+    "now",
+    "text",
+];
+
+/// Templates read variables straight from the struct instead of a serialised copy: routing
+/// renders on every message, and most templates touch one or two variables.
+impl minijinja::value::Object for Vars {
+    fn get_value(self: &std::sync::Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        use minijinja::Value;
+        let opt = |o: &Option<String>| o.as_deref().map_or(Value::from(()), Value::from);
+        Some(match key.as_str()? {
+            "openid" => Value::from(self.openid.as_str()),
+            "channel" => opt(&self.channel),
+            "tags" => Value::from_serialize(&self.tags),
+            "subscribed_since" => self
+                .subscribed_since
+                .and_then(|t| self.tz.timestamp_opt(t, 0).single())
+                .map_or(Value::from(()), |d| {
+                    Value::from(d.format("%Y-%m-%d").to_string())
+                }),
+            "keyword" => Value::from(self.keyword.as_str()),
+            "captures" => Value::from_serialize(&self.captures),
+            "groups" => Value::from_serialize(&self.groups),
+            "now" => Value::from(
+                self.now
+                    .with_timezone(&self.tz)
+                    .format("%Y-%m-%d %H:%M")
+                    .to_string(),
+            ),
+            "text" => Value::from(self.text.as_str()),
+            _ => return None,
+        })
+    }
+
+    fn enumerate(self: &std::sync::Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Str(VAR_NAMES)
     }
 }
 
@@ -150,10 +203,15 @@ impl Templates {
         t.render(ctx).map_err(|e| RenderError::from_mj(name, &e))
     }
 
+    /// Renders a compiled template with the message variables (the routing path).
+    pub fn render_vars(&self, name: &str, vars: Vars) -> Result<String, RenderError> {
+        self.render(name, &minijinja::Value::from_object(vars))
+    }
+
     /// Renders once against each sample context: a template that fails here is a config error.
     pub fn check(&self, name: &str, captures: usize, groups: &[String]) -> Result<(), RenderError> {
         for vars in Vars::samples(captures, groups) {
-            self.render(name, &vars)?;
+            self.render_vars(name, vars)?;
         }
         Ok(())
     }

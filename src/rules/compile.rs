@@ -352,7 +352,7 @@ fn toml_error(sink: &mut Sink<'_>, e: &toml::de::Error) {
         sink.error(span, "expected a string or a list of strings");
         return;
     }
-    if msg.contains("wrong number of keys") {
+    if msg.contains("wrong number of keys") || msg.contains("wanted exactly 1 element") {
         sink.error_help(
             span,
             "a reply names exactly one kind",

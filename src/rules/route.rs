@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use aho_corasick::AhoCorasick;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use regex::{Regex, RegexSet};
 
@@ -543,15 +543,12 @@ impl RuleSet {
             openid: msg.header.from_user.as_str().to_string(),
             channel: m.channel.or(sub.channel).map(str::to_string),
             tags: sub.tags.to_vec(),
-            subscribed_since: sub.subscribed_since.and_then(|s| {
-                tz.timestamp_opt(s, 0)
-                    .single()
-                    .map(|d| d.format("%Y-%m-%d").to_string())
-            }),
+            subscribed_since: sub.subscribed_since,
             keyword: keyword.to_string(),
             captures: captures.clone(),
             groups: groups.clone(),
-            now: now.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string(),
+            now,
+            tz,
             text: text.to_string(),
         };
         let mut r = Renderer {
@@ -609,7 +606,8 @@ impl RuleSet {
 /// Renders text specs, building the template variables only if a template is actually used.
 struct Renderer<'a, F: Fn() -> Vars> {
     set: &'a RuleSet,
-    vars: Option<Vars>,
+    /// Built on first use and shared by every template of this reply.
+    vars: Option<minijinja::Value>,
     make: &'a F,
 }
 
@@ -618,7 +616,10 @@ impl<F: Fn() -> Vars> Renderer<'_, F> {
         match t {
             TextSpec::Literal(s) => Ok(s.clone()),
             TextSpec::Template(name) => {
-                let vars = self.vars.get_or_insert_with(self.make);
+                let make = self.make;
+                let vars = self
+                    .vars
+                    .get_or_insert_with(|| minijinja::Value::from_object(make()));
                 self.set.templates.render(name, vars)
             }
         }

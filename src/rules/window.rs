@@ -10,10 +10,42 @@ use unicode_normalization::UnicodeNormalization;
 /// NFKC (full-width ＡＢＣ１ → ABC1), lower-case, trimmed: the one form both keywords and
 /// messages are compared in.
 pub(crate) fn normalize(s: &str) -> String {
-    if s.is_ascii() {
-        // ASCII is already NFKC-stable; skipping the normaliser keeps routing cheap.
-        return s.trim().to_ascii_lowercase();
+    // Fast path for what subscribers actually type (ASCII, CJK ideographs and punctuation,
+    // full-width forms, emoji): each of those characters normalises on its own, so one pass
+    // gives exactly lower(NFKC(s)). Anything else takes the full Unicode path.
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match fast_char(c) {
+            Some(n) => out.push(n),
+            None => return normalize_slow(s),
+        }
     }
+    match out.trim() {
+        t if t.len() == out.len() => out,
+        t => t.to_string(),
+    }
+}
+
+/// `lower(NFKC(c))` for characters that neither compose with neighbours nor have a
+/// multi-character mapping; `None` for everything else.
+fn fast_char(c: char) -> Option<char> {
+    match c {
+        '\0'..='\x7f' => Some(c.to_ascii_lowercase()),
+        // Full-width ASCII: NFKC maps U+FF01..U+FF5E to U+0021..U+007E.
+        '\u{FF01}'..='\u{FF5E}' => {
+            char::from_u32(u32::from(c) - 0xFEE0).map(|a| a.to_ascii_lowercase())
+        }
+        '\u{3000}' => Some(' '),
+        // CJK punctuation except the four with compatibility mappings (U+3036, U+3038..U+303A).
+        '\u{3001}'..='\u{3035}' | '\u{3037}' | '\u{303B}'..='\u{303F}' => Some(c),
+        '\u{4E00}'..='\u{9FFF}' => Some(c),
+        '\u{2018}' | '\u{2019}' | '\u{201C}' | '\u{201D}' | '\u{2014}' | '\u{00B7}' => Some(c),
+        '\u{1F300}'..='\u{1FAFF}' => Some(c),
+        _ => None,
+    }
+}
+
+fn normalize_slow(s: &str) -> String {
     let n: String = s.nfkc().collect();
     n.to_lowercase().trim().to_string()
 }
@@ -172,6 +204,14 @@ mod tests {
         assert_eq!(normalize("  ＡＢＣ１ "), "abc1");
         assert_eq!(normalize("Price"), "price");
         assert_eq!(normalize(" 价格\n"), "价格");
+    }
+
+    proptest::proptest! {
+        /// The fast path is an optimisation only: it must agree with full NFKC + lower-case.
+        #[test]
+        fn fast_normalisation_equals_full_nfkc(s in "[ -~\u{3000}-\u{303F}\u{4E00}-\u{4E2F}\u{FF00}-\u{FF6F}\u{2010}-\u{2030}\u{00B7}\u{1F44B}\u{00C0}-\u{00FF}\u{0300}\u{0301}]{0,24}") {
+            proptest::prop_assert_eq!(normalize(&s), normalize_slow(&s));
+        }
     }
 
     #[test]
