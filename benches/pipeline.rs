@@ -30,11 +30,16 @@ fn bench(c: &mut Criterion) {
     ])
     .unwrap();
     let store = Store::open(data.path(), StoreConfig::default()).unwrap();
-    let rules = RuleSet::load(&manifest.join("keywords.toml")).unwrap().rules;
+    let rules = RuleSet::load(&manifest.join("keywords.toml"))
+        .unwrap()
+        .rules;
     let secret = store.link_secret().unwrap();
     let gw = Gateway::new(&settings, store, LiveRules::new(rules), secret);
     let cipher = Cipher::new(&EncodingAesKey::parse(KEY).unwrap());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let next = AtomicU64::new(1);
 
     let make = || {

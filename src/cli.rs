@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use crate::settings::Settings;
 
 #[derive(Parser, Debug)]
-#[command(name = "mpgate", version, about = "WeChat Official Account callback server")]
+#[command(
+    name = "mpgate",
+    version,
+    about = "WeChat Official Account callback server"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -149,11 +153,18 @@ pub fn run(cli: Cli) -> ExitCode {
                 tags,
                 text,
             };
-            code(crate::rules::cli::simulate(&keywords_path(keywords), &args, &mut out))
+            code(crate::rules::cli::simulate(
+                &keywords_path(keywords),
+                &args,
+                &mut out,
+            ))
         }
         Command::Menu {
             action: MenuAction::Show { keywords },
-        } => code(crate::rules::cli::menu_show(&keywords_path(keywords), &mut out)),
+        } => code(crate::rules::cli::menu_show(
+            &keywords_path(keywords),
+            &mut out,
+        )),
         Command::Menu {
             action: MenuAction::Push { keywords },
         } => menu_push(keywords),
@@ -164,12 +175,16 @@ pub fn run(cli: Cli) -> ExitCode {
             source,
             reference,
         } => state_tool(|s| crate::ops::grant(s, &openid, &article, &source, reference.as_deref())),
-        Command::Revoke { openid, article } => state_tool(|s| crate::ops::revoke(s, &openid, &article)),
+        Command::Revoke { openid, article } => {
+            state_tool(|s| crate::ops::revoke(s, &openid, &article))
+        }
         Command::Subscriber { openid } => state_tool(|s| crate::ops::subscriber(s, &openid)),
         Command::Stats { from, to } => state_tool(|s| crate::ops::stats(s, from, to)),
         Command::Healthcheck => healthcheck(),
         Command::Handoffs { close: None } => state_tool(crate::ops::handoffs),
-        Command::Handoffs { close: Some(openid) } => state_tool(|s| crate::ops::close_handoff(s, &openid)),
+        Command::Handoffs {
+            close: Some(openid),
+        } => state_tool(|s| crate::ops::close_handoff(s, &openid)),
     }
 }
 
@@ -203,7 +218,10 @@ fn serve() -> ExitCode {
         Err(c) => return c,
     };
     crate::telemetry::init(settings.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mpgate: cannot start the runtime: {e}");
@@ -263,7 +281,10 @@ fn menu_push(keywords: Option<PathBuf>) -> ExitCode {
         Err(c) => return c,
     };
     let path = keywords.unwrap_or_else(|| settings.keywords.clone());
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mpgate: cannot start the runtime: {e}");

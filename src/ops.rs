@@ -26,21 +26,45 @@ fn known_article(s: &Settings, article: &str) -> anyhow::Result<()> {
     let loaded = RuleSet::load(&s.keywords)
         .map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", s.keywords.display()))?;
     if loaded.rules.article(article).is_none() {
-        let known: Vec<&str> = loaded.rules.articles().iter().map(|a| a.id.as_str()).collect();
-        anyhow::bail!("unknown article `{article}` (declared in {}: {})", s.keywords.display(), known.join(", "));
+        let known: Vec<&str> = loaded
+            .rules
+            .articles()
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect();
+        anyhow::bail!(
+            "unknown article `{article}` (declared in {}: {})",
+            s.keywords.display(),
+            known.join(", ")
+        );
     }
     Ok(())
 }
 
-pub fn grant(s: &Settings, openid: &str, article: &str, source: &str, reference: Option<&str>) -> anyhow::Result<String> {
+pub fn grant(
+    s: &Settings,
+    openid: &str,
+    article: &str,
+    source: &str,
+    reference: Option<&str>,
+) -> anyhow::Result<String> {
     known_article(s, article)?;
     let store = open(s)?;
     let out = store
-        .grant(&OpenId::new(openid), article, source, reference, Utc::now().timestamp())
+        .grant(
+            &OpenId::new(openid),
+            article,
+            source,
+            reference,
+            Utc::now().timestamp(),
+        )
         .context("grant failed")?;
     Ok(match out {
         GrantOutcome::Granted(e) => format!("granted: {}", serde_json::to_string_pretty(&e)?),
-        GrantOutcome::AlreadyGranted(e) => format!("already granted (same reference): {}", serde_json::to_string_pretty(&e)?),
+        GrantOutcome::AlreadyGranted(e) => format!(
+            "already granted (same reference): {}",
+            serde_json::to_string_pretty(&e)?
+        ),
         GrantOutcome::ReferenceConflict(e) => anyhow::bail!(
             "reference already used for another grant: {}",
             serde_json::to_string_pretty(&e)?
@@ -51,11 +75,17 @@ pub fn grant(s: &Settings, openid: &str, article: &str, source: &str, reference:
 pub fn revoke(s: &Settings, openid: &str, article: &str) -> anyhow::Result<String> {
     known_article(s, article)?;
     let store = open(s)?;
-    Ok(match store.revoke(&OpenId::new(openid), article, Utc::now().timestamp())? {
-        RevokeOutcome::Revoked(e) => format!("revoked: {}", serde_json::to_string_pretty(&e)?),
-        RevokeOutcome::AlreadyRevoked(e) => format!("already revoked: {}", serde_json::to_string_pretty(&e)?),
-        RevokeOutcome::NotGranted => "nothing to revoke: no grant for this subscriber and article".to_string(),
-    })
+    Ok(
+        match store.revoke(&OpenId::new(openid), article, Utc::now().timestamp())? {
+            RevokeOutcome::Revoked(e) => format!("revoked: {}", serde_json::to_string_pretty(&e)?),
+            RevokeOutcome::AlreadyRevoked(e) => {
+                format!("already revoked: {}", serde_json::to_string_pretty(&e)?)
+            }
+            RevokeOutcome::NotGranted => {
+                "nothing to revoke: no grant for this subscriber and article".to_string()
+            }
+        },
+    )
 }
 
 pub fn subscriber(s: &Settings, openid: &str) -> anyhow::Result<String> {
@@ -71,7 +101,11 @@ pub fn subscriber(s: &Settings, openid: &str) -> anyhow::Result<String> {
     }))?)
 }
 
-pub fn stats(s: &Settings, from: Option<NaiveDate>, to: Option<NaiveDate>) -> anyhow::Result<String> {
+pub fn stats(
+    s: &Settings,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> anyhow::Result<String> {
     let store = open(s)?;
     let to = to.unwrap_or_else(|| Utc::now().date_naive());
     let from = from.unwrap_or(to - Duration::days(6));

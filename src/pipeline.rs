@@ -111,7 +111,12 @@ impl Drop for InflightGuard<'_> {
 const INFLIGHT_WAIT: Duration = Duration::from_secs(4);
 
 impl Gateway {
-    pub fn new(settings: &Settings, store: Store, rules: LiveRules, link_secret: [u8; 32]) -> Gateway {
+    pub fn new(
+        settings: &Settings,
+        store: Store,
+        rules: LiveRules,
+        link_secret: [u8; 32],
+    ) -> Gateway {
         let ciphers = settings
             .encoding_aes_key
             .iter()
@@ -148,7 +153,10 @@ impl Gateway {
                     tracing::error!(error = %e, origin, "cannot queue a customer-service message");
                 }
             }
-            None => tracing::debug!(origin, "customer-service message skipped: no MPGATE_APP_SECRET"),
+            None => tracing::debug!(
+                origin,
+                "customer-service message skipped: no MPGATE_APP_SECRET"
+            ),
         }
     }
 
@@ -169,10 +177,22 @@ impl Gateway {
     /// No replay window here: verification changes nothing, and the console's check may be
     /// repeated with the same parameters.
     pub fn verify_url(&self, q: &CallbackQuery) -> Result<String, CallbackError> {
-        let sig = q.signature.as_deref().ok_or(CallbackError::MissingParam("signature"))?;
-        let ts = q.timestamp.as_deref().ok_or(CallbackError::MissingParam("timestamp"))?;
-        let nonce = q.nonce.as_deref().ok_or(CallbackError::MissingParam("nonce"))?;
-        let echostr = q.echostr.as_deref().ok_or(CallbackError::MissingParam("echostr"))?;
+        let sig = q
+            .signature
+            .as_deref()
+            .ok_or(CallbackError::MissingParam("signature"))?;
+        let ts = q
+            .timestamp
+            .as_deref()
+            .ok_or(CallbackError::MissingParam("timestamp"))?;
+        let nonce = q
+            .nonce
+            .as_deref()
+            .ok_or(CallbackError::MissingParam("nonce"))?;
+        let echostr = q
+            .echostr
+            .as_deref()
+            .ok_or(CallbackError::MissingParam("echostr"))?;
         if !signature::verify(sig, &[self.token.expose(), ts, nonce]) {
             return Err(CallbackError::BadSignature);
         }
@@ -180,7 +200,12 @@ impl Gateway {
     }
 
     /// `POST /wechat`: the whole pipeline. Returns the response body.
-    pub async fn post(&self, q: &CallbackQuery, body: &[u8], now: DateTime<Utc>) -> Result<Answer, CallbackError> {
+    pub async fn post(
+        &self,
+        q: &CallbackQuery,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Answer, CallbackError> {
         let opened = self.open(q, body, now)?;
         let label = opened.inbound.type_label().to_string();
         let plain = self.answer(&opened.inbound, now).await?;
@@ -190,7 +215,14 @@ impl Gateway {
             (xml, Some(k)) => {
                 // The platform's reference code echoes the URL nonce in the reply envelope.
                 let nonce = q.nonce.as_deref().unwrap_or_default();
-                reply::seal(&self.ciphers[k], &self.app_id, &self.token, xml, now.timestamp(), nonce)
+                reply::seal(
+                    &self.ciphers[k],
+                    &self.app_id,
+                    &self.token,
+                    xml,
+                    now.timestamp(),
+                    nonce,
+                )
             }
         };
         Ok(Answer {
@@ -201,9 +233,20 @@ impl Gateway {
     }
 
     /// Authenticates and decrypts a push into a typed message.
-    fn open(&self, q: &CallbackQuery, body: &[u8], now: DateTime<Utc>) -> Result<Opened, CallbackError> {
-        let ts = q.timestamp.as_deref().ok_or(CallbackError::MissingParam("timestamp"))?;
-        let nonce = q.nonce.as_deref().ok_or(CallbackError::MissingParam("nonce"))?;
+    fn open(
+        &self,
+        q: &CallbackQuery,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Opened, CallbackError> {
+        let ts = q
+            .timestamp
+            .as_deref()
+            .ok_or(CallbackError::MissingParam("timestamp"))?;
+        let nonce = q
+            .nonce
+            .as_deref()
+            .ok_or(CallbackError::MissingParam("nonce"))?;
         let ts_num: i64 = ts.trim().parse().map_err(|_| CallbackError::BadTimestamp)?;
         if let Some(window) = self.replay_window {
             let skew = now.timestamp() - ts_num;
@@ -212,13 +255,20 @@ impl Gateway {
             }
         }
         let text = std::str::from_utf8(body).map_err(|_| CallbackError::InvalidUtf8)?;
-        let encrypted = q.encrypt_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("aes"));
+        let encrypted = q
+            .encrypt_type
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("aes"));
         if encrypted {
             if self.ciphers.is_empty() {
                 return Err(CallbackError::NoAesKey);
             }
-            let msg_sig = q.msg_signature.as_deref().ok_or(CallbackError::MissingParam("msg_signature"))?;
-            let env = message::parse_envelope(text).map_err(|e| CallbackError::BadXml(e.to_string()))?;
+            let msg_sig = q
+                .msg_signature
+                .as_deref()
+                .ok_or(CallbackError::MissingParam("msg_signature"))?;
+            let env =
+                message::parse_envelope(text).map_err(|e| CallbackError::BadXml(e.to_string()))?;
             let enc = env.encrypt.ok_or(CallbackError::NoEncrypt)?;
             // Verify before decrypting: integrity comes only from the signature.
             if !signature::verify(msg_sig, &[self.token.expose(), ts, nonce, &enc]) {
@@ -231,8 +281,12 @@ impl Gateway {
                         if i > 0 {
                             tracing::warn!("push decrypted with the PREVIOUS EncodingAESKey; finish the key rotation");
                         }
-                        let inbound = message::parse(&xml).map_err(|e| CallbackError::BadXml(e.to_string()))?;
-                        return Ok(Opened { inbound, key: Some(i) });
+                        let inbound = message::parse(&xml)
+                            .map_err(|e| CallbackError::BadXml(e.to_string()))?;
+                        return Ok(Opened {
+                            inbound,
+                            key: Some(i),
+                        });
                     }
                     Err(e) => last = Some(e),
                 }
@@ -246,7 +300,10 @@ impl Gateway {
             if !self.ciphers.is_empty() && !self.allow_plaintext {
                 return Err(CallbackError::PlaintextRefused);
             }
-            let sig = q.signature.as_deref().ok_or(CallbackError::MissingParam("signature"))?;
+            let sig = q
+                .signature
+                .as_deref()
+                .ok_or(CallbackError::MissingParam("signature"))?;
             if !signature::verify(sig, &[self.token.expose(), ts, nonce]) {
                 return Err(CallbackError::BadSignature);
             }
@@ -260,11 +317,18 @@ impl Gateway {
     /// A retry of an answered push gets the stored reply; a retry that arrives while the first
     /// attempt is still being handled waits for its answer. Side effects happen only in the
     /// leader.
-    async fn answer(&self, inbound: &Inbound, now: DateTime<Utc>) -> Result<Arc<str>, CallbackError> {
+    async fn answer(
+        &self,
+        inbound: &Inbound,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<str>, CallbackError> {
         let key = inbound.dedupe_key();
         loop {
             let (tx, waiter) = {
-                let mut map = self.inflight.lock().map_err(|_| CallbackError::Unavailable)?;
+                let mut map = self
+                    .inflight
+                    .lock()
+                    .map_err(|_| CallbackError::Unavailable)?;
                 match map.get(&key) {
                     Some(w) => (None, Some(w.clone())),
                     None => {
@@ -339,13 +403,20 @@ impl Gateway {
                 (out.subscriber, out.first_time)
             }
             InboundKind::Event(Event::Unsubscribe) => {
-                let channel = self.store.subscriber(openid)?.and_then(|s| s.channel).unwrap_or_default();
+                let channel = self
+                    .store
+                    .subscriber(openid)?
+                    .and_then(|s| s.channel)
+                    .unwrap_or_default();
                 self.store.on_unsubscribe(openid, at)?;
                 self.store.count(Counter::Unsubscribe { channel }, day, 1);
                 // Nothing can be shown to someone who just left.
                 return Ok(String::new());
             }
-            _ => (self.store.touch(openid, at, inbound.is_user_message())?, false),
+            _ => (
+                self.store.touch(openid, at, inbound.is_user_message())?,
+                false,
+            ),
         };
 
         // While a person is handling the conversation, no bot rule fires.
@@ -362,7 +433,8 @@ impl Gateway {
         };
         let decision: Decision = rules.route(inbound, &view, now);
         if let Some(rule) = &decision.rule {
-            self.store.count(Counter::RuleHit { rule: rule.clone() }, day, 1);
+            self.store
+                .count(Counter::RuleHit { rule: rule.clone() }, day, 1);
         }
         if !decision.add_tags.is_empty() {
             self.store.add_tags(openid, &decision.add_tags)?;
@@ -370,7 +442,9 @@ impl Gateway {
         let reply = match &decision.special {
             None => decision.reply.clone(),
             Some(Special::Article { id }) => self.article_reply(&rules, id, openid, now, day)?,
-            Some(Special::Handoff(h)) => self.open_handoff(h, openid, decision.rule.as_deref(), at)?,
+            Some(Special::Handoff(h)) => {
+                self.open_handoff(h, openid, decision.rule.as_deref(), at)?
+            }
         };
         Ok(self.render(&reply, inbound, at))
     }
@@ -431,7 +505,9 @@ impl Gateway {
                 })?;
             }
             Ok(match &h.offline {
-                Some(text) => Reply::Text { content: text.clone() },
+                Some(text) => Reply::Text {
+                    content: text.clone(),
+                },
                 None => Reply::None,
             })
         }
@@ -440,7 +516,12 @@ impl Gateway {
     /// The customer-service session's part of a push: agents' events move it along, and while
     /// it is open every user message is transferred, except the exit keyword and after the idle
     /// timeout, which return the subscriber to the bot. `None`: the bot handles the push.
-    fn handoff_step(&self, rules: &RuleSet, inbound: &Inbound, at: i64) -> Result<Option<Reply>, CallbackError> {
+    fn handoff_step(
+        &self,
+        rules: &RuleSet,
+        inbound: &Inbound,
+        at: i64,
+    ) -> Result<Option<Reply>, CallbackError> {
         let openid = &inbound.header.from_user;
         let taken = |kf: &str| HandoffState::Taken {
             kf_account: kf.to_string(),
@@ -472,7 +553,10 @@ impl Gateway {
             self.store.handoff_close(openid)?;
             return Ok(None);
         }
-        if inbound.text_for_matching().is_some_and(|t| rules.is_exit_keyword(t)) {
+        if inbound
+            .text_for_matching()
+            .is_some_and(|t| rules.is_exit_keyword(t))
+        {
             self.store.handoff_close(openid)?;
             return Ok(Some(Reply::Text {
                 content: rules.handoff().exit_reply.clone(),
@@ -484,15 +568,24 @@ impl Gateway {
         Ok(Some(Reply::TransferCustomerService { kf_account }))
     }
 
-    fn update_handoff(&self, openid: &OpenId, at: i64, state: HandoffState, kf: Option<&str>) -> Result<(), CallbackError> {
-        let mut session = self.store.handoff_get(openid)?.unwrap_or_else(|| HandoffSession {
-            openid: openid.as_str().to_string(),
-            state: HandoffState::Open,
-            kf_account: None,
-            opened_at: at,
-            last_activity: at,
-            rule: String::new(),
-        });
+    fn update_handoff(
+        &self,
+        openid: &OpenId,
+        at: i64,
+        state: HandoffState,
+        kf: Option<&str>,
+    ) -> Result<(), CallbackError> {
+        let mut session = self
+            .store
+            .handoff_get(openid)?
+            .unwrap_or_else(|| HandoffSession {
+                openid: openid.as_str().to_string(),
+                state: HandoffState::Open,
+                kf_account: None,
+                opened_at: at,
+                last_activity: at,
+                rule: String::new(),
+            });
         session.state = state;
         session.kf_account = kf.map(str::to_string);
         session.last_activity = at;
@@ -528,8 +621,16 @@ impl Gateway {
         };
         if self.store.is_entitled(openid, id)? {
             let expires = now.timestamp() + self.link_ttl.as_secs() as i64;
-            let url = self.signer.url(&self.public_url, id, openid.as_str(), expires);
-            self.store.count(Counter::LinkIssued { article: id.to_string() }, day, 1);
+            let url = self
+                .signer
+                .url(&self.public_url, id, openid.as_str(), expires);
+            self.store.count(
+                Counter::LinkIssued {
+                    article: id.to_string(),
+                },
+                day,
+                1,
+            );
             Ok(Reply::News {
                 articles: vec![Article {
                     title: a.title.clone(),
@@ -539,7 +640,13 @@ impl Gateway {
                 }],
             })
         } else {
-            self.store.count(Counter::TeaserShown { article: id.to_string() }, day, 1);
+            self.store.count(
+                Counter::TeaserShown {
+                    article: id.to_string(),
+                },
+                day,
+                1,
+            );
             let description = if a.price.is_empty() {
                 a.teaser.clone()
             } else {
@@ -551,10 +658,13 @@ impl Gateway {
                     description,
                     pic_url: a.cover.clone(),
                     // Without a shop link, the paywall page explains how to buy.
-                    url: a
-                        .purchase_url
-                        .clone()
-                        .unwrap_or_else(|| format!("{}/a/{}", self.public_url, crate::paywall::percent_encode(id))),
+                    url: a.purchase_url.clone().unwrap_or_else(|| {
+                        format!(
+                            "{}/a/{}",
+                            self.public_url,
+                            crate::paywall::percent_encode(id)
+                        )
+                    }),
                 }],
             })
         }

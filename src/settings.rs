@@ -144,8 +144,9 @@ impl Settings {
         let file_src = match &file {
             Some(p) => Some((
                 p.clone(),
-                std::fs::read_to_string(p)
-                    .map_err(|e| err("MPGATE_CONFIG", format!("cannot read {}: {e}", p.display())))?,
+                std::fs::read_to_string(p).map_err(|e| {
+                    err("MPGATE_CONFIG", format!("cannot read {}: {e}", p.display()))
+                })?,
             )),
             None => None,
         };
@@ -164,15 +165,18 @@ impl Settings {
     ) -> Result<Settings, SettingsError> {
         let mut raw: BTreeMap<&'static str, String> = BTreeMap::new();
         if let Some((path, text)) = file {
-            let table: toml::Table = text
-                .parse()
-                .map_err(|e: toml::de::Error| err(&path.display().to_string(), e.message().to_string()))?;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                err(&path.display().to_string(), e.message().to_string())
+            })?;
             for (k, v) in table {
                 let upper = k.to_ascii_uppercase();
                 let Some(key) = KEYS.iter().find(|known| **known == upper) else {
                     return Err(err(
                         &path.display().to_string(),
-                        format!("unknown key `{k}` (known: {})", KEYS.join(", ").to_lowercase()),
+                        format!(
+                            "unknown key `{k}` (known: {})",
+                            KEYS.join(", ").to_lowercase()
+                        ),
                     ));
                 };
                 let v = match v {
@@ -182,7 +186,10 @@ impl Settings {
                     other => {
                         return Err(err(
                             &path.display().to_string(),
-                            format!("`{k}` must be a string, number or boolean, not {}", other.type_str()),
+                            format!(
+                                "`{k}` must be a string, number or boolean, not {}",
+                                other.type_str()
+                            ),
                         ))
                     }
                 };
@@ -217,7 +224,10 @@ impl Settings {
         }
         let listen_s = get("LISTEN").unwrap_or("127.0.0.1:8080");
         let listen: SocketAddr = listen_s.parse().map_err(|_| {
-            err(&name("LISTEN"), format!("`{listen_s}` is not an address:port such as 0.0.0.0:8080"))
+            err(
+                &name("LISTEN"),
+                format!("`{listen_s}` is not an address:port such as 0.0.0.0:8080"),
+            )
         })?;
         let data_dir = PathBuf::from(get("DATA_DIR").unwrap_or("./data"));
         let keywords = PathBuf::from(get("KEYWORDS").unwrap_or("./keywords.toml"));
@@ -225,7 +235,10 @@ impl Settings {
             .map(|u| u.trim_end_matches('/').to_string())
             .unwrap_or_else(|| format!("http://{listen}"));
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
-            return Err(err(&name("PUBLIC_URL"), "must start with http:// or https://"));
+            return Err(err(
+                &name("PUBLIC_URL"),
+                "must start with http:// or https://",
+            ));
         }
         let admin_token = get("ADMIN_TOKEN").map(Secret::new);
         let num = |k: &str, default: u64| -> Result<u64, SettingsError> {
@@ -247,7 +260,10 @@ impl Settings {
         let window = num("REPLAY_WINDOW_SECS", 300)?;
         let max_body_bytes = num("MAX_BODY_BYTES", 64 * 1024)?;
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
-            return Err(err(&name("MAX_BODY_BYTES"), "must be between 1024 and 16777216"));
+            return Err(err(
+                &name("MAX_BODY_BYTES"),
+                "must be between 1024 and 16777216",
+            ));
         }
         let link_secret = get("LINK_SECRET").map(Secret::new);
         let link_ttl = num("LINK_TTL_SECS", 7 * 86_400)?;
@@ -263,7 +279,12 @@ impl Settings {
         let log_format = match get("LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
             None | Some("pretty") | Some("text") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
-            Some(v) => return Err(err(&name("LOG_FORMAT"), format!("`{v}` is not pretty or json"))),
+            Some(v) => {
+                return Err(err(
+                    &name("LOG_FORMAT"),
+                    format!("`{v}` is not pretty or json"),
+                ))
+            }
         };
         let api_base = get("API_BASE")
             .unwrap_or("https://api.weixin.qq.com")
@@ -309,8 +330,10 @@ impl Settings {
 
     /// A settings value for tests and tools: demo defaults plus the given overrides.
     pub fn for_tests(env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
-        let env: BTreeMap<String, String> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Self::from_sources(None, &env)
     }
 
@@ -329,7 +352,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -358,19 +384,28 @@ mod tests {
     fn a_short_aes_key_names_the_variable() {
         let e = Settings::from_sources(
             None,
-            &env(&[("MPGATE_ENCODING_AES_KEY", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEF")]),
+            &env(&[(
+                "MPGATE_ENCODING_AES_KEY",
+                "abcdefghijklmnopqrstuvwxyz0123456789ABCDEF",
+            )]),
         )
         .unwrap_err();
         assert_eq!(e.name, "MPGATE_ENCODING_AES_KEY");
         assert!(e.problem.contains("43"), "{e}");
-        assert!(!e.to_string().contains("abcdefghij"), "the key must not be echoed: {e}");
+        assert!(
+            !e.to_string().contains("abcdefghij"),
+            "the key must not be echoed: {e}"
+        );
     }
 
     #[test]
     fn a_bad_alphabet_aes_key_is_refused() {
         let e = Settings::from_sources(
             None,
-            &env(&[("MPGATE_ENCODING_AES_KEY", "abcdefghijklmnopqrstuvwxyz0123456789ABCDE+G")]),
+            &env(&[(
+                "MPGATE_ENCODING_AES_KEY",
+                "abcdefghijklmnopqrstuvwxyz0123456789ABCDE+G",
+            )]),
         )
         .unwrap_err();
         assert_eq!(e.name, "MPGATE_ENCODING_AES_KEY");
@@ -393,7 +428,10 @@ mod tests {
     fn secrets_do_not_print() {
         let s = Settings::from_sources(
             None,
-            &env(&[("MPGATE_TOKEN", "supersecrettoken"), ("MPGATE_ADMIN_TOKEN", "adminadminadminadmin")]),
+            &env(&[
+                ("MPGATE_TOKEN", "supersecrettoken"),
+                ("MPGATE_ADMIN_TOKEN", "adminadminadminadmin"),
+            ]),
         )
         .unwrap();
         let dbg = format!("{s:?}");
@@ -403,8 +441,11 @@ mod tests {
 
     #[test]
     fn an_unwritable_data_dir_is_refused() {
-        let s = Settings::from_sources(None, &env(&[("MPGATE_DATA_DIR", "/proc/mpgate-cannot-exist")]))
-            .unwrap();
+        let s = Settings::from_sources(
+            None,
+            &env(&[("MPGATE_DATA_DIR", "/proc/mpgate-cannot-exist")]),
+        )
+        .unwrap();
         let e = s.check_data_dir().unwrap_err();
         assert_eq!(e.name, "MPGATE_DATA_DIR");
     }

@@ -40,9 +40,8 @@ impl Application {
             },
         )
         .with_context(|| format!("cannot open the data dir {}", settings.data_dir.display()))?;
-        let loaded = RuleSet::load(&settings.keywords).map_err(|e| {
-            anyhow::anyhow!("{} is not valid:\n{e}", settings.keywords.display())
-        })?;
+        let loaded = RuleSet::load(&settings.keywords)
+            .map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", settings.keywords.display()))?;
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
@@ -56,15 +55,17 @@ impl Application {
         };
         // The outbound platform API (customer-service messages, late answers) needs the
         // AppSecret; without it mpgate answers passively only.
-        let platform = match crate::platform::PlatformClient::from_settings(&settings, store.clone()) {
-            Ok(client) => Some((crate::platform::Outbox::new(), client)),
-            Err(_) => {
-                tracing::info!("MPGATE_APP_SECRET not set: customer-service messages are off");
-                None
-            }
-        };
+        let platform =
+            match crate::platform::PlatformClient::from_settings(&settings, store.clone()) {
+                Ok(client) => Some((crate::platform::Outbox::new(), client)),
+                Err(_) => {
+                    tracing::info!("MPGATE_APP_SECRET not set: customer-service messages are off");
+                    None
+                }
+            };
         let outbox = platform.as_ref().map(|(o, _)| o.handle(store.clone()));
-        let gateway = Arc::new(Gateway::new(&settings, store, rules, link_secret).with_outbox(outbox));
+        let gateway =
+            Arc::new(Gateway::new(&settings, store, rules, link_secret).with_outbox(outbox));
 
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("MPGATE_LISTEN: cannot bind {}", settings.listen))?;
@@ -126,7 +127,11 @@ impl Application {
         let mut jobs = spawn_jobs(&gateway, &settings, shutdown.subscribe());
         if let Some((outbox, client)) = platform {
             // Exactly one outbox loop per data dir, or items would be sent twice.
-            jobs.push(tokio::spawn(outbox.run(client, gateway.store().clone(), shutdown.subscribe())));
+            jobs.push(tokio::spawn(outbox.run(
+                client,
+                gateway.store().clone(),
+                shutdown.subscribe(),
+            )));
         }
         let result = server.await;
         let _ = shutdown.send(true);

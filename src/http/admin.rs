@@ -87,7 +87,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/grants", web::post().to(grant))
             .route("/revocations", web::post().to(revoke))
             .route("/subscribers/{openid}", web::get().to(subscriber))
-            .route("/articles/{id}/subscribers", web::get().to(article_subscribers))
+            .route(
+                "/articles/{id}/subscribers",
+                web::get().to(article_subscribers),
+            )
             .route("/stats", web::get().to(stats))
             .route("/handoffs", web::get().to(handoffs))
             .route("/outbox", web::get().to(outbox))
@@ -96,7 +99,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-async fn not_found(req: HttpRequest, token: web::Data<AdminToken>) -> Result<HttpResponse, AdminError> {
+async fn not_found(
+    req: HttpRequest,
+    token: web::Data<AdminToken>,
+) -> Result<HttpResponse, AdminError> {
     authorize(&req, &token)?;
     Err(AdminError::NotFound("no such admin route".into()))
 }
@@ -110,7 +116,9 @@ fn known_article(gw: &Gateway, article: &str) -> Result<(), AdminError> {
     if gw.rules().current().article(article).is_some() {
         Ok(())
     } else {
-        Err(AdminError::NotFound(format!("unknown article `{article}` (not declared in keywords.toml)")))
+        Err(AdminError::NotFound(format!(
+            "unknown article `{article}` (not declared in keywords.toml)"
+        )))
     }
 }
 
@@ -134,7 +142,9 @@ fn default_source() -> String {
 
 fn non_empty(field: &str, v: &str) -> Result<(), AdminError> {
     if v.trim().is_empty() {
-        return Err(AdminError::BadRequest(format!("`{field}` must not be empty")));
+        return Err(AdminError::BadRequest(format!(
+            "`{field}` must not be empty"
+        )));
     }
     Ok(())
 }
@@ -157,7 +167,9 @@ async fn grant(
         )));
     }
     let now = chrono::Utc::now().timestamp();
-    let out = gw.store().grant(&openid, &b.article, &b.source, b.reference.as_deref(), now)?;
+    let out = gw
+        .store()
+        .grant(&openid, &b.article, &b.source, b.reference.as_deref(), now)?;
     let (status, ent) = match out {
         GrantOutcome::Granted(e) => ("granted", e),
         GrantOutcome::AlreadyGranted(e) => ("already_granted", e),
@@ -195,7 +207,9 @@ async fn revoke(
         RevokeOutcome::Revoked(e) => ("revoked", e),
         RevokeOutcome::AlreadyRevoked(e) => ("already_revoked", e),
         RevokeOutcome::NotGranted => {
-            return Err(AdminError::NotFound("no grant of this article to this subscriber".into()))
+            return Err(AdminError::NotFound(
+                "no grant of this article to this subscriber".into(),
+            ))
         }
     };
     tracing::info!(article = %b.article, status, "entitlement revoke");
@@ -227,7 +241,8 @@ async fn article_subscribers(
     let id = path.into_inner();
     known_article(&gw, &id)?;
     let ents = gw.store().entitled_subscribers(&id)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "article": id, "count": ents.len(), "entitlements": ents })))
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "article": id, "count": ents.len(), "entitlements": ents })))
 }
 
 #[derive(Deserialize)]
@@ -251,7 +266,11 @@ async fn stats(
     authorize(&req, &token)?;
     let tz = gw.rules().current().timezone();
     let today = chrono::Utc::now().with_timezone(&tz).date_naive();
-    let to = q.to.as_deref().map(|v| date("to", v)).transpose()?.unwrap_or(today);
+    let to =
+        q.to.as_deref()
+            .map(|v| date("to", v))
+            .transpose()?
+            .unwrap_or(today);
     let from = q
         .from
         .as_deref()
@@ -299,8 +318,12 @@ async fn close_handoff(
 ) -> Result<HttpResponse, AdminError> {
     authorize(&req, &token)?;
     match gw.store().handoff_close(&OpenId::new(path.into_inner()))? {
-        Some(s) => Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "closed", "session": s }))),
-        None => Err(AdminError::NotFound("no open or queued handoff for this subscriber".into())),
+        Some(s) => {
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "closed", "session": s })))
+        }
+        None => Err(AdminError::NotFound(
+            "no open or queued handoff for this subscriber".into(),
+        )),
     }
 }
 

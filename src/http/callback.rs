@@ -15,11 +15,16 @@ fn query(raw: &str) -> CallbackQuery {
 }
 
 /// `GET /wechat`: echo `echostr` when the signature holds.
-pub async fn verify(req: actix_web::HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, CallbackError> {
+pub async fn verify(
+    req: actix_web::HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, CallbackError> {
     let q = query(req.query_string());
     let echo = gw.verify_url(&q)?;
     tracing::info!("URL verification answered");
-    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(echo))
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(echo))
 }
 
 /// `POST /wechat`: one push.

@@ -10,8 +10,14 @@ impl ResponseError for CallbackError {
     fn status_code(&self) -> StatusCode {
         use CallbackError::*;
         match self {
-            MissingParam(_) | BadTimestamp | InvalidUtf8 | NoAesKey | PlaintextRefused | BadXml(_)
-            | NoEncrypt | Decrypt { .. } => StatusCode::BAD_REQUEST,
+            MissingParam(_)
+            | BadTimestamp
+            | InvalidUtf8
+            | NoAesKey
+            | PlaintextRefused
+            | BadXml(_)
+            | NoEncrypt
+            | Decrypt { .. } => StatusCode::BAD_REQUEST,
             BadSignature | Replay { .. } => StatusCode::FORBIDDEN,
             // An empty openid or one with NUL is the sender's fault, not the store's.
             Store(crate::store::StoreError::InvalidKey { .. }) => StatusCode::BAD_REQUEST,

@@ -59,7 +59,13 @@ fn html(status: StatusCode, body: String) -> HttpResponse {
 
 /// The friendly page for a link that cannot be honoured. Falls back to plain text if the
 /// operator's template is broken, so a subscriber never sees an empty 500.
-fn link_error(gw: &Gateway, status: StatusCode, icon: &str, heading: &str, message: &str) -> HttpResponse {
+fn link_error(
+    gw: &Gateway,
+    status: StatusCode,
+    icon: &str,
+    heading: &str,
+    message: &str,
+) -> HttpResponse {
     let ctx = serde_json::json!({
         "account_name": ACCOUNT_NAME, "icon": icon, "heading": heading, "message": message,
     });
@@ -82,24 +88,55 @@ pub async fn article(
     let id = path.into_inner();
     let rules = gw.rules().current();
     let Some(article) = rules.article(&id) else {
-        return link_error(&gw, StatusCode::NOT_FOUND, "🔍", "文章不存在", "这篇文章可能已下架。");
+        return link_error(
+            &gw,
+            StatusCode::NOT_FOUND,
+            "🔍",
+            "文章不存在",
+            "这篇文章可能已下架。",
+        );
     };
     let (Some(u), Some(e), Some(s)) = (q.u.as_deref(), q.e.as_deref(), q.s.as_deref()) else {
-        return paywall(&gw, article, StatusCode::FORBIDDEN, "在公众号内发送关键词获取阅读链接。");
+        return paywall(
+            &gw,
+            article,
+            StatusCode::FORBIDDEN,
+            "在公众号内发送关键词获取阅读链接。",
+        );
     };
     let now = chrono::Utc::now().timestamp();
     let expires: i64 = match crate::paywall::parse_expires(e) {
         Ok(v) => v,
-        Err(_) => return link_error(&gw, StatusCode::FORBIDDEN, "⚠️", "链接无效", "链接不完整或被修改过，请回到公众号重新获取。"),
+        Err(_) => {
+            return link_error(
+                &gw,
+                StatusCode::FORBIDDEN,
+                "⚠️",
+                "链接无效",
+                "链接不完整或被修改过，请回到公众号重新获取。",
+            )
+        }
     };
     match gw.signer().verify(&id, u, expires, s, now) {
         Ok(()) => {}
         Err(LinkError::Expired) => {
-            return link_error(&gw, StatusCode::GONE, "⌛", "链接已过期", "请回到公众号重新发送关键词，获取新的阅读链接。")
+            return link_error(
+                &gw,
+                StatusCode::GONE,
+                "⌛",
+                "链接已过期",
+                "请回到公众号重新发送关键词，获取新的阅读链接。",
+            )
         }
         Err(err) => {
             tracing::warn!(reason = %err, "article link refused");
-            return link_error(&gw, StatusCode::FORBIDDEN, "⚠️", "链接无效", "链接不完整或被修改过，请回到公众号重新获取。");
+            return link_error(
+                &gw,
+                StatusCode::FORBIDDEN,
+                "⚠️",
+                "链接无效",
+                "链接不完整或被修改过，请回到公众号重新获取。",
+            );
         }
     }
     let openid = OpenId::new(u);
@@ -108,11 +145,25 @@ pub async fn article(
         Ok(false) => return paywall(&gw, article, StatusCode::FORBIDDEN, "你的阅读权限已失效。"),
         Err(e) => {
             tracing::error!(error = %e, "entitlement check failed");
-            return link_error(&gw, StatusCode::SERVICE_UNAVAILABLE, "🛠", "暂时无法打开", "请稍后再试。");
+            return link_error(
+                &gw,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "🛠",
+                "暂时无法打开",
+                "请稍后再试。",
+            );
         }
     }
-    let day = chrono::Utc::now().with_timezone(&rules.timezone()).date_naive();
-    gw.store().count(Counter::PageOpened { article: id.clone() }, day, 1);
+    let day = chrono::Utc::now()
+        .with_timezone(&rules.timezone())
+        .date_naive();
+    gw.store().count(
+        Counter::PageOpened {
+            article: id.clone(),
+        },
+        day,
+        1,
+    );
     match &article.body {
         ArticleBody::Url(url) => HttpResponse::SeeOther()
             .insert_header(("Location", url.as_str()))
@@ -132,7 +183,13 @@ pub async fn article(
             });
             match page {
                 Some(p) => html(StatusCode::OK, p),
-                None => link_error(&gw, StatusCode::SERVICE_UNAVAILABLE, "🛠", "暂时无法打开", "请稍后再试。"),
+                None => link_error(
+                    &gw,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "🛠",
+                    "暂时无法打开",
+                    "请稍后再试。",
+                ),
             }
         }
     }

@@ -77,7 +77,8 @@ impl WebhookClient {
 
     /// The signature header value for a body sent at `timestamp`.
     pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
         mac.update(timestamp.to_string().as_bytes());
         mac.update(b".");
         mac.update(body);
@@ -85,7 +86,11 @@ impl WebhookClient {
     }
 
     /// Calls the endpoint; `Ok(None)` means "no reply".
-    pub async fn call(&self, url: &str, payload: &WebhookPayload) -> Result<Option<String>, WebhookError> {
+    pub async fn call(
+        &self,
+        url: &str,
+        payload: &WebhookPayload,
+    ) -> Result<Option<String>, WebhookError> {
         let body = serde_json::to_vec(payload).map_err(|e| WebhookError::Decode(e.to_string()))?;
         let ts = chrono::Utc::now().timestamp();
         let mut req = self
@@ -108,11 +113,15 @@ impl WebhookClient {
         if !status.is_success() {
             return Err(WebhookError::Status(status.as_u16()));
         }
-        let bytes = resp.bytes().await.map_err(|e| WebhookError::Http(e.without_url().to_string()))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| WebhookError::Http(e.without_url().to_string()))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        let a: Answer = serde_json::from_slice(&bytes).map_err(|e| WebhookError::Decode(e.to_string()))?;
+        let a: Answer =
+            serde_json::from_slice(&bytes).map_err(|e| WebhookError::Decode(e.to_string()))?;
         Ok(a.text.filter(|t| !t.trim().is_empty()))
     }
 }

@@ -1159,7 +1159,7 @@ fn shadow_warnings(
                 total += 1;
                 let mut best: Option<(u32, String)> = None;
                 let mut consider = |r: u32, why: String| {
-                    if uncond(r, j) && best.as_ref().map_or(true, |(b, _)| r < *b) {
+                    if uncond(r, j) && best.as_ref().is_none_or(|(b, _)| r < *b) {
                         best = Some((r, why));
                     }
                 };

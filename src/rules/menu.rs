@@ -176,10 +176,7 @@ fn button(
         return out;
     }
     let need = |field: &Option<S<String>>, fname: &str, sink: &mut Sink<'_>| {
-        if field
-            .as_ref()
-            .map_or(true, |f| f.get_ref().trim().is_empty())
-        {
+        if field.as_ref().is_none_or(|f| f.get_ref().trim().is_empty()) {
             sink.error_help(
                 kind.span(),
                 format!("`{k}` button `{name}` needs `{fname}`"),

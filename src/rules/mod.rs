@@ -209,7 +209,11 @@ impl RuleSet {
     /// Renders a page template (`article.html`, `paywall.html`, `link_error.html`, …) from the
     /// templates dir with the page's own context. Loaded lazily and cached with this rule set,
     /// so an edit takes effect on the next reload like every other template.
-    pub fn render_page<S: serde::Serialize>(&self, name: &str, ctx: &S) -> Result<String, RenderError> {
+    pub fn render_page<S: serde::Serialize>(
+        &self,
+        name: &str,
+        ctx: &S,
+    ) -> Result<String, RenderError> {
         self.templates.render(name, ctx)
     }
 

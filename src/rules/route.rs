@@ -579,7 +579,7 @@ impl RuleSet {
                     Ok(Special::Handoff(HandoffAction {
                         kf_account: h.kf_account.clone(),
                         notice: h.notice.as_ref().map(|t| r.text(t)).transpose()?,
-                        in_hours: h.window.as_ref().map_or(true, |w| w.contains(now, tz)),
+                        in_hours: h.window.as_ref().is_none_or(|w| w.contains(now, tz)),
                         offline: h.offline.as_ref().map(|t| r.text(t)).transpose()?,
                     }))
                 })();

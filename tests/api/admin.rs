@@ -19,26 +19,54 @@ impl TestApp {
             .unwrap()
     }
     pub async fn admin_get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).bearer_auth(ADMIN).send().await.unwrap()
+        self.client
+            .get(self.url(path))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
     }
 }
 
 #[tokio::test]
 async fn without_a_configured_token_the_admin_api_is_off() {
     let app = spawn_app(Options::default()).await;
-    let r = app.client.get(app.url("/admin/stats")).bearer_auth("anything").send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/admin/stats"))
+        .bearer_auth("anything")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
 #[tokio::test]
 async fn a_missing_or_wrong_token_is_401_and_the_right_one_works() {
     let app = admin_app().await;
-    let r = app.client.get(app.url("/admin/stats")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/admin/stats"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.headers().contains_key("www-authenticate"));
-    let r = app.client.get(app.url("/admin/stats")).bearer_auth("test-admin-token-012345678X").send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/admin/stats"))
+        .bearer_auth("test-admin-token-012345678X")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = app.client.get(app.url("/admin/stats")).header("authorization", ADMIN).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/admin/stats"))
+        .header("authorization", ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "the Bearer scheme is required");
     let r = app.admin_get("/admin/stats").await;
     assert_eq!(r.status(), 200);
@@ -66,22 +94,53 @@ async fn a_purchase_unlocks_the_article_and_a_refund_locks_it_again() {
     }
     let r = app.say("oBuyer", "rust please").await;
     let xml = r.xml.as_ref().unwrap();
-    let url = xml.child("Articles").unwrap().child("item").unwrap().child_text("Url").unwrap().to_string();
+    let url = xml
+        .child("Articles")
+        .unwrap()
+        .child("item")
+        .unwrap()
+        .child_text("Url")
+        .unwrap()
+        .to_string();
     assert!(url.starts_with("http://mp.test/a/rust-101?"), "{url}");
 
-    let v: serde_json::Value = app.admin_get("/admin/subscribers/oBuyer").await.json().await.unwrap();
+    let v: serde_json::Value = app
+        .admin_get("/admin/subscribers/oBuyer")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["entitlements"].as_array().unwrap().len(), 1);
-    let v: serde_json::Value = app.admin_get("/admin/articles/rust-101/subscribers").await.json().await.unwrap();
+    let v: serde_json::Value = app
+        .admin_get("/admin/articles/rust-101/subscribers")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["count"], 1);
 
-    let r = app.admin_post("/admin/revocations", serde_json::json!({"openid": "oBuyer", "article": "rust-101"})).await;
+    let r = app
+        .admin_post(
+            "/admin/revocations",
+            serde_json::json!({"openid": "oBuyer", "article": "rust-101"}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
-    let v: serde_json::Value = app.admin_get("/admin/articles/rust-101/subscribers").await.json().await.unwrap();
+    let v: serde_json::Value = app
+        .admin_get("/admin/articles/rust-101/subscribers")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["count"], 0);
     let r = app.say("oBuyer", "rust please").await;
     let xml = r.xml.as_ref().unwrap();
     assert_eq!(
-        xml.child("Articles").unwrap().child("item").unwrap().child_text("Url"),
+        xml.child("Articles")
+            .unwrap()
+            .child("item")
+            .unwrap()
+            .child_text("Url"),
         Some("https://shop.test/rust-101"),
         "after a refund, the teaser again"
     );
@@ -101,33 +160,61 @@ async fn operator_mistakes_get_clear_4xx() {
         .await
         .unwrap();
     assert_eq!(bad_json.status(), 400);
-    let r = app.admin_post("/admin/grants", serde_json::json!({"openid": "oKnown", "article": "no-such"})).await;
+    let r = app
+        .admin_post(
+            "/admin/grants",
+            serde_json::json!({"openid": "oKnown", "article": "no-such"}),
+        )
+        .await;
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("unknown article"));
-    let r = app.admin_post("/admin/grants", serde_json::json!({"openid": "oTypo", "article": "rust-101"})).await;
+    let r = app
+        .admin_post(
+            "/admin/grants",
+            serde_json::json!({"openid": "oTypo", "article": "rust-101"}),
+        )
+        .await;
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("unknown subscriber"));
     let r = app
-        .admin_post("/admin/grants", serde_json::json!({"openid": "oTypo", "article": "rust-101", "create": true}))
+        .admin_post(
+            "/admin/grants",
+            serde_json::json!({"openid": "oTypo", "article": "rust-101", "create": true}),
+        )
         .await;
-    assert_eq!(r.status(), 200, "an explicit create grants to a subscriber not seen yet");
+    assert_eq!(
+        r.status(),
+        200,
+        "an explicit create grants to a subscriber not seen yet"
+    );
     let r = app.admin_get("/admin/subscribers/oNobody").await;
     assert_eq!(r.status(), 404);
     let r = app.admin_get("/admin/stats?from=2026-13-01").await;
     assert_eq!(r.status(), 400);
-    let r = app.admin_post("/admin/revocations", serde_json::json!({"openid": "oKnown", "article": "rust-101"})).await;
+    let r = app
+        .admin_post(
+            "/admin/revocations",
+            serde_json::json!({"openid": "oKnown", "article": "rust-101"}),
+        )
+        .await;
     assert_eq!(r.status(), 404, "nothing to revoke");
 }
 
 #[tokio::test]
 async fn daily_counters_show_subscribes_rule_hits_and_teasers() {
     let app = admin_app().await;
-    app.push(&event_xml("oC1", "subscribe", "<EventKey><![CDATA[qrscene_course2026]]></EventKey>", now())).await;
+    app.push(&event_xml(
+        "oC1",
+        "subscribe",
+        "<EventKey><![CDATA[qrscene_course2026]]></EventKey>",
+        now(),
+    ))
+    .await;
     app.say("oC1", "hello").await;
     app.say("oC1", "rust").await;
     let v: serde_json::Value = app.admin_get("/admin/stats").await.json().await.unwrap();
     let days = v["days"].as_object().unwrap();
-    let today = days.values().last().expect("today has counters");
+    let today = days.values().next_back().expect("today has counters");
     assert_eq!(today["subscribe:course2026"], 1);
     assert_eq!(today["rule:hello"], 1);
     assert_eq!(today["teaser:rust-101"], 1);

@@ -17,7 +17,11 @@ fn signed_encrypt(enc: &str) -> Signed {
 
 async fn assert_refused(app: &TestApp, s: &Signed, status: u16, reason: &str) {
     let r = app.send(s).await;
-    assert_eq!(r.status, status, "expected {status} ({reason}), got {}: {}", r.status, r.raw);
+    assert_eq!(
+        r.status, status,
+        "expected {status} ({reason}), got {}: {}",
+        r.status, r.raw
+    );
     assert!(
         r.raw.to_lowercase().contains(&reason.to_lowercase()),
         "reason should mention {reason:?}: {}",
@@ -29,7 +33,12 @@ async fn assert_refused(app: &TestApp, s: &Signed, status: u16, reason: &str) {
 async fn still_serving(app: &TestApp) {
     assert_eq!(app.get("/healthz").await.status(), 200);
     let r = app.say("oStill", "hello").await;
-    assert_eq!(r.content().as_deref(), Some("Hello from mpgate!"), "{}", r.raw);
+    assert_eq!(
+        r.content().as_deref(),
+        Some("Hello from mpgate!"),
+        "{}",
+        r.raw
+    );
 }
 
 #[tokio::test]
@@ -61,7 +70,13 @@ async fn signature_and_replay_failures_are_403() {
 #[tokio::test]
 async fn missing_or_malformed_parameters_are_400() {
     let app = spawn_app(Options::default()).await;
-    let s = seal_push(&text_xml("oBad", "hello", 2), AES_KEY, APP_ID, now(), &nonce());
+    let s = seal_push(
+        &text_xml("oBad", "hello", 2),
+        AES_KEY,
+        APP_ID,
+        now(),
+        &nonce(),
+    );
     let without = |p: &str| {
         s.query
             .split('&')
@@ -74,7 +89,12 @@ async fn missing_or_malformed_parameters_are_400() {
         assert_eq!(r.status(), 400, "without {p}");
         assert!(r.text().await.unwrap().contains(p));
     }
-    let r = app.post_raw(&s.query.replace("timestamp=", "timestamp=x"), s.body.clone()).await;
+    let r = app
+        .post_raw(
+            &s.query.replace("timestamp=", "timestamp=x"),
+            s.body.clone(),
+        )
+        .await;
     assert_eq!(r.status(), 400);
     still_serving(&app).await;
 }
@@ -84,8 +104,20 @@ async fn undecryptable_pushes_with_valid_signatures_are_400() {
     let app = spawn_app(Options::default()).await;
     let xml = text_xml("oBad", "hello", 3);
     // Another account's AES key, another account's app id.
-    assert_refused(&app, &seal_push(&xml, OTHER_AES_KEY, APP_ID, now(), &nonce()), 400, "decrypt").await;
-    assert_refused(&app, &seal_push(&xml, AES_KEY, "wx0000000000000000", now(), &nonce()), 400, "decrypt").await;
+    assert_refused(
+        &app,
+        &seal_push(&xml, OTHER_AES_KEY, APP_ID, now(), &nonce()),
+        400,
+        "decrypt",
+    )
+    .await;
+    assert_refused(
+        &app,
+        &seal_push(&xml, AES_KEY, "wx0000000000000000", now(), &nonce()),
+        400,
+        "decrypt",
+    )
+    .await;
     // Not base64; a ciphertext that is not a whole number of 32-byte blocks.
     assert_refused(&app, &signed_encrypt("!!!not-base64!!!"), 400, "decrypt").await;
     assert_refused(&app, &signed_encrypt("YWJj"), 400, "decrypt").await;
@@ -106,7 +138,13 @@ async fn mode_mismatches_are_400() {
     assert_refused(&safe, &s, 400, "plaintext").await;
 
     let plain = spawn_app(Options::plaintext()).await;
-    let s = seal_push(&text_xml("oBad", "hello", 5), AES_KEY, APP_ID, now(), &nonce());
+    let s = seal_push(
+        &text_xml("oBad", "hello", 5),
+        AES_KEY,
+        APP_ID,
+        now(),
+        &nonce(),
+    );
     assert_refused(&plain, &s, 400, "EncodingAESKey").await;
     still_serving(&safe).await;
     still_serving(&plain).await;
@@ -135,10 +173,18 @@ async fn hostile_or_broken_xml_is_400_in_both_layers() {
     for (what, xml) in &cases {
         let r = plain.send(&sign_plain(xml, now(), &nonce())).await;
         assert_eq!(r.status, 400, "plaintext {what}: {}", r.raw);
-        let r = safe.send(&seal_push(xml, AES_KEY, APP_ID, now(), &nonce())).await;
+        let r = safe
+            .send(&seal_push(xml, AES_KEY, APP_ID, now(), &nonce()))
+            .await;
         assert_eq!(r.status, 400, "encrypted {what}: {}", r.raw);
         // The envelope itself, hostile.
-        let s = seal_push(&text_xml("oBad", "hello", 7), AES_KEY, APP_ID, now(), &nonce());
+        let s = seal_push(
+            &text_xml("oBad", "hello", 7),
+            AES_KEY,
+            APP_ID,
+            now(),
+            &nonce(),
+        );
         let r = safe.post_raw(&s.query, xml.clone()).await;
         assert_eq!(r.status(), 400, "envelope {what}");
     }
@@ -162,7 +208,13 @@ async fn invalid_utf8_is_400() {
 #[tokio::test]
 async fn oversized_bodies_are_413() {
     let app = spawn_app(Options::default()).await;
-    let s = seal_push(&text_xml("oBig", &"x".repeat(200_000), 8), AES_KEY, APP_ID, now(), &nonce());
+    let s = seal_push(
+        &text_xml("oBig", &"x".repeat(200_000), 8),
+        AES_KEY,
+        APP_ID,
+        now(),
+        &nonce(),
+    );
     let r = app.post_raw(&s.query, s.body.clone()).await;
     assert_eq!(r.status(), 413);
     still_serving(&app).await;
@@ -172,19 +224,36 @@ async fn oversized_bodies_are_413() {
 async fn a_body_cut_off_in_transit_does_not_hurt_the_server() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app(Options::default()).await;
-    let s = seal_push(&text_xml("oCut", "hello", 9), AES_KEY, APP_ID, now(), &nonce());
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    let s = seal_push(
+        &text_xml("oCut", "hello", 9),
+        AES_KEY,
+        APP_ID,
+        now(),
+        &nonce(),
+    );
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
     let head = format!(
         "POST /wechat?{} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
         s.query,
         s.body.len()
     );
     conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(&s.body.as_bytes()[..s.body.len() / 2]).await.unwrap();
+    conn.write_all(&s.body.as_bytes()[..s.body.len() / 2])
+        .await
+        .unwrap();
     conn.shutdown().await.unwrap();
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read_to_end(&mut buf)).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        conn.read_to_end(&mut buf),
+    )
+    .await;
     let text = String::from_utf8_lossy(&buf);
-    assert!(!text.starts_with("HTTP/1.1 2") && !text.starts_with("HTTP/1.1 5"), "{text}");
+    assert!(
+        !text.starts_with("HTTP/1.1 2") && !text.starts_with("HTTP/1.1 5"),
+        "{text}"
+    );
     still_serving(&app).await;
 }

@@ -63,7 +63,9 @@ pub struct TestApp {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/api").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/api")
+        .join(name)
 }
 
 /// Starts the real server on 127.0.0.1:0 with its own data dir and rules file.
@@ -82,7 +84,11 @@ pub async fn spawn_app(opts: Options) -> TestApp {
     std::fs::write(&keywords_path, src).unwrap();
     for entry in std::fs::read_dir(fixture("templates")).unwrap() {
         let entry = entry.unwrap();
-        std::fs::copy(entry.path(), rules_dir.join("templates").join(entry.file_name())).unwrap();
+        std::fs::copy(
+            entry.path(),
+            rules_dir.join("templates").join(entry.file_name()),
+        )
+        .unwrap();
     }
     let data = data_dir.path().join("state");
     let mut env: Vec<(String, String)> = vec![
@@ -90,7 +96,10 @@ pub async fn spawn_app(opts: Options) -> TestApp {
         ("MPGATE_APP_ID".into(), APP_ID.into()),
         ("MPGATE_LISTEN".into(), "127.0.0.1:0".into()),
         ("MPGATE_DATA_DIR".into(), data.display().to_string()),
-        ("MPGATE_KEYWORDS".into(), keywords_path.display().to_string()),
+        (
+            "MPGATE_KEYWORDS".into(),
+            keywords_path.display().to_string(),
+        ),
         ("MPGATE_PUBLIC_URL".into(), "http://mp.test".into()),
     ];
     if let Some(k) = &opts.aes_key {
@@ -144,7 +153,13 @@ pub fn sign_plain(xml: &str, timestamp: i64, nonce: &str) -> Signed {
 }
 
 /// The `Encrypt` text and the query string the platform sends with it.
-fn encrypt_parts(xml: &str, key: &str, app_id: &str, timestamp: i64, nonce: &str) -> (String, String) {
+fn encrypt_parts(
+    xml: &str,
+    key: &str,
+    app_id: &str,
+    timestamp: i64,
+    nonce: &str,
+) -> (String, String) {
     let enc = cipher(key).encrypt(xml, &AppId::new(app_id));
     let ts = timestamp.to_string();
     let msg_sig = signature::sign(&[TOKEN, &ts, nonce, &enc]);
@@ -168,7 +183,10 @@ pub fn seal_push(xml: &str, key: &str, app_id: &str, timestamp: i64, nonce: &str
 /// Compatible mode: plaintext fields and `<Encrypt>` in one body.
 pub fn seal_push_compat(xml: &str, key: &str, timestamp: i64, nonce: &str) -> Signed {
     let (enc, query) = encrypt_parts(xml, key, APP_ID, timestamp, nonce);
-    let inner = xml.trim().trim_start_matches("<xml>").trim_end_matches("</xml>");
+    let inner = xml
+        .trim()
+        .trim_start_matches("<xml>")
+        .trim_end_matches("</xml>");
     Signed {
         query,
         body: format!("<xml>{inner}<Encrypt><![CDATA[{enc}]]></Encrypt>\n</xml>"),
@@ -178,7 +196,9 @@ pub fn seal_push_compat(xml: &str, key: &str, timestamp: i64, nonce: &str) -> Si
 
 pub fn nonce() -> String {
     use rand::Rng;
-    rand::thread_rng().gen_range(100_000_000u64..9_999_999_999).to_string()
+    rand::thread_rng()
+        .gen_range(100_000_000u64..9_999_999_999)
+        .to_string()
 }
 
 /// A text message as the platform sends it.
@@ -227,7 +247,11 @@ impl TestApp {
     }
 
     pub async fn get(&self, path_and_query: &str) -> reqwest::Response {
-        self.client.get(self.url(path_and_query)).send().await.expect("GET")
+        self.client
+            .get(self.url(path_and_query))
+            .send()
+            .await
+            .expect("GET")
     }
 
     pub async fn post_raw(&self, query: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
@@ -258,15 +282,27 @@ impl TestApp {
     fn open_reply(&self, raw: &str, s: &Signed) -> xml::Element {
         let outer = xml::parse(raw).unwrap_or_else(|e| panic!("reply is not XML ({e}): {raw}"));
         if !s.query.contains("encrypt_type=aes") {
-            assert!(outer.child("Encrypt").is_none(), "plaintext push got a sealed reply");
+            assert!(
+                outer.child("Encrypt").is_none(),
+                "plaintext push got a sealed reply"
+            );
             return outer;
         }
-        let enc = outer.child_text("Encrypt").expect("sealed reply has <Encrypt>");
-        let sig = outer.child_text("MsgSignature").expect("sealed reply has <MsgSignature>");
-        let ts = outer.child_text("TimeStamp").expect("sealed reply has <TimeStamp>");
+        let enc = outer
+            .child_text("Encrypt")
+            .expect("sealed reply has <Encrypt>");
+        let sig = outer
+            .child_text("MsgSignature")
+            .expect("sealed reply has <MsgSignature>");
+        let ts = outer
+            .child_text("TimeStamp")
+            .expect("sealed reply has <TimeStamp>");
         let nonce = outer.child_text("Nonce").expect("sealed reply has <Nonce>");
         assert_eq!(nonce, s.nonce, "reply nonce echoes the URL nonce");
-        assert!(signature::verify(sig, &[TOKEN, ts, nonce, enc]), "reply MsgSignature must verify");
+        assert!(
+            signature::verify(sig, &[TOKEN, ts, nonce, enc]),
+            "reply MsgSignature must verify"
+        );
         let keys: Vec<&str> = self
             .opts
             .aes_key
@@ -293,6 +329,7 @@ impl TestApp {
     pub async fn say(&self, from: &str, text: &str) -> Reply {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(7_000_000_000_000_000_000);
-        self.push(&text_xml(from, text, NEXT.fetch_add(1, Ordering::Relaxed))).await
+        self.push(&text_xml(from, text, NEXT.fetch_add(1, Ordering::Relaxed)))
+            .await
     }
 }

@@ -7,12 +7,21 @@ use crate::helpers::*;
 async fn bought_link(app: &TestApp, openid: &str) -> String {
     app.say(openid, "hello").await;
     let r = app
-        .admin_post("/admin/grants", serde_json::json!({"openid": openid, "article": "rust-101"}))
+        .admin_post(
+            "/admin/grants",
+            serde_json::json!({"openid": openid, "article": "rust-101"}),
+        )
         .await;
     assert_eq!(r.status(), 200);
     let r = app.say(openid, "rust").await;
     let xml = r.xml.expect("a news reply");
-    xml.child("Articles").unwrap().child("item").unwrap().child_text("Url").unwrap().to_string()
+    xml.child("Articles")
+        .unwrap()
+        .child("item")
+        .unwrap()
+        .child_text("Url")
+        .unwrap()
+        .to_string()
 }
 
 /// The link as served by this test server (the public URL is http://mp.test).
@@ -26,7 +35,10 @@ async fn the_buyer_reads_the_article() {
     let link = bought_link(&app, "oReader").await;
     let r = app.client.get(local(&app, &link)).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
     let page = r.text().await.unwrap();
     assert!(page.contains("Every value has one owner"), "{page}");
     assert!(page.contains("name=\"viewport\""));
@@ -53,7 +65,10 @@ async fn every_single_byte_change_to_a_link_is_refused_and_never_shows_the_body(
             let status = r.status().as_u16();
             let page = r.text().await.unwrap();
             assert!(matches!(status, 403 | 410), "byte {i} -> {sub}: {status}");
-            assert!(!page.contains("Every value has one owner"), "byte {i} leaked the body");
+            assert!(
+                !page.contains("Every value has one owner"),
+                "byte {i} leaked the body"
+            );
             tried += 1;
         }
     }
@@ -85,15 +100,25 @@ async fn a_revoked_grant_stops_the_link_at_once() {
     let link = local(&app, &bought_link(&app, "oRefund").await);
     assert_eq!(app.client.get(&link).send().await.unwrap().status(), 200);
     let r = app
-        .admin_post("/admin/revocations", serde_json::json!({"openid": "oRefund", "article": "rust-101"}))
+        .admin_post(
+            "/admin/revocations",
+            serde_json::json!({"openid": "oRefund", "article": "rust-101"}),
+        )
         .await;
     assert_eq!(r.status(), 200);
     let r = app.client.get(&link).send().await.unwrap();
     assert_eq!(r.status(), 403);
     let page = r.text().await.unwrap();
-    assert!(page.contains("id=\"paywall\""), "the paywall page, with a way to buy: {page}");
+    assert!(
+        page.contains("id=\"paywall\""),
+        "the paywall page, with a way to buy: {page}"
+    );
     // minijinja's HTML escaping writes `/` as `&#x2f;`, which browsers read back as `/`.
-    assert!(page.replace("&#x2f;", "/").contains("href=\"https://shop.test/rust-101\""), "{page}");
+    assert!(
+        page.replace("&#x2f;", "/")
+            .contains("href=\"https://shop.test/rust-101\""),
+        "{page}"
+    );
     assert!(!page.contains("Every value has one owner"));
 }
 
@@ -112,11 +137,15 @@ fn chromium() -> Option<std::path::PathBuf> {
     if let Some(p) = find() {
         return Some(p);
     }
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-test-deps.sh");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-test-deps.sh");
     let _ = std::process::Command::new("bash").arg(script).status();
     let found = find();
     if found.is_none() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "chromium is required under CI");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium is required under CI"
+        );
         eprintln!("skipping: chromium not available (run scripts/install-test-deps.sh as root)");
     }
     found
@@ -155,12 +184,19 @@ async fn the_pages_render_in_a_real_browser_at_phone_width() {
         let profile = tempfile::tempdir().unwrap();
         let (bin, url2) = (chromium.clone(), url.clone());
         let dom = tokio::task::spawn_blocking(move || {
-            headless(&bin, profile.path()).arg("--dump-dom").arg(&url2).output().unwrap()
+            headless(&bin, profile.path())
+                .arg("--dump-dom")
+                .arg(&url2)
+                .output()
+                .unwrap()
         })
         .await
         .unwrap();
         let dom = String::from_utf8_lossy(&dom.stdout).to_string();
-        assert!(dom.contains(must), "{name}: rendered DOM lacks {must:?}:\n{dom}");
+        assert!(
+            dom.contains(must),
+            "{name}: rendered DOM lacks {must:?}:\n{dom}"
+        );
         let png = shots.path().join(format!("{name}.png"));
         let profile = tempfile::tempdir().unwrap();
         let (bin, png2) = (chromium.clone(), png.clone());
@@ -173,10 +209,15 @@ async fn the_pages_render_in_a_real_browser_at_phone_width() {
         })
         .await
         .unwrap();
-        let bytes = std::fs::read(&png).unwrap_or_else(|_| panic!("{name}: no screenshot: {out:?}"));
+        let bytes =
+            std::fs::read(&png).unwrap_or_else(|_| panic!("{name}: no screenshot: {out:?}"));
         assert!(bytes.starts_with(b"\x89PNG"), "{name}: not a PNG");
         // 390 px wide, as asked: the IHDR width field.
-        assert_eq!(u32::from_be_bytes(bytes[16..20].try_into().unwrap()), 390, "{name}");
+        assert_eq!(
+            u32::from_be_bytes(bytes[16..20].try_into().unwrap()),
+            390,
+            "{name}"
+        );
         if let Some(dir) = std::env::var_os("MPGATE_SCREENSHOTS") {
             std::fs::copy(&png, std::path::Path::new(&dir).join(format!("{name}.png"))).unwrap();
         }

@@ -16,7 +16,11 @@ fn binary() -> Command {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Server {
@@ -70,7 +74,10 @@ fn a_wrong_setting_stops_start_up_with_one_clear_line() {
     let data = tempfile::tempdir().unwrap();
     for (var, value) in [
         ("MPGATE_ENCODING_AES_KEY", "tooshort"),
-        ("MPGATE_ENCODING_AES_KEY", "abcdefghijklmnopqrstuvwxyz0123456789ABCDE!G"),
+        (
+            "MPGATE_ENCODING_AES_KEY",
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDE!G",
+        ),
         ("MPGATE_LISTEN", "not-an-address"),
         ("MPGATE_DATA_DIR", "/proc/cannot/write/here"),
     ] {
@@ -98,20 +105,32 @@ async fn sigterm_stops_gracefully_and_flushes_state() {
     let port = free_port();
     let mut server = start(data.path(), port);
     wait_healthy(&server.base).await;
-    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(15);
     let exit = loop {
         if let Some(s) = server.child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "did not stop within 15 s of SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "did not stop within 15 s of SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "{exit:?}");
     let mut err = String::new();
     use std::io::Read;
-    server.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    server
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(err.contains("state flushed"), "{err}");
 }
 
@@ -150,11 +169,18 @@ async fn every_acknowledged_grant_survives_a_sigkill() {
         server.child.wait().unwrap();
         acked.extend(stream.await.unwrap());
     }
-    assert!(acked.len() > 10, "the stream made progress before the crash: {}", acked.len());
+    assert!(
+        acked.len() > 10,
+        "the stream made progress before the crash: {}",
+        acked.len()
+    );
     let server = start(data.path(), port);
     wait_healthy(&server.base).await;
     let r: serde_json::Value = client
-        .get(format!("{}/admin/articles/rust-101/subscribers", server.base))
+        .get(format!(
+            "{}/admin/articles/rust-101/subscribers",
+            server.base
+        ))
         .bearer_auth(ADMIN)
         .send()
         .await
@@ -169,5 +195,10 @@ async fn every_acknowledged_grant_survives_a_sigkill() {
         .map(|e| e["openid"].as_str().unwrap().to_string())
         .collect();
     let lost: Vec<&String> = acked.iter().filter(|o| !present.contains(*o)).collect();
-    assert!(lost.is_empty(), "{} acknowledged grants lost after SIGKILL: {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged grants lost after SIGKILL: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
 }

@@ -32,7 +32,11 @@ async fn every_sample_message_type_is_accepted_in_safe_mode() {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    assert!(files.len() >= 30, "expected the full sample set, found {}", files.len());
+    assert!(
+        files.len() >= 30,
+        "expected the full sample set, found {}",
+        files.len()
+    );
     for f in files {
         let xml = std::fs::read_to_string(&f).unwrap();
         let r = app.push(&xml).await;
@@ -40,8 +44,18 @@ async fn every_sample_message_type_is_accepted_in_safe_mode() {
         if let Some(x) = &r.xml {
             // Whatever the rules answer, it is addressed back to the sender from the account.
             let sent = mpgate::wechat::xml::parse(&xml).unwrap();
-            assert_eq!(x.child_text("ToUserName"), sent.child_text("FromUserName"), "{}", f.display());
-            assert_eq!(x.child_text("FromUserName"), sent.child_text("ToUserName"), "{}", f.display());
+            assert_eq!(
+                x.child_text("ToUserName"),
+                sent.child_text("FromUserName"),
+                "{}",
+                f.display()
+            );
+            assert_eq!(
+                x.child_text("FromUserName"),
+                sent.child_text("ToUserName"),
+                "{}",
+                f.display()
+            );
         }
     }
     let health = app.get("/healthz").await;
@@ -74,7 +88,12 @@ async fn plaintext_mode_answers_in_plaintext() {
 #[tokio::test]
 async fn compatible_mode_is_answered_sealed() {
     let app = spawn_app(Options::default()).await;
-    let s = seal_push_compat(&text_xml("oUser2", "hello", 9_100_000_000_000_000_001), AES_KEY, now(), &nonce());
+    let s = seal_push_compat(
+        &text_xml("oUser2", "hello", 9_100_000_000_000_000_001),
+        AES_KEY,
+        now(),
+        &nonce(),
+    );
     assert!(s.body.contains("<Content>") && s.body.contains("<Encrypt>"));
     let r = app.send(&s).await;
     assert_eq!(r.status, 200, "{}", r.raw);
@@ -84,20 +103,42 @@ async fn compatible_mode_is_answered_sealed() {
 
 #[tokio::test]
 async fn during_key_rotation_a_push_sealed_with_the_previous_key_is_answered_with_it() {
-    let mut opts = Options::default();
-    opts.aes_key = Some(OTHER_AES_KEY.to_string());
-    opts.previous_key = Some(AES_KEY.to_string());
-    let app = spawn_app(opts).await;
-    let s = seal_push(&text_xml("oUser3", "hello", 9_100_000_000_000_000_002), AES_KEY, APP_ID, now(), &nonce());
+    let app = spawn_app(Options {
+        aes_key: Some(OTHER_AES_KEY.to_string()),
+        previous_key: Some(AES_KEY.to_string()),
+        ..Default::default()
+    })
+    .await;
+    let s = seal_push(
+        &text_xml("oUser3", "hello", 9_100_000_000_000_000_002),
+        AES_KEY,
+        APP_ID,
+        now(),
+        &nonce(),
+    );
     let r = app.send(&s).await;
     assert_eq!(r.status, 200, "{}", r.raw);
     let outer = mpgate::wechat::xml::parse(&r.raw).unwrap();
     let enc = outer.child_text("Encrypt").unwrap();
-    assert!(cipher(AES_KEY).decrypt(enc, &AppId::new(APP_ID)).is_ok(), "sealed with the key that worked");
-    assert!(cipher(OTHER_AES_KEY).decrypt(enc, &AppId::new(APP_ID)).is_err());
+    assert!(
+        cipher(AES_KEY).decrypt(enc, &AppId::new(APP_ID)).is_ok(),
+        "sealed with the key that worked"
+    );
+    assert!(cipher(OTHER_AES_KEY)
+        .decrypt(enc, &AppId::new(APP_ID))
+        .is_err());
     // And the current key keeps working.
-    let s = seal_push(&text_xml("oUser3", "hello", 9_100_000_000_000_000_003), OTHER_AES_KEY, APP_ID, now(), &nonce());
-    assert_eq!(app.send(&s).await.content().as_deref(), Some("Hello from mpgate!"));
+    let s = seal_push(
+        &text_xml("oUser3", "hello", 9_100_000_000_000_000_003),
+        OTHER_AES_KEY,
+        APP_ID,
+        now(),
+        &nonce(),
+    );
+    assert_eq!(
+        app.send(&s).await.content().as_deref(),
+        Some("Hello from mpgate!")
+    );
 }
 
 #[tokio::test]
@@ -109,7 +150,14 @@ async fn a_message_type_from_tomorrow_gets_success() {
     );
     let r = app.push(&xml).await;
     assert!(r.is_success(), "{} {}", r.status, r.raw);
-    let r = app.push(&event_xml("oU", "teleport", "<EventKey><![CDATA[x]]></EventKey>", now())).await;
+    let r = app
+        .push(&event_xml(
+            "oU",
+            "teleport",
+            "<EventKey><![CDATA[x]]></EventKey>",
+            now(),
+        ))
+        .await;
     assert!(r.is_success(), "{} {}", r.status, r.raw);
 }
 
@@ -117,13 +165,17 @@ async fn a_message_type_from_tomorrow_gets_success() {
 async fn chinese_emoji_split_cdata_and_raw_control_characters_survive_the_round_trip() {
     let app = spawn_app(Options::default()).await;
     // The platform sends user text raw, control characters included; `]]>` arrives split.
-    let r = app.say("oUser4", "echo 你好👋🏽 a]]>b \u{1}\u{8}\u{1f}end").await;
+    let r = app
+        .say("oUser4", "echo 你好👋🏽 a]]>b \u{1}\u{8}\u{1f}end")
+        .await;
     assert_eq!(r.status, 200, "{}", r.raw);
     let content = r.content().unwrap();
     assert!(content.contains("你好👋🏽 a]]>b"), "{content:?}");
     assert!(content.ends_with("end"), "{content:?}");
     assert!(
-        !content.chars().any(|c| matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}')),
+        !content
+            .chars()
+            .any(|c| matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}')),
         "a reply never carries characters XML 1.0 forbids: {content:?}"
     );
 }
@@ -135,7 +187,11 @@ async fn a_long_reply_is_cut_at_a_character_boundary() {
     let r = app.say("oUser5", &format!("echo {long}")).await;
     assert_eq!(r.status, 200, "{}", r.raw);
     let content = r.content().unwrap();
-    assert!(content.len() <= mpgate::wechat::reply::TEXT_MAX_BYTES, "{} bytes", content.len());
+    assert!(
+        content.len() <= mpgate::wechat::reply::TEXT_MAX_BYTES,
+        "{} bytes",
+        content.len()
+    );
     assert!(content.ends_with('长'));
 }
 
@@ -159,7 +215,14 @@ async fn subscribe_through_a_channel_qr_code_gets_that_channels_welcome() {
 #[tokio::test]
 async fn a_menu_click_can_answer_with_several_articles() {
     let app = spawn_app(Options::default()).await;
-    let r = app.push(&event_xml("oUser6", "CLICK", "<EventKey><![CDATA[CATALOG]]></EventKey>", now())).await;
+    let r = app
+        .push(&event_xml(
+            "oUser6",
+            "CLICK",
+            "<EventKey><![CDATA[CATALOG]]></EventKey>",
+            now(),
+        ))
+        .await;
     assert_eq!(r.msg_type().as_deref(), Some("news"), "{}", r.raw);
     assert_eq!(r.field("ArticleCount").as_deref(), Some("3"));
     // After a user message the platform shows one article only, so mpgate sends one.

@@ -22,12 +22,19 @@ async fn three_sequential_retries_get_one_handling_and_the_same_reply() {
     let mut contents = Vec::new();
     for _ in 0..3 {
         // Each retry is signed and sealed afresh, as the platform does; the MsgId is the same.
-        let r = app.send(&seal_push(&xml, AES_KEY, APP_ID, now(), &nonce())).await;
+        let r = app
+            .send(&seal_push(&xml, AES_KEY, APP_ID, now(), &nonce()))
+            .await;
         assert_eq!(r.status, 200, "{}", r.raw);
         contents.push(r.content().unwrap());
     }
     assert!(contents.iter().all(|c| c == &contents[0]), "{contents:?}");
-    let sub = app.gateway.store().subscriber(&OpenId::new("oRetry1")).unwrap().unwrap();
+    let sub = app
+        .gateway
+        .store()
+        .subscriber(&OpenId::new("oRetry1"))
+        .unwrap()
+        .unwrap();
     assert_eq!(sub.message_count, 1);
     assert_eq!(sub.tags, vec!["gambler".to_string()]);
     assert_eq!(counter(&app, "rule:lucky"), 1);
@@ -38,13 +45,34 @@ async fn three_concurrent_retries_get_one_handling_and_the_same_reply() {
     let app = spawn_app(Options::default()).await;
     for round in 0..5u64 {
         let xml = text_xml("oRetry2", "lucky", 8_000_000_000_000_000_100 + round);
-        let pushes: Vec<Signed> = (0..3).map(|_| seal_push(&xml, AES_KEY, APP_ID, now(), &nonce())).collect();
-        let (a, b, c) = tokio::join!(app.send(&pushes[0]), app.send(&pushes[1]), app.send(&pushes[2]));
-        let contents = [a.content().unwrap(), b.content().unwrap(), c.content().unwrap()];
-        assert!(contents.iter().all(|x| x == &contents[0]), "round {round}: {contents:?}");
+        let pushes: Vec<Signed> = (0..3)
+            .map(|_| seal_push(&xml, AES_KEY, APP_ID, now(), &nonce()))
+            .collect();
+        let (a, b, c) = tokio::join!(
+            app.send(&pushes[0]),
+            app.send(&pushes[1]),
+            app.send(&pushes[2])
+        );
+        let contents = [
+            a.content().unwrap(),
+            b.content().unwrap(),
+            c.content().unwrap(),
+        ];
+        assert!(
+            contents.iter().all(|x| x == &contents[0]),
+            "round {round}: {contents:?}"
+        );
     }
-    let sub = app.gateway.store().subscriber(&OpenId::new("oRetry2")).unwrap().unwrap();
-    assert_eq!(sub.message_count, 5, "five distinct messages, each counted once");
+    let sub = app
+        .gateway
+        .store()
+        .subscriber(&OpenId::new("oRetry2"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sub.message_count, 5,
+        "five distinct messages, each counted once"
+    );
     assert_eq!(counter(&app, "rule:lucky"), 5);
 }
 
@@ -52,7 +80,12 @@ async fn three_concurrent_retries_get_one_handling_and_the_same_reply() {
 async fn a_retried_subscribe_is_one_subscribe() {
     let app = spawn_app(Options::default()).await;
     let ct = now();
-    let xml = event_xml("oRetry3", "subscribe", "<EventKey><![CDATA[qrscene_course2026]]></EventKey>", ct);
+    let xml = event_xml(
+        "oRetry3",
+        "subscribe",
+        "<EventKey><![CDATA[qrscene_course2026]]></EventKey>",
+        ct,
+    );
     let mut replies = Vec::new();
     for _ in 0..3 {
         replies.push(app.push(&xml).await.content());
@@ -61,8 +94,11 @@ async fn a_retried_subscribe_is_one_subscribe() {
     assert!(replies.iter().all(|r| r == &replies[0]));
     assert_eq!(counter(&app, "subscribe:course2026"), 1);
     // A later, distinct subscribe (after leaving) is a returning subscriber.
-    app.push(&event_xml("oRetry3", "unsubscribe", "", ct + 10)).await;
-    let r = app.push(&event_xml("oRetry3", "subscribe", "", ct + 20)).await;
+    app.push(&event_xml("oRetry3", "unsubscribe", "", ct + 10))
+        .await;
+    let r = app
+        .push(&event_xml("oRetry3", "subscribe", "", ct + 20))
+        .await;
     assert_eq!(r.content().as_deref(), Some("Welcome back!"));
     assert_eq!(counter(&app, "subscribe:course2026"), 1);
     assert_eq!(counter(&app, "subscribe:"), 1);

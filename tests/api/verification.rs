@@ -9,7 +9,9 @@ async fn a_correct_signature_gets_echostr_back_verbatim() {
     let (ts, n) = (now().to_string(), "1514711492");
     let sig = signature::sign(&[TOKEN, &ts, n]);
     let resp = app
-        .get(&format!("/wechat?signature={sig}&timestamp={ts}&nonce={n}&echostr=4375120948345356249"))
+        .get(&format!(
+            "/wechat?signature={sig}&timestamp={ts}&nonce={n}&echostr=4375120948345356249"
+        ))
         .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "4375120948345356249");
@@ -23,7 +25,11 @@ async fn the_published_verification_example_passes_with_its_token() {
     let resp = app
         .get("/wechat?signature=f464b24fc39322e44b38aa78f5edd27bd1441696&timestamp=1714036504&nonce=1514711492&echostr=4375120948345356249")
         .await;
-    assert_eq!(resp.status(), 200, "verification has no replay window: the console may repeat it");
+    assert_eq!(
+        resp.status(),
+        200,
+        "verification has no replay window: the console may repeat it"
+    );
     assert_eq!(resp.text().await.unwrap(), "4375120948345356249");
 }
 
@@ -33,7 +39,11 @@ async fn a_wrong_signature_is_refused_and_echoes_nothing() {
     let ts = now().to_string();
     let mut sig = signature::sign(&[TOKEN, &ts, "42"]);
     sig.replace_range(0..1, if sig.starts_with('0') { "1" } else { "0" });
-    let resp = app.get(&format!("/wechat?signature={sig}&timestamp={ts}&nonce=42&echostr=secret-echo")).await;
+    let resp = app
+        .get(&format!(
+            "/wechat?signature={sig}&timestamp={ts}&nonce=42&echostr=secret-echo"
+        ))
+        .await;
     assert_eq!(resp.status(), 403);
     assert!(!resp.text().await.unwrap().contains("secret-echo"));
 }
@@ -41,10 +51,18 @@ async fn a_wrong_signature_is_refused_and_echoes_nothing() {
 #[tokio::test]
 async fn missing_parameters_get_a_short_reason() {
     let app = spawn_app(Options::default()).await;
-    for q in ["", "?signature=x&timestamp=1&nonce=2", "?timestamp=1&nonce=2&echostr=3"] {
+    for q in [
+        "",
+        "?signature=x&timestamp=1&nonce=2",
+        "?timestamp=1&nonce=2&echostr=3",
+    ] {
         let resp = app.get(&format!("/wechat{q}")).await;
         assert_eq!(resp.status(), 400, "query {q:?}");
-        assert!(resp.text().await.unwrap().contains("missing query parameter"));
+        assert!(resp
+            .text()
+            .await
+            .unwrap()
+            .contains("missing query parameter"));
     }
 }
 
