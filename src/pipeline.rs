@@ -14,8 +14,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use tokio::sync::watch;
 
 use crate::paywall::LinkSigner;
+use crate::platform::webhook::{WebhookClient, WebhookPayload};
+use crate::platform::CustomMessage;
 use crate::reload::LiveRules;
-use crate::rules::{Decision, HandoffAction, RuleSet, Special, SubscriberView};
+use crate::rules::{Decision, HandoffAction, RuleSet, Special, SubscriberView, WebhookAction};
 use crate::settings::Settings;
 use crate::store::{Counter, HandoffSession, HandoffState, Store, StoredReply};
 use crate::wechat::crypto::{Cipher, CryptoError};
@@ -89,6 +91,7 @@ pub struct Gateway {
     link_ttl: Duration,
     /// Customer-service messages (handoff notices, late answers); `None` without an AppSecret.
     outbox: Option<crate::platform::OutboxHandle>,
+    webhook: WebhookClient,
     /// Pushes being handled right now, by dedupe key: a retry that arrives meanwhile waits here.
     inflight: Mutex<HashMap<String, Waiter>>,
 }
@@ -135,6 +138,7 @@ impl Gateway {
             public_url: settings.public_url.clone(),
             link_ttl: settings.link_ttl,
             outbox: None,
+            webhook: WebhookClient::new(settings.webhook_secret.clone()),
             inflight: Mutex::new(HashMap::new()),
         }
     }
@@ -146,7 +150,7 @@ impl Gateway {
     }
 
     /// Queues a customer-service message; logs and drops it when the platform client is off.
-    fn send_later(&self, msg: crate::platform::CustomMessage, origin: &str) {
+    fn send_later(&self, msg: CustomMessage, origin: &str) {
         match &self.outbox {
             Some(o) => {
                 if let Err(e) = o.enqueue(msg, origin) {
@@ -362,7 +366,13 @@ impl Gateway {
                 let _ = tx.send(Some(body.clone()));
                 return Ok(body);
             }
-            let body: Arc<str> = Arc::from(self.handle(inbound, now)?);
+            let body = match self.handle(inbound, now)? {
+                Handled::Done(body) => body,
+                Handled::Webhook { call, payload } => {
+                    self.webhook_answer(inbound, call, *payload, now).await
+                }
+            };
+            let body: Arc<str> = Arc::from(body);
             self.store.dedupe_put(
                 &key,
                 &StoredReply {
@@ -375,8 +385,72 @@ impl Gateway {
         }
     }
 
-    /// The side effects and the decision for one new push. Returns reply XML or "".
-    fn handle(&self, inbound: &Inbound, now: DateTime<Utc>) -> Result<String, CallbackError> {
+    /// Waits for the operator's endpoint at most the rule's timeout. A late answer is not
+    /// lost: the push is answered `success` now and the answer follows as a customer-service
+    /// message. A failure gets the rule's fallback.
+    async fn webhook_answer(
+        &self,
+        inbound: &Inbound,
+        call: WebhookAction,
+        payload: WebhookPayload,
+        now: DateTime<Utc>,
+    ) -> String {
+        let client = self.webhook.clone();
+        let url = call.url.clone();
+        let origin = format!("webhook:{}", payload.rule);
+        let mut task = tokio::spawn(async move { client.call(&url, &payload).await });
+        let fallback = |e: &dyn std::fmt::Display| {
+            tracing::warn!(error = %e, origin = %origin, "webhook failed; answering with the fallback");
+            call.fallback.clone()
+        };
+        let text = match tokio::time::timeout(call.timeout, &mut task).await {
+            Ok(Ok(Ok(text))) => text,
+            Ok(Ok(Err(e))) => fallback(&e),
+            Ok(Err(e)) => fallback(&e),
+            Err(_) => {
+                tracing::info!(origin = %origin, "webhook slower than its budget; answering later");
+                let outbox = self.outbox.clone();
+                let to = inbound.header.from_user.as_str().to_string();
+                let late_fallback = call.fallback.clone();
+                tokio::spawn(async move {
+                    let text = match task.await {
+                        Ok(Ok(text)) => text,
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, origin = %origin, "late webhook failed");
+                            late_fallback
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, origin = %origin, "late webhook task failed");
+                            late_fallback
+                        }
+                    };
+                    match (text, outbox) {
+                        (Some(content), Some(o)) => {
+                            if let Err(e) = o.enqueue(CustomMessage::Text { to, content }, &origin)
+                            {
+                                tracing::error!(error = %e, "cannot queue the late webhook answer");
+                            }
+                        }
+                        (Some(_), None) => {
+                            tracing::warn!(
+                                "late webhook answer dropped: MPGATE_APP_SECRET is not set"
+                            )
+                        }
+                        (None, _) => {}
+                    }
+                });
+                return String::new();
+            }
+        };
+        match text {
+            Some(content) => self.render(&Reply::Text { content }, inbound, now.timestamp()),
+            None => String::new(),
+        }
+    }
+
+    /// The side effects and the decision for one new push: reply XML ("" = `success`), or a
+    /// webhook still to ask.
+    fn handle(&self, inbound: &Inbound, now: DateTime<Utc>) -> Result<Handled, CallbackError> {
         let rules = self.rules.current();
         let tz = rules.timezone();
         let day = tz.from_utc_datetime(&now.naive_utc()).date_naive();
@@ -411,7 +485,7 @@ impl Gateway {
                 self.store.on_unsubscribe(openid, at)?;
                 self.store.count(Counter::Unsubscribe { channel }, day, 1);
                 // Nothing can be shown to someone who just left.
-                return Ok(String::new());
+                return Ok(Handled::Done(String::new()));
             }
             _ => (
                 self.store.touch(openid, at, inbound.is_user_message())?,
@@ -421,7 +495,7 @@ impl Gateway {
 
         // While a person is handling the conversation, no bot rule fires.
         if let Some(reply) = self.handoff_step(&rules, inbound, at)? {
-            return Ok(self.render(&reply, inbound, at));
+            return Ok(Handled::Done(self.render(&reply, inbound, at)));
         }
 
         let view = SubscriberView {
@@ -445,8 +519,24 @@ impl Gateway {
             Some(Special::Handoff(h)) => {
                 self.open_handoff(h, openid, decision.rule.as_deref(), at)?
             }
+            Some(Special::Webhook(call)) => {
+                let payload = WebhookPayload {
+                    openid: openid.as_str().to_string(),
+                    msg_type: inbound.type_label().to_string(),
+                    text: inbound.text_for_matching().map(str::to_string),
+                    event_key: event_key(inbound),
+                    create_time: inbound.header.create_time,
+                    rule: decision.rule.clone().unwrap_or_default(),
+                    tags: subscriber.tags.clone(),
+                    channel: subscriber.channel.clone(),
+                };
+                return Ok(Handled::Webhook {
+                    call: call.clone(),
+                    payload: Box::new(payload),
+                });
+            }
         };
-        Ok(self.render(&reply, inbound, at))
+        Ok(Handled::Done(self.render(&reply, inbound, at)))
     }
 
     fn render(&self, reply: &Reply, inbound: &Inbound, at: i64) -> String {
@@ -475,7 +565,7 @@ impl Gateway {
             // message.
             if let Some(notice) = h.notice.as_deref().filter(|n| !n.trim().is_empty()) {
                 self.send_later(
-                    crate::platform::CustomMessage::Text {
+                    CustomMessage::Text {
                         to: openid.as_str().to_string(),
                         content: notice.to_string(),
                     },
@@ -668,6 +758,40 @@ impl Gateway {
                 }],
             })
         }
+    }
+}
+
+/// What [`Gateway::handle`] decided.
+enum Handled {
+    /// The reply XML, or "" for `success`.
+    Done(String),
+    /// The reply depends on the operator's endpoint.
+    Webhook {
+        call: WebhookAction,
+        payload: Box<WebhookPayload>,
+    },
+}
+
+/// The key an event carries (menu key, QR scene), for webhook payloads.
+fn event_key(inbound: &Inbound) -> Option<String> {
+    match &inbound.kind {
+        InboundKind::Event(e) => match e {
+            Event::Subscribe {
+                scene, event_key, ..
+            } => scene.clone().or_else(|| event_key.clone()),
+            Event::Scan { scene, .. } => Some(scene.clone()),
+            Event::Click { key }
+            | Event::ScancodePush { key, .. }
+            | Event::ScancodeWaitmsg { key, .. }
+            | Event::PicSysphoto { key, .. }
+            | Event::PicPhotoOrAlbum { key, .. }
+            | Event::PicWeixin { key, .. }
+            | Event::LocationSelect { key, .. } => Some(key.clone()),
+            Event::View { url, .. } => Some(url.clone()),
+            Event::Unknown { event_key, .. } => event_key.clone(),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

@@ -244,6 +244,17 @@ pub fn simulate(path: &Path, args: &SimulateArgs, out: &mut dyn Write) -> i32 {
                     writeln!(out, "  offline: {o}")?;
                 }
             }
+            Some(Special::Webhook(w)) => {
+                writeln!(
+                    out,
+                    "action: ask the webhook {} (waits {} ms, then answers later as a customer-service message)",
+                    w.url,
+                    w.timeout.as_millis()
+                )?;
+                if let Some(f) = &w.fallback {
+                    writeln!(out, "  fallback: {f}")?;
+                }
+            }
             None => {}
         }
         let reply = serde_json::to_string_pretty(&d.reply).unwrap_or_else(|e| e.to_string());

@@ -62,7 +62,7 @@ pub(crate) struct HandoffSpec {
     pub offline: Option<TextSpec>,
 }
 
-/// What a rule does when it wins. (A `webhook` action is planned; it would be one more variant.)
+/// What a rule does when it wins.
 #[derive(Debug)]
 pub(crate) enum Action {
     TagOnly,
@@ -70,7 +70,21 @@ pub(crate) enum Action {
     Random(Vec<ReplySpec>),
     Article(String),
     Handoff(HandoffSpec),
+    Webhook(WebhookSpec),
 }
+
+/// A compiled `webhook = { url, timeout_ms, fallback }`.
+#[derive(Debug)]
+pub(crate) struct WebhookSpec {
+    pub url: String,
+    pub timeout: std::time::Duration,
+    pub fallback: Option<TextSpec>,
+}
+
+/// Default and ceiling of a webhook's wait: the platform gives the whole push 5 s, and
+/// decrypting, state and sealing need a margin.
+pub(crate) const WEBHOOK_DEFAULT_MS: u64 = 3000;
+pub(crate) const WEBHOOK_MAX_MS: u64 = 4500;
 
 #[derive(Debug)]
 pub(crate) struct Rule {
@@ -548,6 +562,7 @@ impl Compiler<'_> {
             r.replies.is_some(),
             r.article.is_some(),
             r.handoff.is_some(),
+            r.webhook.is_some(),
         ]
         .iter()
         .filter(|b| **b)
@@ -556,7 +571,7 @@ impl Compiler<'_> {
             self.sink.error_help(
                 name_span.clone(),
                 format!("rule `{name}` has more than one action"),
-                "choose one of `reply`, `replies`, `article`, `handoff`",
+                "choose one of `reply`, `replies`, `article`, `handoff`, `webhook`",
             );
         }
         let cx = (captures, groups.as_slice());
@@ -620,11 +635,42 @@ impl Compiler<'_> {
                 window,
                 offline,
             });
+        } else if let Some(w) = &r.webhook {
+            let wr = w.get_ref();
+            let url = wr.url.get_ref().trim();
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                self.sink.error_help(
+                    wr.url.span(),
+                    format!("webhook url `{url}` is not an http(s) URL"),
+                    "write the full address, e.g. url = \"https://crm.example.com/wechat\"",
+                );
+            }
+            let mut ms = WEBHOOK_DEFAULT_MS;
+            if let Some(t) = &wr.timeout_ms {
+                if !(100..=WEBHOOK_MAX_MS).contains(t.get_ref()) {
+                    self.sink.error_help(
+                        t.span(),
+                        format!("timeout_ms = {} is outside 100..={WEBHOOK_MAX_MS}", t.get_ref()),
+                        "the platform waits 5 s for the whole answer; later answers arrive as customer-service messages",
+                    );
+                } else {
+                    ms = *t.get_ref();
+                }
+            }
+            let fallback = wr
+                .fallback
+                .as_ref()
+                .and_then(|t| self.text(&name, "webhook.fallback", t, cx));
+            rule.action = Action::Webhook(WebhookSpec {
+                url: url.to_string(),
+                timeout: std::time::Duration::from_millis(ms),
+                fallback,
+            });
         } else if rule.tags.is_empty() {
             self.sink.error_help(
                 name_span,
                 format!("rule `{name}` does nothing"),
-                "add reply = { text = \"…\" }, replies, article, handoff, or tag",
+                "add reply = { text = \"…\" }, replies, article, handoff, webhook, or tag",
             );
         }
         trig.unconditional =

@@ -87,6 +87,18 @@ pub enum Special {
     Article { id: String },
     /// Hand the conversation to human customer service.
     Handoff(HandoffAction),
+    /// Ask the operator's endpoint for the reply.
+    Webhook(WebhookAction),
+}
+
+/// A webhook call, decided at routing time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookAction {
+    pub url: String,
+    /// How long the callback waits before answering `success` and delivering later.
+    pub timeout: std::time::Duration,
+    /// Rendered text for when the endpoint fails.
+    pub fallback: Option<String>,
 }
 
 /// A handoff, evaluated at routing time.

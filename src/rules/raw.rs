@@ -60,6 +60,7 @@ pub(crate) struct RawRule {
     pub replies: Option<S<Vec<S<RawReply>>>>,
     pub article: Option<S<String>>,
     pub handoff: Option<S<RawHandoffAction>>,
+    pub webhook: Option<S<RawWebhook>>,
     pub tag: Option<S<OneOrMany>>,
 }
 
@@ -149,6 +150,14 @@ pub(crate) struct RawHandoffAction {
     pub notice: Option<S<String>>,
     pub hours: Option<S<RawHours>>,
     pub offline: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    pub url: S<String>,
+    pub timeout_ms: Option<S<u64>>,
+    pub fallback: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

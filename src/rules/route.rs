@@ -14,7 +14,7 @@ use regex::{Regex, RegexSet};
 
 use super::compile::{Action, ReplySpec, TextSpec};
 use super::window::normalize;
-use super::{Decision, HandoffAction, RuleSet, Special, SubscriberView};
+use super::{Decision, HandoffAction, RuleSet, Special, SubscriberView, WebhookAction};
 use crate::render::{RenderError, Vars};
 use crate::wechat::message::{Event, Inbound, InboundKind};
 use crate::wechat::reply::{Article, Reply};
@@ -581,6 +581,16 @@ impl RuleSet {
                         notice: h.notice.as_ref().map(|t| r.text(t)).transpose()?,
                         in_hours: h.window.as_ref().is_none_or(|w| w.contains(now, tz)),
                         offline: h.offline.as_ref().map(|t| r.text(t)).transpose()?,
+                    }))
+                })();
+                (Ok(Reply::None), Some(action))
+            }
+            Action::Webhook(w) => {
+                let action = (|| -> Result<Special, RenderError> {
+                    Ok(Special::Webhook(WebhookAction {
+                        url: w.url.clone(),
+                        timeout: w.timeout,
+                        fallback: w.fallback.as_ref().map(|t| r.text(t)).transpose()?,
                     }))
                 })();
                 (Ok(Reply::None), Some(action))

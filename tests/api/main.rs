@@ -1,5 +1,9 @@
 //! Integration tests: the real server on a random port, driven as WeChat's servers drive it.
 
+/// The fake platform of `tests/platform.rs`, shared; not every helper is used here.
+#[allow(dead_code)]
+#[path = "../platform/fake.rs"]
+mod fake;
 mod helpers;
 
 mod admin;
@@ -11,3 +15,4 @@ mod protocol;
 mod reload;
 mod retries;
 mod verification;
+mod webhook;

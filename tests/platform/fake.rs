@@ -34,6 +34,8 @@ pub struct State {
     token_delay_ms: AtomicU64,
     fail_next: Mutex<VecDeque<i64>>,
     received: Mutex<Vec<Received>>,
+    /// The account whose AppID the token endpoint accepts.
+    app_id: Mutex<String>,
 }
 
 /// The running fake; dropping it leaves the server running until the test's runtime ends.
@@ -49,7 +51,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl FakePlatform {
     pub async fn start() -> FakePlatform {
+        Self::start_for(APP_ID).await
+    }
+
+    /// A fake that issues tokens to `app_id` (with [`APP_SECRET`]).
+    pub async fn start_for(app_id: &str) -> FakePlatform {
         let state = Arc::new(State::default());
+        *lock(&state.app_id) = app_id.to_string();
         state.expires_in.store(7200, Ordering::SeqCst);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake platform");
         let port = listener.local_addr().expect("local addr").port();
@@ -134,7 +142,7 @@ async fn token(state: web::Data<State>, q: web::Query<HashMap<String, String>>) 
     }
     state.token_fetches.fetch_add(1, Ordering::SeqCst);
     let ok = q.get("grant_type").map(String::as_str) == Some("client_credential")
-        && q.get("appid").map(String::as_str) == Some(APP_ID)
+        && q.get("appid") == Some(&*lock(&state.app_id))
         && q.get("secret").map(String::as_str) == Some(APP_SECRET);
     if !ok {
         return HttpResponse::Ok().json(json!({"errcode": 40125, "errmsg": errmsg(40125)}));
