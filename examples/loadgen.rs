@@ -49,7 +49,9 @@ const OPENID_POOL: u64 = 600;
 const MSGID_BASE: u64 = 24_000_000_000_000_000;
 
 #[derive(Parser)]
-#[command(about = "mpgate load generator: bench rules, signed pushes, reply verification, store pre-fill")]
+#[command(
+    about = "mpgate load generator: bench rules, signed pushes, reply verification, store pre-fill"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -129,7 +131,8 @@ fn main() -> Result<()> {
         Cmd::Rules { out, check } => {
             let text = rules_toml(&model());
             if let Some(path) = check {
-                let have = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let have = fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
                 if have != text {
                     bail!(
                         "{} differs from the generator; regenerate with `cargo run --release --example loadgen -- rules --out {}`",
@@ -139,7 +142,9 @@ fn main() -> Result<()> {
                 }
             }
             match out {
-                Some(path) => fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?,
+                Some(path) => {
+                    fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?
+                }
                 None => print!("{text}"),
             }
             Ok(())
@@ -158,7 +163,15 @@ fn main() -> Result<()> {
             fresh_seq_base,
             public_url,
             keys,
-        } => verify(&addr, pushes_dir.as_deref(), sample, fresh, fresh_seq_base, &public_url, &keys),
+        } => verify(
+            &addr,
+            pushes_dir.as_deref(),
+            sample,
+            fresh,
+            fresh_seq_base,
+            &public_url,
+            &keys,
+        ),
         Cmd::Prefill {
             data_dir,
             subscribers,
@@ -188,10 +201,20 @@ enum Answer {
     /// `replies = [...]`: one picked at random by the server.
     OneOf(Vec<String>),
     /// An inline template and this program's rendering of it.
-    Inline { src: String, render: fn(&Vars) -> String },
+    Inline {
+        src: String,
+        render: fn(&Vars) -> String,
+    },
     /// A file in templates/ and its rendering.
-    File { name: &'static str, render: fn(&Vars) -> String },
-    News { title: String, description: String, url: String },
+    File {
+        name: &'static str,
+        render: fn(&Vars) -> String,
+    },
+    News {
+        title: String,
+        description: String,
+        url: String,
+    },
     Article(usize),
 }
 
@@ -250,7 +273,12 @@ const ARTICLES: &[ArticleDef] = &[
 ];
 
 /// Keywords of the article rules (contains), by article index.
-const ARTICLE_KEYWORDS: &[&[&str]] = &[&["rust"], &["golang", "go语言"], &["路线图"], &["kubernetes", "k8s"]];
+const ARTICLE_KEYWORDS: &[&[&str]] = &[
+    &["rust"],
+    &["golang", "go语言"],
+    &["路线图"],
+    &["kubernetes", "k8s"],
+];
 
 const CHANNELS: &[&str] = &[
     "course2026",
@@ -283,49 +311,192 @@ const CLICKS: &[(&str, &str)] = &[
 ];
 
 const NAMED_EXACT: &[&str] = &[
-    "课程", "价格", "目录", "报名", "你好", "在吗", "课表", "开课时间", "学费", "退费",
-    "联系方式", "客服电话", "公司地址", "加微信", "资料", "电子书", "书单", "学习路线", "常见问题", "帮助",
+    "课程",
+    "价格",
+    "目录",
+    "报名",
+    "你好",
+    "在吗",
+    "课表",
+    "开课时间",
+    "学费",
+    "退费",
+    "联系方式",
+    "客服电话",
+    "公司地址",
+    "加微信",
+    "资料",
+    "电子书",
+    "书单",
+    "学习路线",
+    "常见问题",
+    "帮助",
 ];
 
 const CONTAINS_WORDS: &[&str] = &[
-    "发票", "退款", "优惠", "直播", "回放", "作业", "证书", "团购", "会员", "续费", "简历", "面试",
-    "内推", "实习", "社群", "加群", "打卡", "积分", "抽奖", "福利", "源码", "笔记", "课件", "讲义",
-    "答疑", "周报", "招聘", "合作", "投稿", "转载", "赞助", "广告", "商务", "退订", "密码", "登录",
-    "注册", "账号", "绑定", "快递", "物流", "邮寄", "发货", "投诉", "反馈", "故障", "报错", "卡顿",
-    "闪退", "安装", "下载", "升级", "版本", "兼容", "配置", "部署", "容器", "集群", "数据库", "缓存",
-    "索引", "事务", "并发", "线程", "协程", "异步", "内存", "指针", "泛型", "编译器", "调试", "单元测试",
-    "性能", "算法", "链表", "红黑树", "动态规划", "设计模式", "微服务", "消息队列", "负载均衡", "网关",
-    "限流", "熔断", "日志", "监控", "告警", "灰度", "回滚", "压测",
+    "发票",
+    "退款",
+    "优惠",
+    "直播",
+    "回放",
+    "作业",
+    "证书",
+    "团购",
+    "会员",
+    "续费",
+    "简历",
+    "面试",
+    "内推",
+    "实习",
+    "社群",
+    "加群",
+    "打卡",
+    "积分",
+    "抽奖",
+    "福利",
+    "源码",
+    "笔记",
+    "课件",
+    "讲义",
+    "答疑",
+    "周报",
+    "招聘",
+    "合作",
+    "投稿",
+    "转载",
+    "赞助",
+    "广告",
+    "商务",
+    "退订",
+    "密码",
+    "登录",
+    "注册",
+    "账号",
+    "绑定",
+    "快递",
+    "物流",
+    "邮寄",
+    "发货",
+    "投诉",
+    "反馈",
+    "故障",
+    "报错",
+    "卡顿",
+    "闪退",
+    "安装",
+    "下载",
+    "升级",
+    "版本",
+    "兼容",
+    "配置",
+    "部署",
+    "容器",
+    "集群",
+    "数据库",
+    "缓存",
+    "索引",
+    "事务",
+    "并发",
+    "线程",
+    "协程",
+    "异步",
+    "内存",
+    "指针",
+    "泛型",
+    "编译器",
+    "调试",
+    "单元测试",
+    "性能",
+    "算法",
+    "链表",
+    "红黑树",
+    "动态规划",
+    "设计模式",
+    "微服务",
+    "消息队列",
+    "负载均衡",
+    "网关",
+    "限流",
+    "熔断",
+    "日志",
+    "监控",
+    "告警",
+    "灰度",
+    "回滚",
+    "压测",
 ];
 
 const PREFIXES: &[&str] = &[
-    "查单号", "查成绩", "查名次", "查余额", "查排名", "#提问", "#晒图", "#心得", "#建议箱", "#许愿",
-    "翻译", "天气", "搜题", "问答", "点歌", "求助", "报修", "预约", "改期", "取消预约",
+    "查单号",
+    "查成绩",
+    "查名次",
+    "查余额",
+    "查排名",
+    "#提问",
+    "#晒图",
+    "#心得",
+    "#建议箱",
+    "#许愿",
+    "翻译",
+    "天气",
+    "搜题",
+    "问答",
+    "点歌",
+    "求助",
+    "报修",
+    "预约",
+    "改期",
+    "取消预约",
 ];
 
 /// (regex, reply template, this program's rendering, a text generator)
-type RegexRule = (&'static str, &'static str, fn(&Vars) -> String, fn(&mut StdRng) -> String);
+type RegexRule = (
+    &'static str,
+    &'static str,
+    fn(&Vars) -> String,
+    fn(&mut StdRng) -> String,
+);
 
 const REGEXES: &[RegexRule] = &[
     (
         r"^(?:订单|order)\s*(?P<order>\d{6,12})$",
         "订单 {{ groups.order }} 已收到 ✅ 我们会在 24 小时内核对后回复你。",
-        |v| format!("订单 {} 已收到 ✅ 我们会在 24 小时内核对后回复你。", g(v, "order")),
-        |r| format!("{}{}{}", pick(r, &["订单", "订单 ", "order "]), r.gen_range(1..10), digits(r, 7)),
+        |v| {
+            format!(
+                "订单 {} 已收到 ✅ 我们会在 24 小时内核对后回复你。",
+                g(v, "order")
+            )
+        },
+        |r| {
+            format!(
+                "{}{}{}",
+                pick(r, &["订单", "订单 ", "order "]),
+                r.gen_range(1..10),
+                digits(r, 7)
+            )
+        },
     ),
     (
         r"^(?:手机|电话)\s*(?P<phone>1\d{10})$",
         "已记录手机号（尾号 {{ groups.phone[-4:] }}），课程顾问会尽快联系你 📞",
         |v| {
             let p = g(v, "phone");
-            format!("已记录手机号（尾号 {}），课程顾问会尽快联系你 📞", &p[p.len() - 4..])
+            format!(
+                "已记录手机号（尾号 {}），课程顾问会尽快联系你 📞",
+                &p[p.len() - 4..]
+            )
         },
         |r| format!("{}1{}", pick(r, &["手机", "电话 ", "手机 "]), digits(r, 10)),
     ),
     (
         r"^第\s*(?P<n>\d{1,3})\s*[课讲期]$",
         "第 {{ groups.n }} 讲的讲义和回放链接已发送，记得按时完成练习 📚",
-        |v| format!("第 {} 讲的讲义和回放链接已发送，记得按时完成练习 📚", g(v, "n")),
+        |v| {
+            format!(
+                "第 {} 讲的讲义和回放链接已发送，记得按时完成练习 📚",
+                g(v, "n")
+            )
+        },
         |r| format!("第{}{}", r.gen_range(1..200), pick(r, &["课", "讲", "期"])),
     ),
     (
@@ -350,19 +521,38 @@ const REGEXES: &[RegexRule] = &[
         r"^(?:bug|issue)\s*#?(?P<n>\d+)$",
         "问题 #{{ groups.n }} 已转给讲师 🐛 修好后会通知你。",
         |v| format!("问题 #{} 已转给讲师 🐛 修好后会通知你。", g(v, "n")),
-        |r| format!("{} #{}", pick(r, &["BUG", "bug", "Issue"]), r.gen_range(1..5000)),
+        |r| {
+            format!(
+                "{} #{}",
+                pick(r, &["BUG", "bug", "Issue"]),
+                r.gen_range(1..5000)
+            )
+        },
     ),
     (
         r"^邀请码\s*(?P<code>[a-z0-9]{6})$",
         "邀请码 {{ groups.code }} 已生效，你和好友各得 50 积分 🎁",
         |v| format!("邀请码 {} 已生效，你和好友各得 50 积分 🎁", g(v, "code")),
-        |r| format!("邀请码 {}{}{}{}", upper(r), digits(r, 2), upper(r), digits(r, 2)),
+        |r| {
+            format!(
+                "邀请码 {}{}{}{}",
+                upper(r),
+                digits(r, 2),
+                upper(r),
+                digits(r, 2)
+            )
+        },
     ),
     (
         r"^(?P<city>\p{Han}{2,3})天气$",
         "{{ groups.city }}今天适合在家写代码 ☔",
         |v| format!("{}今天适合在家写代码 ☔", g(v, "city")),
-        |r| format!("{}天气", pick(r, &["上海", "北京", "深圳", "杭州", "成都", "乌鲁木齐"])),
+        |r| {
+            format!(
+                "{}天气",
+                pick(r, &["上海", "北京", "深圳", "杭州", "成都", "乌鲁木齐"])
+            )
+        },
     ),
     (
         r"^(?:打分|评分)\s*(?P<score>[1-5])$",
@@ -381,7 +571,9 @@ fn pick<'a>(r: &mut StdRng, xs: &[&'a str]) -> &'a str {
 }
 
 fn digits(r: &mut StdRng, n: usize) -> String {
-    (0..n).map(|_| char::from(b'0' + r.gen_range(0..10u8))).collect()
+    (0..n)
+        .map(|_| char::from(b'0' + r.gen_range(0..10u8)))
+        .collect()
 }
 
 fn upper(r: &mut StdRng) -> char {
@@ -441,21 +633,45 @@ fn model() -> Vec<Rule> {
                 url: format!("https://mp.example.com/menu/{}", key.to_ascii_lowercase()),
             }
         } else {
-            Answer::Text(format!("【{label}】这里是{label}的说明，有问题直接回复关键词即可 {}", emoji_reply(i)))
+            Answer::Text(format!(
+                "【{label}】这里是{label}的说明，有问题直接回复关键词即可 {}",
+                emoji_reply(i)
+            ))
         };
         let tags: &[&str] = if i % 4 == 0 { &["menu-user"] } else { &[] };
-        rules.push(rule(format!("menu-{}", key.to_ascii_lowercase()), Trigger::Click(key.to_string()), answer, tags));
+        rules.push(rule(
+            format!("menu-{}", key.to_ascii_lowercase()),
+            Trigger::Click(key.to_string()),
+            answer,
+            tags,
+        ));
     }
     for (i, kw) in NAMED_EXACT.iter().enumerate() {
         let answer = if i % 4 == 1 {
             Answer::OneOf(vec![
-                format!("关于「{kw}」：请看置顶文章第 {} 节 {}", i + 1, emoji_reply(i)),
-                format!("「{kw}」的答案整理好啦 👉 回复「目录」看全部 {}", emoji_reply(i + 1)),
+                format!(
+                    "关于「{kw}」：请看置顶文章第 {} 节 {}",
+                    i + 1,
+                    emoji_reply(i)
+                ),
+                format!(
+                    "「{kw}」的答案整理好啦 👉 回复「目录」看全部 {}",
+                    emoji_reply(i + 1)
+                ),
             ])
         } else {
-            Answer::Text(format!("关于「{kw}」：请看置顶文章第 {} 节，仍有疑问请回复「帮助」{}", i + 1, emoji_reply(i)))
+            Answer::Text(format!(
+                "关于「{kw}」：请看置顶文章第 {} 节，仍有疑问请回复「帮助」{}",
+                i + 1,
+                emoji_reply(i)
+            ))
         };
-        rules.push(rule(format!("exact-{}", i + 1), Trigger::Exact(vec![kw.to_string()]), answer, &[]));
+        rules.push(rule(
+            format!("exact-{}", i + 1),
+            Trigger::Exact(vec![kw.to_string()]),
+            answer,
+            &[],
+        ));
     }
     for n in 101..=180 {
         let mut kws = vec![format!("资料{n}")];
@@ -483,7 +699,12 @@ fn model() -> Vec<Rule> {
         } else {
             Answer::Text(format!("「{p}」功能维护中，稍后再试 🛠"))
         };
-        rules.push(rule(format!("prefix-{}", i + 1), Trigger::Prefix(vec![p.to_string()]), answer, &[]));
+        rules.push(rule(
+            format!("prefix-{}", i + 1),
+            Trigger::Prefix(vec![p.to_string()]),
+            answer,
+            &[],
+        ));
     }
     for (i, (re, src, render, _)) in REGEXES.iter().enumerate() {
         rules.push(rule(
@@ -516,7 +737,12 @@ fn model() -> Vec<Rule> {
             emoji_reply(i)
         ));
         let tags: &[&str] = if i % 3 == 0 { &["asked-faq"] } else { &[] };
-        rules.push(rule(format!("faq-{}", i + 1), Trigger::Contains(kws), answer, tags));
+        rules.push(rule(
+            format!("faq-{}", i + 1),
+            Trigger::Contains(kws),
+            answer,
+            tags,
+        ));
     }
     rules.push(rule(
         "photo".into(),
@@ -547,7 +773,10 @@ fn q(s: &str) -> String {
 }
 
 fn q_list(xs: &[String]) -> String {
-    format!("[{}]", xs.iter().map(|x| q(x)).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        xs.iter().map(|x| q(x)).collect::<Vec<_>>().join(", ")
+    )
 }
 
 fn rules_toml(rules: &[Rule]) -> String {
@@ -561,9 +790,15 @@ fn rules_toml(rules: &[Rule]) -> String {
         let _ = write!(t, "\n[[rule]]\nname = {}\n", q(&r.name));
         match &r.trigger {
             Trigger::Subscribe { channels: Some(c) } => {
-                let _ = writeln!(t, "when = {{ event = \"subscribe\", channel = {} }}", q_list(c));
+                let _ = writeln!(
+                    t,
+                    "when = {{ event = \"subscribe\", channel = {} }}",
+                    q_list(c)
+                );
             }
-            Trigger::Subscribe { channels: None } => t.push_str("when = { event = \"subscribe\" }\n"),
+            Trigger::Subscribe { channels: None } => {
+                t.push_str("when = { event = \"subscribe\" }\n")
+            }
             Trigger::Scan(s) => {
                 let _ = writeln!(t, "when = {{ scan = {} }}", q(s));
             }
@@ -593,7 +828,10 @@ fn rules_toml(rules: &[Rule]) -> String {
                 let _ = writeln!(t, "reply = {{ text = {} }}", q(src));
             }
             Answer::OneOf(xs) => {
-                let items: Vec<String> = xs.iter().map(|x| format!("{{ text = {} }}", q(x))).collect();
+                let items: Vec<String> = xs
+                    .iter()
+                    .map(|x| format!("{{ text = {} }}", q(x)))
+                    .collect();
                 let _ = writeln!(t, "replies = [ {} ]", items.join(", "));
             }
             Answer::File { name, .. } => {
@@ -634,14 +872,27 @@ fn rules_toml(rules: &[Rule]) -> String {
         );
     }
     // Three groups of five: twelve click keys and three links.
-    let groups = [("训练营", 0..4, "https://mp.example.com/camp/2026"), ("学习", 4..8, "https://mp.example.com/articles"), ("我的", 8..12, "https://mp.example.com/me")];
+    let groups = [
+        ("训练营", 0..4, "https://mp.example.com/camp/2026"),
+        ("学习", 4..8, "https://mp.example.com/articles"),
+        ("我的", 8..12, "https://mp.example.com/me"),
+    ];
     for (name, range, url) in groups {
         let _ = write!(t, "\n[[menu.button]]\nname = {}\n", q(name));
         for i in range {
             let (key, label) = CLICKS[i];
-            let _ = write!(t, "\n[[menu.button.sub_button]]\ntype = \"click\"\nname = {}\nkey = {}\n", q(label), q(key));
+            let _ = write!(
+                t,
+                "\n[[menu.button.sub_button]]\ntype = \"click\"\nname = {}\nkey = {}\n",
+                q(label),
+                q(key)
+            );
         }
-        let _ = write!(t, "\n[[menu.button.sub_button]]\ntype = \"view\"\nname = \"更多\"\nurl = {}\n", q(url));
+        let _ = write!(
+            t,
+            "\n[[menu.button.sub_button]]\ntype = \"view\"\nname = \"更多\"\nurl = {}\n",
+            q(url)
+        );
     }
     t
 }
@@ -653,10 +904,19 @@ fn rules_toml(rules: &[Rule]) -> String {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Expect {
     /// A text reply equal to one of these.
-    Text { any_of: Vec<String> },
-    News { title: String, url: String },
+    Text {
+        any_of: Vec<String>,
+    },
+    News {
+        title: String,
+        url: String,
+    },
     /// A paid article: the locked teaser, or (entitled subscriber) a signed link.
-    Article { id: String, title: String, purchase_url: String },
+    Article {
+        id: String,
+        title: String,
+        purchase_url: String,
+    },
     /// The plain body `success`.
     Success,
 }
@@ -712,16 +972,25 @@ fn predict(rules: &[Rule], regexes: &[Option<regex::Regex>], input: &Input) -> (
                 c.iter().any(|x| x == s)
             }
             (Trigger::Click(k), Input::Click(key)) => k == key,
-            (Trigger::Exact(ks), Input::Text(_)) => ks.iter().find(|k| normalize(k) == norm).map(|k| kw_owned = k.clone()).is_some(),
+            (Trigger::Exact(ks), Input::Text(_)) => ks
+                .iter()
+                .find(|k| normalize(k) == norm)
+                .map(|k| kw_owned = k.clone())
+                .is_some(),
             (Trigger::Prefix(ks), Input::Text(_)) => ks
                 .iter()
                 .find(|k| norm.starts_with(&normalize(k)))
                 .map(|k| kw_owned = k.clone())
                 .is_some(),
-            (Trigger::Contains(ks), Input::Text(_)) => {
-                ks.iter().find(|k| norm.contains(&normalize(k))).map(|k| kw_owned = k.clone()).is_some()
-            }
-            (Trigger::Regex(_), Input::Text(_)) => match regexes[i].as_ref().and_then(|re| re.captures(&norm).map(|c| (re, c))) {
+            (Trigger::Contains(ks), Input::Text(_)) => ks
+                .iter()
+                .find(|k| norm.contains(&normalize(k)))
+                .map(|k| kw_owned = k.clone())
+                .is_some(),
+            (Trigger::Regex(_), Input::Text(_)) => match regexes[i]
+                .as_ref()
+                .and_then(|re| re.captures(&norm).map(|c| (re, c)))
+            {
                 Some((re, c)) => {
                     for name in re.capture_names().flatten() {
                         if let Some(m) = c.name(name) {
@@ -741,15 +1010,24 @@ fn predict(rules: &[Rule], regexes: &[Option<regex::Regex>], input: &Input) -> (
     }
     let winner = match (winner, input) {
         (Some(w), _) => w,
-        (None, Input::Text(_)) => match rules.iter().find(|r| matches!(r.trigger, Trigger::Fallback)) {
+        (None, Input::Text(_)) => match rules
+            .iter()
+            .find(|r| matches!(r.trigger, Trigger::Fallback))
+        {
             Some(f) => f,
             None => return ("(none)".into(), Expect::Success),
         },
         (None, _) => return ("(none)".into(), Expect::Success),
     };
-    vars.keyword = if kw_owned.is_empty() { vars.text } else { &kw_owned };
+    vars.keyword = if kw_owned.is_empty() {
+        vars.text
+    } else {
+        &kw_owned
+    };
     let expect = match &winner.answer {
-        Answer::Text(s) => Expect::Text { any_of: vec![s.clone()] },
+        Answer::Text(s) => Expect::Text {
+            any_of: vec![s.clone()],
+        },
         Answer::OneOf(xs) => Expect::Text { any_of: xs.clone() },
         Answer::Inline { render, .. } | Answer::File { render, .. } => Expect::Text {
             any_of: vec![render(&vars)],
@@ -771,7 +1049,9 @@ fn compiled_regexes(rules: &[Rule]) -> Result<Vec<Option<regex::Regex>>> {
     rules
         .iter()
         .map(|r| match &r.trigger {
-            Trigger::Regex(re) => regex::Regex::new(re).map(Some).map_err(|e| anyhow!("regex {re}: {e}")),
+            Trigger::Regex(re) => regex::Regex::new(re)
+                .map(Some)
+                .map_err(|e| anyhow!("regex {re}: {e}")),
             _ => Ok(None),
         })
         .collect()
@@ -799,11 +1079,50 @@ fn openid(i: u64) -> String {
 }
 
 const FILLERS: &[&str] = &[
-    "请问", "一下", "谢谢", "老师", "我想", "那个", "怎么", "今天", "晚上", "可以", "看看", "大家", "关于",
-    "的", "事情", "有没有", "还有", "这个", "呀", "吧", "嗯", "哈哈", "感觉", "好像", "明天", "周末", "同学",
-    "朋友", "推荐", "一起", "上班", "下班", "早上好", "晚安", "真的", "厉害", "学到了", "收藏", "转发", "支持",
+    "请问",
+    "一下",
+    "谢谢",
+    "老师",
+    "我想",
+    "那个",
+    "怎么",
+    "今天",
+    "晚上",
+    "可以",
+    "看看",
+    "大家",
+    "关于",
+    "的",
+    "事情",
+    "有没有",
+    "还有",
+    "这个",
+    "呀",
+    "吧",
+    "嗯",
+    "哈哈",
+    "感觉",
+    "好像",
+    "明天",
+    "周末",
+    "同学",
+    "朋友",
+    "推荐",
+    "一起",
+    "上班",
+    "下班",
+    "早上好",
+    "晚安",
+    "真的",
+    "厉害",
+    "学到了",
+    "收藏",
+    "转发",
+    "支持",
 ];
-const EMOJI: &[&str] = &["😀", "🙏", "👍", "😂", "🎉", "❤️", "🤔", "😭", "🔥", "💪", "👏", "🌹", "😅", "🐶"];
+const EMOJI: &[&str] = &[
+    "😀", "🙏", "👍", "😂", "🎉", "❤️", "🤔", "😭", "🔥", "💪", "👏", "🌹", "😅", "🐶",
+];
 
 fn filler(r: &mut StdRng, words: usize) -> String {
     let mut s = String::new();
@@ -822,14 +1141,23 @@ fn maybe_emoji(r: &mut StdRng) -> &'static str {
 }
 
 /// One push's content and its category (what it was meant to exercise).
-fn draw(r: &mut StdRng, rules: &[Rule], regexes: &[Option<regex::Regex>]) -> (&'static str, InboundKindSpec) {
+fn draw(
+    r: &mut StdRng,
+    rules: &[Rule],
+    regexes: &[Option<regex::Regex>],
+) -> (&'static str, InboundKindSpec) {
     let roll = r.gen_range(0..100);
     if roll < 60 {
         let sub = r.gen_range(0..100);
         let text = if sub < 35 {
             // exact: a named keyword or a numbered material, sometimes full-width or upper-case
-            let rs: Vec<&Rule> = rules.iter().filter(|x| matches!(x.trigger, Trigger::Exact(_))).collect();
-            let Trigger::Exact(ks) = &rs[r.gen_range(0..rs.len())].trigger else { unreachable!() };
+            let rs: Vec<&Rule> = rules
+                .iter()
+                .filter(|x| matches!(x.trigger, Trigger::Exact(_)))
+                .collect();
+            let Trigger::Exact(ks) = &rs[r.gen_range(0..rs.len())].trigger else {
+                unreachable!()
+            };
             let k = &ks[r.gen_range(0..ks.len())];
             if k.is_ascii() && r.gen_bool(0.5) {
                 k.to_ascii_uppercase()
@@ -837,10 +1165,19 @@ fn draw(r: &mut StdRng, rules: &[Rule], regexes: &[Option<regex::Regex>]) -> (&'
                 k.clone()
             }
         } else if sub < 75 {
-            let rs: Vec<&Rule> = rules.iter().filter(|x| matches!(x.trigger, Trigger::Contains(_))).collect();
-            let Trigger::Contains(ks) = &rs[r.gen_range(0..rs.len())].trigger else { unreachable!() };
+            let rs: Vec<&Rule> = rules
+                .iter()
+                .filter(|x| matches!(x.trigger, Trigger::Contains(_)))
+                .collect();
+            let Trigger::Contains(ks) = &rs[r.gen_range(0..rs.len())].trigger else {
+                unreachable!()
+            };
             let k = &ks[r.gen_range(0..ks.len())];
-            let k = if k.is_ascii() && r.gen_bool(0.3) { k.to_ascii_uppercase() } else { k.clone() };
+            let k = if k.is_ascii() && r.gen_bool(0.3) {
+                k.to_ascii_uppercase()
+            } else {
+                k.clone()
+            };
             let (a, b) = (r.gen_range(0..3), r.gen_range(0..3));
             format!("{}{}{}{}", filler(r, a), k, filler(r, b), maybe_emoji(r))
         } else if sub < 90 {
@@ -880,7 +1217,10 @@ fn draw(r: &mut StdRng, rules: &[Rule], regexes: &[Option<regex::Regex>]) -> (&'
         };
         return ("subscribe", InboundKindSpec::Subscribe(scene));
     }
-    ("click", InboundKindSpec::Click(CLICKS[r.gen_range(0..CLICKS.len())].0.to_string()))
+    (
+        "click",
+        InboundKindSpec::Click(CLICKS[r.gen_range(0..CLICKS.len())].0.to_string()),
+    )
 }
 
 enum InboundKindSpec {
@@ -945,7 +1285,12 @@ fn generate(seq_base: u64, count: u64, sealer: &Sealer) -> Result<Vec<Push>> {
             }
             InboundKindSpec::Subscribe(scene) => {
                 let (rule, e) = predict(&rules, &regexes, &Input::Subscribe(scene.as_deref()));
-                let ticket = scene.as_ref().map(|_| format!("gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL{}", digits(&mut rng, 8)));
+                let ticket = scene.as_ref().map(|_| {
+                    format!(
+                        "gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL{}",
+                        digits(&mut rng, 8)
+                    )
+                });
                 let kind = InboundKind::Event(Event::Subscribe {
                     scene: scene.clone(),
                     ticket,
@@ -1032,7 +1377,8 @@ fn gen(out_dir: &Path, count: u64, seq_base: u64, keys: &Keys) -> Result<()> {
     }
     tsv.flush()?;
     exp.flush()?;
-    let openids: std::collections::BTreeSet<&str> = pushes.iter().map(|p| p.meta.openid.as_str()).collect();
+    let openids: std::collections::BTreeSet<&str> =
+        pushes.iter().map(|p| p.meta.openid.as_str()).collect();
     eprintln!(
         "loadgen: {} pushes (seq {}..{}) in {:.2} s → {}; mix {:?}; answered by {:?}; {} openids",
         pushes.len(),
@@ -1061,16 +1407,23 @@ fn http_post(addr: &str, path: &str, body: &str) -> Result<(u16, String)> {
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8(raw).map_err(|_| anyhow!("response is not UTF-8"))?;
-    let (head, rest) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow!("no header end in response"))?;
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("no header end in response"))?;
     let status: u16 = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow!("bad status line"))?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
-    let body = if chunked { dechunk(rest)? } else { rest.to_string() };
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_string()
+    };
     Ok((status, body))
 }
 
@@ -1088,17 +1441,36 @@ fn dechunk(mut s: &str) -> Result<String> {
 }
 
 /// Opens a sealed reply and checks it against the expectation; `Err` says what is wrong.
-fn check_reply(sealer: &Sealer, meta: &Meta, status: u16, body: &str, public_url: &str) -> Result<()> {
+fn check_reply(
+    sealer: &Sealer,
+    meta: &Meta,
+    status: u16,
+    body: &str,
+    public_url: &str,
+) -> Result<()> {
     if status != 200 {
-        bail!("status {status}: {}", body.chars().take(200).collect::<String>());
+        bail!(
+            "status {status}: {}",
+            body.chars().take(200).collect::<String>()
+        );
     }
     if meta.expect == Expect::Success {
-        return if body == "success" { Ok(()) } else { Err(anyhow!("expected `success`, got {body:.80}")) };
+        return if body == "success" {
+            Ok(())
+        } else {
+            Err(anyhow!("expected `success`, got {body:.80}"))
+        };
     }
     let env = xml::parse(body).map_err(|e| anyhow!("reply envelope is not XML: {e}"))?;
-    let enc = env.child_text("Encrypt").ok_or_else(|| anyhow!("no Encrypt in reply"))?;
-    let msg_sig = env.child_text("MsgSignature").ok_or_else(|| anyhow!("no MsgSignature"))?;
-    let ts = env.child_text("TimeStamp").ok_or_else(|| anyhow!("no TimeStamp"))?;
+    let enc = env
+        .child_text("Encrypt")
+        .ok_or_else(|| anyhow!("no Encrypt in reply"))?;
+    let msg_sig = env
+        .child_text("MsgSignature")
+        .ok_or_else(|| anyhow!("no MsgSignature"))?;
+    let ts = env
+        .child_text("TimeStamp")
+        .ok_or_else(|| anyhow!("no TimeStamp"))?;
     let nonce = env.child_text("Nonce").ok_or_else(|| anyhow!("no Nonce"))?;
     if nonce != meta.nonce {
         bail!("reply nonce {nonce} is not the push's {}", meta.nonce);
@@ -1107,9 +1479,14 @@ fn check_reply(sealer: &Sealer, meta: &Meta, status: u16, body: &str, public_url
         bail!("MsgSignature does not verify");
     }
     // decrypt() checks the app id sealed inside.
-    let plain = sealer.cipher.decrypt(enc, &sealer.app_id).map_err(|e| anyhow!("reply does not decrypt: {e}"))?;
+    let plain = sealer
+        .cipher
+        .decrypt(enc, &sealer.app_id)
+        .map_err(|e| anyhow!("reply does not decrypt: {e}"))?;
     let r = xml::parse(&plain).map_err(|e| anyhow!("decrypted reply is not XML: {e}"))?;
-    if r.child_text("ToUserName") != Some(meta.openid.as_str()) || r.child_text("FromUserName") != Some(ACCOUNT) {
+    if r.child_text("ToUserName") != Some(meta.openid.as_str())
+        || r.child_text("FromUserName") != Some(ACCOUNT)
+    {
         bail!("reply addressed wrongly: {plain:.200}");
     }
     let msg_type = r.child_text("MsgType").unwrap_or("");
@@ -1175,7 +1552,9 @@ fn verify(
             .collect::<Result<_>>()?;
         let step = (lines.len() / sample.max(1)).max(1);
         for (req, exp) in lines.iter().step_by(step).take(sample) {
-            let (p, b) = req.split_once('\t').ok_or_else(|| anyhow!("bad pushes.tsv line"))?;
+            let (p, b) = req
+                .split_once('\t')
+                .ok_or_else(|| anyhow!("bad pushes.tsv line"))?;
             let meta: Meta = serde_json::from_str(exp)?;
             cases.push(("replayed".into(), unescape_line(p), unescape_line(b), meta));
         }
@@ -1186,14 +1565,24 @@ fn verify(
     let mut ok: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut failures = Vec::new();
     for (origin, path, body, meta) in &cases {
-        let res = http_post(addr, path, body).and_then(|(status, reply)| check_reply(&sealer, meta, status, &reply, public_url));
+        let res = http_post(addr, path, body)
+            .and_then(|(status, reply)| check_reply(&sealer, meta, status, &reply, public_url));
         match res {
-            Ok(()) => *ok.entry((origin.clone(), meta.category.clone())).or_default() += 1,
-            Err(e) => failures.push(format!("{origin} seq {} ({}, rule {}): {e}", meta.seq, meta.category, meta.rule)),
+            Ok(()) => {
+                *ok.entry((origin.clone(), meta.category.clone()))
+                    .or_default() += 1
+            }
+            Err(e) => failures.push(format!(
+                "{origin} seq {} ({}, rule {}): {e}",
+                meta.seq, meta.category, meta.rule
+            )),
         }
     }
     let ok_total: u64 = ok.values().sum();
-    eprintln!("verify: {ok_total}/{} replies correct; by (origin, category): {ok:?}", cases.len());
+    eprintln!(
+        "verify: {ok_total}/{} replies correct; by (origin, category): {ok:?}",
+        cases.len()
+    );
     for f in failures.iter().take(20) {
         eprintln!("  FAIL {f}");
     }
@@ -1220,11 +1609,16 @@ fn prefill(dir: &Path, subscribers: u64, entitlements: u64, threads: u64) -> Res
                     let mut i = t;
                     while i < subscribers {
                         let id = OpenId::new(openid(i));
-                        let scene = (i % 4 == 0).then(|| CHANNELS[(i / 4) as usize % CHANNELS.len()]);
+                        let scene =
+                            (i % 4 == 0).then(|| CHANNELS[(i / 4) as usize % CHANNELS.len()]);
                         let at = now - 86_400 * 365 + (i as i64 % (86_400 * 365));
-                        store.on_subscribe(&id, scene, at).map_err(|e| anyhow!("{e}"))?;
+                        store
+                            .on_subscribe(&id, scene, at)
+                            .map_err(|e| anyhow!("{e}"))?;
                         if i % 3 == 0 {
-                            store.touch(&id, at + 60, true).map_err(|e| anyhow!("{e}"))?;
+                            store
+                                .touch(&id, at + 60, true)
+                                .map_err(|e| anyhow!("{e}"))?;
                         }
                         i += threads;
                     }
@@ -1255,7 +1649,13 @@ fn prefill(dir: &Path, subscribers: u64, entitlements: u64, threads: u64) -> Res
                         let article = ARTICLES[(k as usize) % ARTICLES.len()].id;
                         let reference = format!("bench-order-{k}");
                         store
-                            .grant(&OpenId::new(openid(i)), article, "prefill", Some(&reference), now)
+                            .grant(
+                                &OpenId::new(openid(i)),
+                                article,
+                                "prefill",
+                                Some(&reference),
+                                now,
+                            )
                             .map_err(|e| anyhow!("{e}"))?;
                         k += threads;
                     }
