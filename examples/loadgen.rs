@@ -130,7 +130,7 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Rules { out, check } => {
             let text = rules_toml(&model());
-            if let Some(path) = check {
+            if let Some(path) = &check {
                 let have = fs::read_to_string(&path)
                     .with_context(|| format!("reading {}", path.display()))?;
                 if have != text {
@@ -145,7 +145,8 @@ fn main() -> Result<()> {
                 Some(path) => {
                     fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?
                 }
-                None => print!("{text}"),
+                None if check.is_none() => print!("{text}"),
+                None => {}
             }
             Ok(())
         }
