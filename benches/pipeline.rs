@@ -70,6 +70,36 @@ fn bench(c: &mut Criterion) {
     let a = rt.block_on(gw.post(&q, body.as_bytes(), now)).unwrap();
     assert!(a.body.contains("<Encrypt>"), "{}", a.body);
 
+    // The protocol alone (no store, no rules): verify → decrypt → parse → render → seal.
+    let token = mpgate::wechat::types::Token::new(TOKEN);
+    let app_id = AppId::new(APP_ID);
+    let (q, body, now) = make();
+    c.bench_function("pipeline/protocol_only", |b| {
+        b.iter(|| {
+            let ts = q.timestamp.as_deref().unwrap();
+            let nonce = q.nonce.as_deref().unwrap();
+            let env = mpgate::wechat::message::parse_envelope(&body).unwrap();
+            let enc = env.encrypt.unwrap();
+            assert!(signature::verify(
+                q.msg_signature.as_deref().unwrap(),
+                &[TOKEN, ts, nonce, &enc]
+            ));
+            let xml = cipher.decrypt(&enc, &app_id).unwrap();
+            let msg = mpgate::wechat::message::parse(&xml).unwrap();
+            let reply = mpgate::wechat::reply::Reply::Text {
+                content: "课程价格：早鸟 ¥1999，标准 ¥2599。回复「优惠」看老学员优惠 🙂".into(),
+            };
+            let ctx = mpgate::wechat::reply::ReplyContext {
+                to_user: msg.header.from_user.as_str(),
+                from_user: &msg.header.to_user,
+                create_time: now.timestamp(),
+                after_user_message: true,
+            };
+            let out = mpgate::wechat::reply::render(&reply, &ctx).unwrap();
+            mpgate::wechat::reply::seal(&cipher, &app_id, &token, &out, now.timestamp(), nonce)
+        })
+    });
+
     c.bench_function("pipeline/encrypted_text_push", |b| {
         b.iter_batched(
             make,

@@ -540,6 +540,21 @@ impl Gateway {
     }
 
     fn render(&self, reply: &Reply, inbound: &Inbound, at: i64) -> String {
+        // A passive reply cuts text at TEXT_MAX_BYTES. With the platform client on, a longer
+        // text goes out whole as customer-service messages instead, and the push is answered
+        // `success`.
+        if let (Reply::Text { content }, Some(_)) = (reply, &self.outbox) {
+            if content.len() > reply::TEXT_MAX_BYTES {
+                self.send_later(
+                    CustomMessage::Text {
+                        to: inbound.header.from_user.as_str().to_string(),
+                        content: content.clone(),
+                    },
+                    "long-reply",
+                );
+                return String::new();
+            }
+        }
         let ctx = ReplyContext {
             to_user: inbound.header.from_user.as_str(),
             from_user: &inbound.header.to_user,

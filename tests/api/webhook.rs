@@ -207,3 +207,13 @@ async fn a_handoff_notice_goes_out_as_a_customer_service_message() {
     .await;
     assert_eq!(m["touser"], "oHook5");
 }
+
+#[tokio::test]
+async fn a_text_too_long_for_a_passive_reply_goes_out_whole_as_a_customer_service_message() {
+    let (app, platform, _hook) = app_with_hooks().await;
+    let long = "长".repeat(1500); // 4,500 bytes: over the passive reply's limit
+    let r = app.say("oLong", &format!("echo {long}")).await;
+    assert!(r.is_success(), "{} {}", r.status, r.raw);
+    let m = delivered_within(&platform, &format!("echo {long}"), Duration::from_secs(5)).await;
+    assert_eq!(m["touser"], "oLong");
+}
