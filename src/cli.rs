@@ -218,24 +218,42 @@ fn serve() -> ExitCode {
         Err(c) => return c,
     };
     crate::telemetry::init(settings.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    block_on(true, async {
+        let app = crate::startup::Application::build(settings).await?;
+        app.run_until_stopped().await?;
+        Ok(String::new())
+    })
+}
+
+/// Runs `fut` on a fresh runtime; prints its summary, or its error chain as one message.
+fn block_on(
+    multi_thread: bool,
+    fut: impl std::future::Future<Output = anyhow::Result<String>>,
+) -> ExitCode {
+    let built = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let rt = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mpgate: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    let result = rt.block_on(async {
-        let app = crate::startup::Application::build(settings).await?;
-        app.run_until_stopped().await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    match rt.block_on(fut) {
+        Ok(summary) => {
+            if !summary.is_empty() {
+                println!("{summary}");
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("mpgate: {e:#}");
             ExitCode::from(1)
         }
@@ -281,24 +299,7 @@ fn menu_push(keywords: Option<PathBuf>) -> ExitCode {
         Err(c) => return c,
     };
     let path = keywords.unwrap_or_else(|| settings.keywords.clone());
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("mpgate: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match rt.block_on(crate::platform::menu_push(&settings, &path)) {
-        Ok(summary) => {
-            println!("{summary}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("mpgate: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    block_on(false, async move {
+        crate::platform::menu_push(&settings, &path).await
+    })
 }

@@ -67,6 +67,10 @@ pub enum CallbackError {
     Unavailable,
 }
 
+fn required<'a>(v: &'a Option<String>, name: &'static str) -> Result<&'a str, CallbackError> {
+    v.as_deref().ok_or(CallbackError::MissingParam(name))
+}
+
 /// What came in, once authenticated: which key opened it, if any.
 struct Opened {
     inbound: Inbound,
@@ -181,22 +185,10 @@ impl Gateway {
     /// No replay window here: verification changes nothing, and the console's check may be
     /// repeated with the same parameters.
     pub fn verify_url(&self, q: &CallbackQuery) -> Result<String, CallbackError> {
-        let sig = q
-            .signature
-            .as_deref()
-            .ok_or(CallbackError::MissingParam("signature"))?;
-        let ts = q
-            .timestamp
-            .as_deref()
-            .ok_or(CallbackError::MissingParam("timestamp"))?;
-        let nonce = q
-            .nonce
-            .as_deref()
-            .ok_or(CallbackError::MissingParam("nonce"))?;
-        let echostr = q
-            .echostr
-            .as_deref()
-            .ok_or(CallbackError::MissingParam("echostr"))?;
+        let sig = required(&q.signature, "signature")?;
+        let ts = required(&q.timestamp, "timestamp")?;
+        let nonce = required(&q.nonce, "nonce")?;
+        let echostr = required(&q.echostr, "echostr")?;
         if !signature::verify(sig, &[self.token.expose(), ts, nonce]) {
             return Err(CallbackError::BadSignature);
         }
@@ -243,14 +235,8 @@ impl Gateway {
         body: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Opened, CallbackError> {
-        let ts = q
-            .timestamp
-            .as_deref()
-            .ok_or(CallbackError::MissingParam("timestamp"))?;
-        let nonce = q
-            .nonce
-            .as_deref()
-            .ok_or(CallbackError::MissingParam("nonce"))?;
+        let ts = required(&q.timestamp, "timestamp")?;
+        let nonce = required(&q.nonce, "nonce")?;
         let ts_num: i64 = ts.trim().parse().map_err(|_| CallbackError::BadTimestamp)?;
         if let Some(window) = self.replay_window {
             let skew = now.timestamp() - ts_num;
@@ -267,10 +253,7 @@ impl Gateway {
             if self.ciphers.is_empty() {
                 return Err(CallbackError::NoAesKey);
             }
-            let msg_sig = q
-                .msg_signature
-                .as_deref()
-                .ok_or(CallbackError::MissingParam("msg_signature"))?;
+            let msg_sig = required(&q.msg_signature, "msg_signature")?;
             let env =
                 message::parse_envelope(text).map_err(|e| CallbackError::BadXml(e.to_string()))?;
             let enc = env.encrypt.ok_or(CallbackError::NoEncrypt)?;
@@ -304,10 +287,7 @@ impl Gateway {
             if !self.ciphers.is_empty() && !self.allow_plaintext {
                 return Err(CallbackError::PlaintextRefused);
             }
-            let sig = q
-                .signature
-                .as_deref()
-                .ok_or(CallbackError::MissingParam("signature"))?;
+            let sig = required(&q.signature, "signature")?;
             if !signature::verify(sig, &[self.token.expose(), ts, nonce]) {
                 return Err(CallbackError::BadSignature);
             }
