@@ -131,7 +131,7 @@ fn main() -> Result<()> {
         Cmd::Rules { out, check } => {
             let text = rules_toml(&model());
             if let Some(path) = &check {
-                let have = fs::read_to_string(&path)
+                let have = fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
                 if have != text {
                     bail!(
