@@ -21,9 +21,10 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin mpgate \
+ && groupadd --system --gid 10001 mpgate \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin mpgate \
  && mkdir -p /data \
- && chown mpgate /data
+ && chown 10001:10001 /data
 WORKDIR /app
 COPY --from=build /src/target/release/mpgate /usr/local/bin/mpgate
 COPY keywords.toml ./
@@ -34,7 +35,7 @@ ENV MPGATE_LISTEN=0.0.0.0:8080 \
     MPGATE_LOG_FORMAT=json
 VOLUME ["/data"]
 EXPOSE 8080
-USER mpgate
+USER 10001:10001
 HEALTHCHECK --interval=30s --timeout=3s --start-period=5s --retries=3 CMD ["mpgate", "healthcheck"]
 ENTRYPOINT ["mpgate"]
 CMD ["serve"]
