@@ -10,9 +10,10 @@
 //! - [`platform`]: outbound client for the WeChat API.
 //! - [`pipeline`]: one push, decrypted, through dedupe, state, rules, into a reply.
 //! - [`http`]: thin actix handlers; one error → status mapping.
-//! - [`settings`], [`telemetry`], [`startup`]: process wiring.
+//! - [`settings`], [`telemetry`], [`startup`]: process wiring; [`defaults`]: the embedded demo rules.
 
 pub mod cli;
+pub mod defaults;
 pub mod http;
 pub mod ops;
 pub mod paywall;

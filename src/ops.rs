@@ -23,8 +23,9 @@ fn open(s: &Settings) -> anyhow::Result<Store> {
 
 /// Article ids come from keywords.toml: refuse ids it does not declare.
 fn known_article(s: &Settings, article: &str) -> anyhow::Result<()> {
-    let loaded = RuleSet::load(&s.keywords)
-        .map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", s.keywords.display()))?;
+    let path = s.rules_path()?;
+    let loaded = RuleSet::load(&path)
+        .map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", path.display()))?;
     if loaded.rules.article(article).is_none() {
         let known: Vec<&str> = loaded
             .rules

@@ -60,6 +60,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub keywords: PathBuf,
+    /// Whether `keywords` was named (`MPGATE_KEYWORDS`); if not and it does not exist, the
+    /// embedded demo rules are served (see [`crate::defaults`]).
+    pub keywords_explicit: bool,
     /// Base URL subscribers' browsers reach this server at (for signed article links).
     pub public_url: String,
     /// Absent: the admin API is off.
@@ -230,6 +233,7 @@ impl Settings {
             )
         })?;
         let data_dir = PathBuf::from(get("DATA_DIR").unwrap_or("./data"));
+        let keywords_explicit = get("KEYWORDS").is_some();
         let keywords = PathBuf::from(get("KEYWORDS").unwrap_or("./keywords.toml"));
         let public_url = get("PUBLIC_URL")
             .map(|u| u.trim_end_matches('/').to_string())
@@ -298,6 +302,7 @@ impl Settings {
             listen,
             data_dir,
             keywords,
+            keywords_explicit,
             public_url,
             admin_token,
             replay_window: (window > 0).then(|| Duration::from_secs(window)),
@@ -335,6 +340,15 @@ impl Settings {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Self::from_sources(None, &env)
+    }
+
+    /// The rules file to load: the named or local one, else the embedded demo rules written
+    /// into the data dir.
+    pub fn rules_path(&self) -> std::io::Result<PathBuf> {
+        if self.keywords_explicit || self.keywords.exists() {
+            return Ok(self.keywords.clone());
+        }
+        crate::defaults::materialize(&self.data_dir.join("builtin-rules"))
     }
 
     /// A line for the start-up log: the mode, never a secret.

@@ -40,8 +40,20 @@ impl Application {
             },
         )
         .with_context(|| format!("cannot open the data dir {}", settings.data_dir.display()))?;
-        let loaded = RuleSet::load(&settings.keywords)
-            .map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", settings.keywords.display()))?;
+        let keywords = settings.rules_path().with_context(|| {
+            format!(
+                "cannot write the built-in rules into {}",
+                settings.data_dir.display()
+            )
+        })?;
+        if keywords != settings.keywords {
+            tracing::warn!(
+                path = %keywords.display(),
+                "no keywords.toml here and MPGATE_KEYWORDS not set: serving the built-in demo rules"
+            );
+        }
+        let loaded = RuleSet::load(&keywords)
+            .map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", keywords.display()))?;
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
@@ -84,6 +96,8 @@ impl Application {
         .listen(listener)?
         .run();
         let (shutdown, _) = watch::channel(false);
+        let mut settings = settings;
+        settings.keywords = keywords;
         Ok(Application {
             port,
             server,

@@ -202,3 +202,56 @@ async fn every_acknowledged_grant_survives_a_sigkill() {
         &lost[..lost.len().min(5)]
     );
 }
+
+#[tokio::test]
+async fn started_anywhere_without_a_rules_file_it_serves_the_built_in_demo() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data = cwd.path().join("data");
+    let port = free_port();
+    let child = binary()
+        .current_dir(cwd.path())
+        .arg("serve")
+        .env("MPGATE_TOKEN", TOKEN)
+        .env("MPGATE_APP_ID", APP_ID)
+        .env("MPGATE_ENCODING_AES_KEY", AES_KEY)
+        .env("MPGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MPGATE_DATA_DIR", &data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    wait_healthy(&server.base).await;
+    let s = seal_push(
+        &text_xml("oDemo", "价格", 77),
+        AES_KEY,
+        APP_ID,
+        now(),
+        &nonce(),
+    );
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let body = client
+        .post(format!("{}/wechat?{}", server.base, s.query))
+        .body(s.body.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let outer = mpgate::wechat::xml::parse(&body).unwrap();
+    let plain = cipher(AES_KEY)
+        .decrypt(
+            outer.child_text("Encrypt").unwrap(),
+            &mpgate::wechat::types::AppId::new(APP_ID),
+        )
+        .unwrap();
+    assert!(
+        plain.contains("¥"),
+        "the shipped price rule answers: {plain}"
+    );
+    assert!(data.join("builtin-rules/keywords.toml").exists());
+}
