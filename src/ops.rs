@@ -151,14 +151,9 @@ pub fn close_handoff(s: &Settings, openid: &str) -> anyhow::Result<String> {
 }
 
 pub fn outbox(s: &Settings, state: &str) -> anyhow::Result<String> {
-    use crate::store::platform::OutboxFilter;
-    let filter = match state {
-        "all" => OutboxFilter::All,
-        "pending" => OutboxFilter::Pending,
-        "sent" => OutboxFilter::Sent,
-        "failed" => OutboxFilter::Failed,
-        other => anyhow::bail!("--state must be pending, failed, sent or all, not `{other}`"),
-    };
+    let filter: crate::store::platform::OutboxFilter = state
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--{e}"))?;
     let store = open(s)?;
     Ok(serde_json::to_string_pretty(&store.outbox_list(filter)?)?)
 }

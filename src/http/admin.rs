@@ -341,18 +341,12 @@ async fn outbox(
     q: web::Query<OutboxQuery>,
 ) -> Result<HttpResponse, AdminError> {
     authorize(&req, &token)?;
-    use crate::store::platform::OutboxFilter;
-    let filter = match q.state.as_deref().unwrap_or("all") {
-        "all" => OutboxFilter::All,
-        "pending" => OutboxFilter::Pending,
-        "sent" => OutboxFilter::Sent,
-        "failed" => OutboxFilter::Failed,
-        other => {
-            return Err(AdminError::BadRequest(format!(
-                "`state` must be pending, failed, sent or all, not `{other}`"
-            )))
-        }
-    };
+    let filter: crate::store::platform::OutboxFilter = q
+        .state
+        .as_deref()
+        .unwrap_or("all")
+        .parse()
+        .map_err(AdminError::BadRequest)?;
     let items = gw.store().outbox_list(filter)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "count": items.len(), "items": items })))
 }

@@ -75,6 +75,23 @@ pub enum OutboxFilter {
     Failed,
 }
 
+impl std::str::FromStr for OutboxFilter {
+    type Err = String;
+
+    /// `pending`, `failed`, `sent` or `all`, as operators type them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "all" => Ok(OutboxFilter::All),
+            "pending" => Ok(OutboxFilter::Pending),
+            "sent" => Ok(OutboxFilter::Sent),
+            "failed" => Ok(OutboxFilter::Failed),
+            other => Err(format!(
+                "state must be pending, failed, sent or all, not `{other}`"
+            )),
+        }
+    }
+}
+
 impl OutboxFilter {
     fn matches(self, state: &OutboxState) -> bool {
         matches!(

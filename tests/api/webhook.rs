@@ -102,7 +102,8 @@ handoff = {{ notice = \"An agent will be with you shortly.\" }}
     let mut opts = Options::default()
         .env("MPGATE_APP_SECRET", APP_SECRET)
         .env("MPGATE_API_BASE", &platform.base)
-        .env("MPGATE_WEBHOOK_SECRET", HOOK_SECRET);
+        .env("MPGATE_WEBHOOK_SECRET", HOOK_SECRET)
+        .env("MPGATE_ADMIN_TOKEN", crate::admin::ADMIN);
     opts.keywords = Some(keywords);
     (spawn_app(opts).await, platform, hook)
 }
