@@ -46,7 +46,7 @@ fn bench_store(c: &mut Criterion) {
             black_box(store.touch(u, at, true).expect("touch"));
             let r = StoredReply {
                 at,
-                body: reply.to_string(),
+                body: reply.into(),
             };
             store
                 .dedupe_put(&format!("{u}:{i}"), &r)

@@ -342,9 +342,8 @@ impl Gateway {
                 key: key.clone(),
             };
             if let Some(stored) = self.store.dedupe_get(&key)? {
-                let body: Arc<str> = Arc::from(stored.body);
-                let _ = tx.send(Some(body.clone()));
-                return Ok(body);
+                let _ = tx.send(Some(stored.body.clone()));
+                return Ok(stored.body);
             }
             let body = match self.handle(inbound, now)? {
                 Handled::Done(body) => body,
@@ -357,7 +356,7 @@ impl Gateway {
                 &key,
                 &StoredReply {
                     at: now.timestamp(),
-                    body: body.to_string(),
+                    body: body.clone(),
                 },
             )?;
             let _ = tx.send(Some(body.clone()));

@@ -274,8 +274,11 @@ impl Settings {
         if link_ttl == 0 {
             return Err(err(&name("LINK_TTL_SECS"), "must be greater than 0"));
         }
-        let cache_mb = num("CACHE_MB", 64)?;
-        let dedupe_retention = num("DEDUPE_RETENTION_SECS", 86_400)?;
+        let cache_mb = num("CACHE_MB", crate::store::DEFAULT_CACHE_MB)?;
+        let dedupe_retention = num(
+            "DEDUPE_RETENTION_SECS",
+            crate::store::DEFAULT_DEDUPE_RETENTION_SECS.unsigned_abs(),
+        )?;
         if dedupe_retention < 60 {
             // The platform retries within ~15 s; anything shorter would forget answered pushes.
             return Err(err(&name("DEDUPE_RETENTION_SECS"), "must be at least 60"));

@@ -152,7 +152,6 @@ impl Application {
         for j in jobs {
             let _ = j.await;
         }
-        gateway.store().flush_counters()?;
         gateway.store().flush()?;
         tracing::info!("stopped; state flushed");
         result.map_err(Into::into)
@@ -171,17 +170,38 @@ fn spawn_jobs(
         Duration::from_millis(500),
         shutdown.clone(),
     )));
-    // Counters: batched in memory on the hot path, merged into sled every second.
+    // Write-behind: the per-push state kept in memory goes to sled off the request path:
+    // dedupe entries every 100 ms, subscriber activity and counters every second. sled work runs
+    // on the blocking pool so an actix worker never waits on it.
     {
         let gw = gw.clone();
         let mut stop = shutdown.clone();
         jobs.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n: u64 = 0;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        if let Err(e) = gw.store().flush_counters() {
-                            tracing::error!(error = %e, "counter flush failed");
+                        n += 1;
+                        let every_second = n.is_multiple_of(10);
+                        let gw = gw.clone();
+                        let done = tokio::task::spawn_blocking(move || {
+                            if let Err(e) = gw.store().flush_dedupe() {
+                                tracing::error!(error = %e, "dedupe flush failed");
+                            }
+                            if every_second {
+                                if let Err(e) = gw.store().flush_subscribers() {
+                                    tracing::error!(error = %e, "subscriber flush failed");
+                                }
+                                if let Err(e) = gw.store().flush_counters() {
+                                    tracing::error!(error = %e, "counter flush failed");
+                                }
+                            }
+                        })
+                        .await;
+                        if let Err(e) = done {
+                            tracing::error!(error = %e, "write-behind flush task failed");
                         }
                     }
                     _ = stop.changed() => break,

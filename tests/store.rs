@@ -6,7 +6,7 @@ use std::path::Path;
 use chrono::NaiveDate;
 use mpgate::store::{
     Counter, GrantOutcome, HandoffSession, HandoffState, RevokeOutcome, Store, StoreConfig,
-    StoreError, StoredReply,
+    StoreError, StoredReply, SCHEMA_VERSION,
 };
 use mpgate::wechat::types::OpenId;
 use tempfile::TempDir;
@@ -100,6 +100,58 @@ fn tags_are_sorted_and_unique() {
 }
 
 #[test]
+fn activity_is_written_behind_and_state_changes_through() {
+    let dir = TempDir::new().expect("tempdir");
+    let u = uid("oWB");
+    {
+        let store = open(dir.path());
+        store.on_subscribe(&u, Some("qr9"), T0).expect("subscribe");
+        store.touch(&u, T0 + 5, true).expect("touch");
+        store.touch(&u, T0 + 9, true).expect("touch");
+        // Readers see the cached record at once.
+        let s = store.subscriber(&u).expect("read").expect("exists");
+        assert_eq!((s.last_seen, s.message_count), (T0 + 9, 2));
+        assert_eq!(store.flush_subscribers().expect("flush"), 1);
+        assert_eq!(store.flush_subscribers().expect("nothing dirty"), 0);
+        store.add_tags(&u, &["vip".into()]).expect("tags");
+        // Adding a tag it already has changes nothing and writes nothing.
+        store.add_tags(&u, &["vip".into()]).expect("tags");
+        assert_eq!(store.flush_subscribers().expect("flush"), 0);
+    }
+    let store = open(dir.path());
+    let s = store.subscriber(&u).expect("read").expect("exists");
+    assert_eq!(
+        (s.channel.as_deref(), s.last_seen, s.message_count, s.tags),
+        (Some("qr9"), T0 + 9, 2, vec!["vip".to_string()])
+    );
+}
+
+#[test]
+fn cache_eviction_keeps_every_record_correct() {
+    let (_dir, store) = fresh();
+    // More openids than the cache holds, each touched twice across flushes.
+    for round in 0..2 {
+        for i in 0..12_000 {
+            store
+                .touch(&uid(&format!("o{i}")), T0 + round, true)
+                .expect("touch");
+        }
+        store.flush_subscribers().expect("flush");
+        store
+            .flush_subscribers()
+            .expect("second pass evicts unused records");
+    }
+    for i in (0..12_000).step_by(997) {
+        let s = store
+            .subscriber(&uid(&format!("o{i}")))
+            .expect("read")
+            .expect("exists");
+        assert_eq!((s.message_count, s.last_seen), (2, T0 + 1), "o{i}");
+    }
+    assert_eq!(store.stats().expect("stats").subscribers, 12_000);
+}
+
+#[test]
 fn concurrent_touch_loses_no_update() {
     let (_dir, store) = fresh();
     let u = uid("oBusy");
@@ -135,13 +187,13 @@ fn dedupe_put_get_and_sweep_respect_retention() {
     };
     let young = StoredReply {
         at: T0 + 50,
-        body: String::new(),
+        body: "".into(),
     };
     store.dedupe_put("msg:1", &old).expect("put");
     store.dedupe_put("msg:2", &young).expect("put");
     assert_eq!(store.dedupe_get("msg:1").expect("get"), Some(old.clone()));
     assert_eq!(store.dedupe_get("msg:3").expect("get"), None);
-    assert_eq!(store.stats().dedupe_entries, 2);
+    assert_eq!(store.stats().expect("stats").dedupe_entries, 2);
 
     // Retention boundary: an entry exactly `retention` old is kept.
     assert_eq!(store.sweep_dedupe(T0 + 100).expect("sweep"), 0);
@@ -149,7 +201,7 @@ fn dedupe_put_get_and_sweep_respect_retention() {
     assert_eq!(store.dedupe_get("msg:1").expect("get"), None);
     assert_eq!(store.dedupe_get("msg:2").expect("get"), Some(young));
     assert_eq!(store.sweep_dedupe(T0 + 151).expect("sweep"), 1);
-    assert_eq!(store.stats().dedupe_entries, 0);
+    assert_eq!(store.stats().expect("stats").dedupe_entries, 0);
 }
 
 #[test]
@@ -189,12 +241,164 @@ fn sweep_handles_more_than_one_chunk() {
     for i in 0..1300 {
         let r = StoredReply {
             at: T0 + i,
-            body: String::new(),
+            body: "".into(),
         };
         store.dedupe_put(&format!("m{i}"), &r).expect("put");
     }
     assert_eq!(store.sweep_dedupe(T0 + 1200).expect("sweep"), 1200);
-    assert_eq!(store.stats().dedupe_entries, 100);
+    assert_eq!(store.stats().expect("stats").dedupe_entries, 100);
+}
+
+#[test]
+fn dedupe_entries_are_found_before_and_after_their_batch_is_written() {
+    let (_dir, store) = fresh();
+    // Enough bodies to span several batch values (each is at most 32 KiB).
+    let body = "<xml>回复内容 🙂 </xml>".repeat(40);
+    for i in 0..400 {
+        let r = StoredReply {
+            at: T0 + i,
+            body: format!("{body}{i}").into(),
+        };
+        store.dedupe_put(&format!("msg:{i}"), &r).expect("put");
+    }
+    let check = |store: &Store| {
+        for i in [0, 1, 199, 399] {
+            let got = store.dedupe_get(&format!("msg:{i}")).expect("get");
+            assert_eq!(
+                got.map(|r| (r.at, r.body.to_string())),
+                Some((T0 + i, format!("{body}{i}"))),
+                "msg:{i}"
+            );
+        }
+        assert_eq!(store.dedupe_get("msg:400").expect("get"), None);
+    };
+    check(&store);
+    assert_eq!(store.flush_dedupe().expect("flush"), 400);
+    assert_eq!(store.flush_dedupe().expect("nothing left"), 0);
+    check(&store);
+    assert_eq!(store.stats().expect("stats").dedupe_entries, 400);
+}
+
+#[test]
+fn flushed_dedupe_entries_survive_a_restart_and_pending_ones_are_flushed_by_flush() {
+    let dir = TempDir::new().expect("tempdir");
+    let now = chrono::Utc::now().timestamp();
+    {
+        let store = open(dir.path());
+        for i in 0..3 {
+            let r = StoredReply {
+                at: now,
+                body: format!("<xml>{i}</xml>").into(),
+            };
+            store.dedupe_put(&format!("msg:{i}"), &r).expect("put");
+            if i == 0 {
+                store.flush_dedupe().expect("write behind");
+            }
+        }
+        // What the server does on shutdown.
+        store.flush().expect("flush");
+    }
+    let store = open(dir.path());
+    for i in 0..3 {
+        let got = store.dedupe_get(&format!("msg:{i}")).expect("get");
+        assert_eq!(
+            got.map(|r| r.body.to_string()),
+            Some(format!("<xml>{i}</xml>"))
+        );
+    }
+    // A re-put after the restart shadows the stored entry.
+    store
+        .dedupe_put(
+            "msg:1",
+            &StoredReply {
+                at: now + 1,
+                body: "new".into(),
+            },
+        )
+        .expect("re-put");
+    assert_eq!(
+        store
+            .dedupe_get("msg:1")
+            .expect("get")
+            .map(|r| r.body.to_string()),
+        Some("new".into())
+    );
+}
+
+#[test]
+fn entries_older_than_the_retention_are_not_reloaded_and_their_batches_are_deleted() {
+    let dir = TempDir::new().expect("tempdir");
+    let now = chrono::Utc::now().timestamp();
+    {
+        let store = open(dir.path());
+        let old = StoredReply {
+            at: now - 4000,
+            body: "old".into(),
+        };
+        store.dedupe_put("old", &old).expect("put");
+        store.flush().expect("flush");
+        let young = StoredReply {
+            at: now,
+            body: "young".into(),
+        };
+        store.dedupe_put("young", &young).expect("put");
+        store.flush().expect("flush");
+    }
+    {
+        let store = open(dir.path());
+        assert_eq!(store.dedupe_get("old").expect("get"), None);
+        assert!(store.dedupe_get("young").expect("get").is_some());
+        assert_eq!(store.stats().expect("stats").dedupe_entries, 1);
+        assert_eq!(store.sweep_dedupe(now).expect("sweep"), 0);
+        // The old entry's batch is still on disk; this sweep forgets the young entry and, with
+        // both batches expired, deletes them.
+        assert_eq!(store.sweep_dedupe(now + 601).expect("sweep"), 1);
+        assert_eq!(store.dedupe_get("young").expect("get"), None);
+        store.flush().expect("flush");
+    }
+    // Had the young entry's batch survived the sweep, it would be reloaded (it is within the
+    // retention of the real clock).
+    let store = open(dir.path());
+    assert_eq!(store.stats().expect("stats").dedupe_entries, 0);
+}
+
+#[test]
+fn concurrent_puts_gets_and_flushes_lose_nothing() {
+    let (_dir, store) = fresh();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let store = store.clone();
+            scope.spawn(move || {
+                for i in 0..500 {
+                    let key = format!("t{t}:{i}");
+                    let r = StoredReply {
+                        at: T0 + i,
+                        body: key.clone().into(),
+                    };
+                    store.dedupe_put(&key, &r).expect("put");
+                    // Every entry put so far is visible, pending or flushed.
+                    let back = format!("t{t}:{}", i / 2);
+                    let got = store.dedupe_get(&back).expect("get").expect("present");
+                    assert_eq!(&*got.body, back.as_str());
+                }
+            });
+        }
+        let store = store.clone();
+        scope.spawn(move || {
+            for _ in 0..200 {
+                store.flush_dedupe().expect("flush");
+                std::thread::yield_now();
+            }
+        });
+    });
+    store.flush_dedupe().expect("flush");
+    for t in 0..4 {
+        for i in 0..500 {
+            let key = format!("t{t}:{i}");
+            let got = store.dedupe_get(&key).expect("get").expect("present");
+            assert_eq!(&*got.body, key.as_str());
+        }
+    }
 }
 
 #[test]
@@ -518,12 +722,14 @@ fn newer_schema_is_refused_with_a_clear_message() {
         err,
         StoreError::NewerSchema {
             found: 99,
-            supported: 1
+            supported: SCHEMA_VERSION
         }
     ));
     assert_eq!(
         err.to_string(),
-        "data dir written by a newer mpgate (schema 99); this build understands up to 1"
+        format!(
+            "data dir written by a newer mpgate (schema 99); this build understands up to {SCHEMA_VERSION}"
+        )
     );
 }
 
@@ -538,7 +744,65 @@ fn fresh_dir_is_stamped_with_current_schema() {
         .get("schema_version")
         .expect("get")
         .expect("stamped");
-    assert_eq!(v.as_ref(), &1u32.to_be_bytes());
+    assert_eq!(v.as_ref(), &SCHEMA_VERSION.to_be_bytes());
+}
+
+#[test]
+fn schema_1_dir_is_migrated_keeping_subscribers_and_dropping_old_dedupe_trees() {
+    let dir = TempDir::new().expect("tempdir");
+    {
+        // What mpgate with schema 1 left behind: per-entry dedupe trees beside the records.
+        let db = sled::open(dir.path()).expect("sled");
+        db.open_tree("meta")
+            .expect("tree")
+            .insert("schema_version", &1u32.to_be_bytes())
+            .expect("insert");
+        db.open_tree("subscribers")
+            .expect("tree")
+            .insert(
+                "oOld",
+                br#"{"openid":"oOld","channel":"qr1","tags":["vip"],"last_seen":5,"message_count":2,"subscribed":true}"#
+                    .as_slice(),
+            )
+            .expect("insert");
+        db.open_tree("dedupe")
+            .expect("tree")
+            .insert("msg:1", br#"{"at":1,"body":""}"#.as_slice())
+            .expect("insert");
+        db.open_tree("dedupe_by_time")
+            .expect("tree")
+            .insert("x", b"".as_slice())
+            .expect("insert");
+        db.flush().expect("flush");
+    }
+    {
+        let store = open(dir.path());
+        let s = store.subscriber(&uid("oOld")).expect("read").expect("kept");
+        assert_eq!(
+            (s.channel.as_deref(), s.tags, s.message_count),
+            (Some("qr1"), vec!["vip".to_string()], 2)
+        );
+        assert_eq!(store.dedupe_get("msg:1").expect("get"), None);
+    }
+    let db = sled::open(dir.path()).expect("sled");
+    let names: Vec<String> = db
+        .tree_names()
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("dedupe_by_time") || n == "dedupe"),
+        "{names:?}"
+    );
+    let v = db
+        .open_tree("meta")
+        .expect("tree")
+        .get("schema_version")
+        .expect("get")
+        .expect("stamped");
+    assert_eq!(v.as_ref(), &SCHEMA_VERSION.to_be_bytes());
 }
 
 #[test]
@@ -569,11 +833,11 @@ fn stats_and_size() {
             "k",
             &StoredReply {
                 at: T0,
-                body: String::new(),
+                body: "".into(),
             },
         )
         .expect("put");
-    let stats = store.stats();
+    let stats = store.stats().expect("stats");
     assert_eq!(
         (stats.subscribers, stats.entitlements, stats.dedupe_entries),
         (2, 1, 1)

@@ -1,114 +1,475 @@
 //! Dedupe memory of answered pushes, so a platform retry gets the same answer and causes no
 //! second side effect.
 //!
-//! `dedupe` maps key → [`StoredReply`]; `dedupe_by_time` holds `time_key(at) ‖ key` for every
-//! entry so [`Store::sweep_dedupe`] is a range scan over the expired prefix, not a full scan.
-//! Both trees are written in one transaction.
+//! Every answered push leaves one entry (dedupe key, answer time, reply). Entries are looked up
+//! on every push and almost never found (only retries hit), so the design keeps sled off the
+//! push path:
+//!
+//! - **In memory**, an index from a 64-bit keyed hash of the dedupe key to where the entry lives
+//!   (16 bytes per entry, no reply bodies), plus the entries answered since the last write.
+//! - **In sled** (`dedupe_log`), the entries in batches: every [`Store::flush_dedupe`] (the server
+//!   calls it every 100 ms) appends the pending entries as a few values of at most
+//!   [`BATCH_BYTES`], keyed by a sequence number. One insert per batch instead of two per push
+//!   is what makes the callback cheap (BENCHMARKS.md, "write-behind").
+//! - On open, the index is rebuilt from the batches still within the retention.
+//!
+//! A lookup that hits the index reads the entry from the pending set or its batch and compares
+//! the full key, so a hash collision can never hand one push another push's answer.
+//! [`Store::sweep_dedupe`] drops index entries older than the retention and deletes batches
+//! whose newest entry is older.
+//!
+//! Durability: an entry reaches sled at the next flush (≤ 100 ms) and disk at sled's next
+//! flush (≤ 200 ms later); a crash inside that window lets a retry be handled a second time.
 
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
-use sled::Transactional;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{decode_json, encode_json, time_key, Store, StoreError};
+use super::{Store, StoreError};
 
-/// Removals per sweep transaction: bounds the transaction's size and how long it blocks pushes.
-const SWEEP_CHUNK: usize = 512;
+/// Upper bound on one batch value: small enough for sled's inline values (no blob file per
+/// batch) and to read cheaply when a retry needs one entry of it.
+const BATCH_BYTES: usize = 32 * 1024;
+
+/// `seq` of an entry that is pending (not yet written to a batch).
+const PENDING: u32 = u32::MAX;
 
 /// The answer given to a push, kept to answer its retries identically.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredReply {
     /// When the push was answered (unix seconds).
     pub at: i64,
     /// The plaintext reply XML, or `""` for the bare `success` answer.
-    pub body: String,
+    pub body: Arc<str>,
 }
 
-fn index_key(at: i64, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + key.len());
-    k.extend_from_slice(&time_key(at));
-    k.extend_from_slice(key);
-    k
+/// Where an indexed entry lives. 8 bytes, so an index slot is 16 with its hash.
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    /// The batch holding the entry, or [`PENDING`].
+    seq: u32,
+    /// Answer time, unix seconds clamped to u32 (the retention check needs it per entry).
+    at: u32,
 }
 
-fn stored_at(
-    tree: &TransactionalTree,
-    key: &[u8],
-) -> Result<Option<i64>, ConflictableTransactionError<StoreError>> {
-    match tree.get(key)? {
-        None => Ok(None),
-        Some(v) => decode_json::<StoredReply>("dedupe", &v)
-            .map(|r| Some(r.at))
-            .map_err(ConflictableTransactionError::Abort),
+fn clamp_at(at: i64) -> u32 {
+    u32::try_from(at.max(0)).unwrap_or(u32::MAX)
+}
+
+/// The index's keys are already keyed SipHash values: hashing them again would only cost time.
+#[derive(Default, Clone, Copy)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
     }
-}
-
-impl Store {
-    /// The stored answer for `key`, if the push was answered before.
-    pub fn dedupe_get(&self, key: &str) -> Result<Option<StoredReply>, StoreError> {
-        self.inner
-            .dedupe
-            .get(key.as_bytes())?
-            .map(|v| decode_json("dedupe", &v))
-            .transpose()
-    }
-
-    /// Stores the answer for `key` (replacing any earlier one and its time index entry).
-    pub fn dedupe_put(&self, key: &str, reply: &StoredReply) -> Result<(), StoreError> {
-        // The index prefix is fixed-width, so any non-empty key (even one with `\0`) is safe.
-        if key.is_empty() {
-            return Err(StoreError::InvalidKey { what: "dedupe key" });
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `HashMap<u64, _>`; fold anything else in for safety.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
-        let value = encode_json(reply);
-        let k = key.as_bytes();
-        // Two plain inserts instead of a two-tree transaction: this runs once per answered push,
-        // and a transaction cost most of the callback's store time (see BENCHMARKS.md). The
-        // index goes first, so a crash between the two leaves at worst an index entry without
-        // a record, which the sweep drops; never a record the sweep cannot find.
-        self.inner
-            .dedupe_by_time
-            .insert(index_key(reply.at, k), &[] as &[u8])?;
-        if let Some(old) = self.inner.dedupe.insert(k, value)? {
-            // A re-put (rare: only after a retry outlived the in-flight wait) moves the index.
-            if let Ok(prev) = decode_json::<StoredReply>("dedupe", &old) {
-                if prev.at != reply.at {
-                    self.inner.dedupe_by_time.remove(index_key(prev.at, k))?;
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct PassThroughBuild;
+
+impl BuildHasher for PassThroughBuild {
+    type Hasher = PassThrough;
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough::default()
+    }
+}
+
+type Pending = HashMap<Box<str>, StoredReply>;
+
+/// The in-memory side of the dedupe memory. One mutex: every operation under it is a few hash
+/// probes; sled I/O happens outside it.
+pub(super) struct Dedupe {
+    /// Keyed per process, so nobody can aim pushes at one index slot.
+    hasher: RandomState,
+    state: Mutex<State>,
+    /// Serialises flushes (the 100 ms job, an explicit flush and shutdown may overlap).
+    flush_gate: Mutex<()>,
+}
+
+struct State {
+    index: HashMap<u64, Loc, PassThroughBuild>,
+    /// Entries not yet handed to a flush.
+    pending: Pending,
+    /// Entries a running flush is writing; still answered from here until it finishes.
+    flushing: Option<Arc<Pending>>,
+    /// Batches in sled, in `seq` order, with their newest entry's time.
+    batches: VecDeque<(u32, i64)>,
+    next_seq: u32,
+}
+
+impl Dedupe {
+    /// Rebuilds the index from the batches in `tree`, skipping entries older than `cutoff`.
+    pub(super) fn load(tree: &sled::Tree, cutoff: i64) -> Result<Dedupe, StoreError> {
+        let mut d = Dedupe {
+            hasher: RandomState::new(),
+            state: Mutex::new(State {
+                index: HashMap::default(),
+                pending: HashMap::new(),
+                flushing: None,
+                batches: VecDeque::new(),
+                next_seq: 0,
+            }),
+            flush_gate: Mutex::new(()),
+        };
+        let state = d.state.get_mut().map_err(|_| poisoned())?;
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            let seq = decode_seq(&k)?;
+            let batch = Batch::parse(&v)?;
+            state.next_seq = state.next_seq.max(seq.wrapping_add(1));
+            state.batches.push_back((seq, batch.max_at));
+            for e in batch.entries() {
+                let e = e?;
+                if e.at >= cutoff {
+                    let h = hash_key(&d.hasher, e.key);
+                    state.index.insert(
+                        h,
+                        Loc {
+                            seq,
+                            at: clamp_at(e.at),
+                        },
+                    );
                 }
             }
         }
+        Ok(d)
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        self.state.lock().map_err(|_| poisoned())
+    }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Corrupt("dedupe memory lock poisoned by an earlier panic".into())
+}
+
+fn hash_key(hasher: &RandomState, key: &str) -> u64 {
+    hasher.hash_one(key.as_bytes())
+}
+
+fn decode_seq(k: &[u8]) -> Result<u32, StoreError> {
+    <[u8; 4]>::try_from(k)
+        .map(u32::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt(format!("dedupe_log key has {} bytes, not 4", k.len())))
+}
+
+/// One `dedupe_log` value: `max_at: i64 BE`, then entries
+/// `key_len: u16 BE ‖ key ‖ at: i64 BE ‖ body_len: u32 BE ‖ body`.
+struct Batch<'a> {
+    max_at: i64,
+    rest: &'a [u8],
+}
+
+struct Entry<'a> {
+    key: &'a str,
+    at: i64,
+    body: &'a str,
+}
+
+impl<'a> Batch<'a> {
+    fn parse(v: &'a [u8]) -> Result<Batch<'a>, StoreError> {
+        let (head, rest) = split(v, 8)?;
+        Ok(Batch {
+            max_at: i64::from_be_bytes(head.try_into().map_err(|_| corrupt_batch())?),
+            rest,
+        })
+    }
+
+    fn entries(&self) -> impl Iterator<Item = Result<Entry<'a>, StoreError>> {
+        let mut rest = self.rest;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let parsed = (|| {
+                let (len, r) = split(rest, 2)?;
+                let (key, r) = split(r, usize::from(u16::from_be_bytes([len[0], len[1]])))?;
+                let (at, r) = split(r, 8)?;
+                let (blen, r) = split(r, 4)?;
+                let blen = u32::from_be_bytes([blen[0], blen[1], blen[2], blen[3]]);
+                let (body, r) = split(r, usize::try_from(blen).map_err(|_| corrupt_batch())?)?;
+                let entry = Entry {
+                    key: std::str::from_utf8(key).map_err(|_| corrupt_batch())?,
+                    at: i64::from_be_bytes(at.try_into().map_err(|_| corrupt_batch())?),
+                    body: std::str::from_utf8(body).map_err(|_| corrupt_batch())?,
+                };
+                Ok((entry, r))
+            })();
+            match parsed {
+                Ok((entry, r)) => {
+                    rest = r;
+                    Some(Ok(entry))
+                }
+                Err(e) => {
+                    rest = &[];
+                    Some(Err(e))
+                }
+            }
+        })
+    }
+}
+
+fn split(v: &[u8], n: usize) -> Result<(&[u8], &[u8]), StoreError> {
+    if v.len() < n {
+        return Err(corrupt_batch());
+    }
+    Ok(v.split_at(n))
+}
+
+fn corrupt_batch() -> StoreError {
+    StoreError::Corrupt("undecodable batch in tree dedupe_log".into())
+}
+
+/// Appends one entry to a batch value under construction.
+fn encode_entry(out: &mut Vec<u8>, key: &str, reply: &StoredReply) {
+    // Keys are MsgIds or openid+time+event (well under 64 KiB); replies are bounded by the
+    // platform's limits (a few KiB), far under 4 GiB.
+    let klen = u16::try_from(key.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&klen.to_be_bytes());
+    out.extend_from_slice(&key.as_bytes()[..usize::from(klen)]);
+    out.extend_from_slice(&reply.at.to_be_bytes());
+    let blen = u32::try_from(reply.body.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&blen.to_be_bytes());
+    out.extend_from_slice(&reply.body.as_bytes()[..blen as usize]);
+}
+
+impl Store {
+    /// The stored answer for `key`, if the push was answered within the retention.
+    pub fn dedupe_get(&self, key: &str) -> Result<Option<StoredReply>, StoreError> {
+        let d = &self.inner.dedupe;
+        let h = hash_key(&d.hasher, key);
+        let seq = {
+            let s = d.lock()?;
+            let Some(loc) = s.index.get(&h).copied() else {
+                return Ok(None);
+            };
+            if loc.seq == PENDING {
+                let found = s
+                    .pending
+                    .get(key)
+                    .or_else(|| s.flushing.as_ref().and_then(|f| f.get(key)));
+                return Ok(found.cloned());
+            }
+            loc.seq
+        };
+        // A flushed entry: read its batch outside the lock (only retries get here).
+        let Some(v) = self.inner.dedupe_log.get(seq.to_be_bytes())? else {
+            return Ok(None);
+        };
+        let batch = Batch::parse(&v)?;
+        for e in batch.entries() {
+            let e = e?;
+            if e.key == key {
+                return Ok(Some(StoredReply {
+                    at: e.at,
+                    body: Arc::from(e.body),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Remembers the answer for `key` (replacing any earlier one). Memory only until the next
+    /// [`Store::flush_dedupe`].
+    pub fn dedupe_put(&self, key: &str, reply: &StoredReply) -> Result<(), StoreError> {
+        if key.is_empty() {
+            return Err(StoreError::InvalidKey { what: "dedupe key" });
+        }
+        let d = &self.inner.dedupe;
+        let h = hash_key(&d.hasher, key);
+        let mut s = d.lock()?;
+        s.index.insert(
+            h,
+            Loc {
+                seq: PENDING,
+                at: clamp_at(reply.at),
+            },
+        );
+        s.pending.insert(Box::from(key), reply.clone());
         Ok(())
     }
 
-    pub fn sweep_dedupe(&self, now: i64) -> Result<usize, StoreError> {
-        let cutoff = time_key(now.saturating_sub(self.inner.cfg.dedupe_retention_secs));
-        let mut removed = 0;
-        loop {
-            let chunk = self
-                .inner
-                .dedupe_by_time
-                .range(..cutoff.as_slice())
-                .keys()
-                .take(SWEEP_CHUNK)
-                .collect::<Result<Vec<_>, _>>()?;
-            if chunk.is_empty() {
-                return Ok(removed);
+    /// Writes the pending entries to sled as batches. Returns how many entries it wrote.
+    pub fn flush_dedupe(&self) -> Result<usize, StoreError> {
+        let d = &self.inner.dedupe;
+        let _gate = d.flush_gate.lock().map_err(|_| poisoned())?;
+        let (work, first_seq) = {
+            let mut s = d.lock()?;
+            if s.pending.is_empty() {
+                return Ok(0);
             }
-            removed += (&self.inner.dedupe, &self.inner.dedupe_by_time).transaction(
-                |(dedupe, by_time)| {
-                    let mut n = 0;
-                    for ik in &chunk {
-                        let (at_bytes, key) = ik.split_at(8.min(ik.len()));
-                        // Only drop the record if this index entry is still its own (a
-                        // concurrent re-put may have moved it to a newer time).
-                        let current = stored_at(dedupe, key)?;
-                        if by_time.remove(ik.as_ref())?.is_some()
-                            && current.map(time_key).as_ref().map(|t| &t[..]) == Some(at_bytes)
-                        {
-                            dedupe.remove(key)?;
-                            n += 1;
-                        }
+            let work = Arc::new(std::mem::take(&mut s.pending));
+            s.flushing = Some(work.clone());
+            (work, s.next_seq)
+        };
+        // Encode and write outside the lock: pushes keep being answered meanwhile.
+        let mut written: Vec<(u32, i64, Vec<&str>)> = Vec::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(BATCH_BYTES + 4096);
+        let mut keys: Vec<&str> = Vec::new();
+        let mut max_at = i64::MIN;
+        let mut seq = first_seq;
+        let mut result: Result<(), StoreError> = Ok(());
+        let mut entries = work.iter().peekable();
+        while let Some((key, reply)) = entries.next() {
+            if buf.is_empty() {
+                buf.extend_from_slice(&[0u8; 8]);
+            }
+            encode_entry(&mut buf, key, reply);
+            keys.push(key.as_ref());
+            max_at = max_at.max(reply.at);
+            if buf.len() >= BATCH_BYTES || entries.peek().is_none() {
+                buf[..8].copy_from_slice(&max_at.to_be_bytes());
+                if let Err(e) = self.inner.dedupe_log.insert(seq.to_be_bytes(), &buf[..]) {
+                    result = Err(e.into());
+                    break;
+                }
+                written.push((seq, max_at, std::mem::take(&mut keys)));
+                seq = match seq.wrapping_add(1) {
+                    PENDING => 0,
+                    n => n,
+                };
+                buf.clear();
+                max_at = i64::MIN;
+            }
+        }
+        let mut s = d.lock()?;
+        s.next_seq = seq;
+        let mut count = 0;
+        for (seq, max_at, keys) in &written {
+            s.batches.push_back((*seq, *max_at));
+            for key in keys {
+                // A re-put meanwhile is pending again and keeps its PENDING location; a swept
+                // entry stays swept.
+                if s.pending.contains_key(*key) {
+                    continue;
+                }
+                let h = hash_key(&d.hasher, key);
+                if let Some(loc) = s.index.get_mut(&h) {
+                    if loc.seq == PENDING {
+                        loc.seq = *seq;
                     }
-                    Ok(n)
-                },
-            )?;
+                }
+                count += 1;
+            }
+        }
+        if result.is_err() {
+            // Put back what was not written so the next flush retries it (newer re-puts win).
+            let done: std::collections::HashSet<&str> = written
+                .iter()
+                .flat_map(|(_, _, k)| k.iter().copied())
+                .collect();
+            for (key, reply) in work.iter() {
+                if !done.contains(&**key) && !s.pending.contains_key(key) {
+                    s.pending.insert(key.clone(), reply.clone());
+                }
+            }
+        }
+        s.flushing = None;
+        result.map(|()| count)
+    }
+
+    /// Forgets entries answered before `now - retention` and deletes batches holding nothing
+    /// newer. Returns how many entries were forgotten.
+    pub fn sweep_dedupe(&self, now: i64) -> Result<usize, StoreError> {
+        let cutoff = now.saturating_sub(self.inner.cfg.dedupe_retention_secs);
+        let cut = clamp_at(cutoff);
+        let d = &self.inner.dedupe;
+        let (removed, expired) = {
+            let mut s = d.lock()?;
+            let before = s.index.len();
+            s.index.retain(|_, loc| loc.at >= cut);
+            let removed = before - s.index.len();
+            if removed > 0 {
+                s.pending.retain(|_, r| r.at >= cutoff);
+            }
+            let mut expired = Vec::new();
+            while let Some(&(seq, max_at)) = s.batches.front() {
+                if max_at >= cutoff {
+                    break;
+                }
+                expired.push(seq);
+                s.batches.pop_front();
+            }
+            (removed, expired)
+        };
+        for seq in &expired {
+            self.inner.dedupe_log.remove(seq.to_be_bytes())?;
+        }
+        Ok(removed)
+    }
+
+    /// Entries currently remembered.
+    pub(super) fn dedupe_len(&self) -> usize {
+        self.inner.dedupe.lock().map(|s| s.index.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_encoding_round_trips() {
+        let mut buf = vec![0u8; 8];
+        let a = StoredReply {
+            at: 1_700_000_000,
+            body: Arc::from("<xml>回复 🙂</xml>"),
+        };
+        let b = StoredReply {
+            at: 1_700_000_005,
+            body: Arc::from(""),
+        };
+        encode_entry(&mut buf, "msg:1", &a);
+        encode_entry(&mut buf, "oA\0:17", &b);
+        buf[..8].copy_from_slice(&b.at.to_be_bytes());
+        let batch = Batch::parse(&buf).expect("parses");
+        assert_eq!(batch.max_at, b.at);
+        let got: Vec<(String, i64, String)> = batch
+            .entries()
+            .map(|e| {
+                let e = e.expect("entry");
+                (e.key.to_string(), e.at, e.body.to_string())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("msg:1".into(), a.at, a.body.to_string()),
+                ("oA\0:17".into(), b.at, String::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn truncated_batch_is_an_error_not_a_panic() {
+        let mut buf = vec![0u8; 8];
+        encode_entry(
+            &mut buf,
+            "k",
+            &StoredReply {
+                at: 1,
+                body: Arc::from("body"),
+            },
+        );
+        for cut in 0..buf.len() {
+            let parsed = Batch::parse(&buf[..cut]);
+            let all_ok = parsed
+                .map(|b| b.entries().all(|e| e.is_ok()))
+                .unwrap_or(false);
+            // Only the empty tail after a whole header parses cleanly (zero entries).
+            assert_eq!(all_ok, cut == 8, "cut at {cut}");
         }
     }
 }

@@ -1,4 +1,13 @@
-//! Human-handoff sessions: at most one per openid, in the `handoffs` tree as JSON.
+//! Human-handoff sessions: at most one per openid, in the `handoffs` tree as JSON, mirrored in
+//! memory.
+//!
+//! Every user message asks whether its sender is talking to a person; almost never, and a sled
+//! miss costs several µs. Sessions are few (one per conversation with an agent), so all of them
+//! are kept in memory: loaded on open, every change written to sled first and then to the
+//! mirror, under one lock so the two never disagree.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
 
 use super::{check_part, decode_json, encode_json, Store, StoreError};
 use crate::wechat::types::OpenId;
@@ -29,41 +38,57 @@ pub struct HandoffSession {
     pub rule: String,
 }
 
+/// All open sessions by openid (ordered, so listings come out sorted like the tree).
+pub(super) struct HandoffMirror(Mutex<BTreeMap<String, HandoffSession>>);
+
+impl HandoffMirror {
+    pub(super) fn load(tree: &sled::Tree) -> Result<HandoffMirror, StoreError> {
+        let mut map = BTreeMap::new();
+        for v in tree.iter().values() {
+            let s: HandoffSession = decode_json("handoffs", &v?)?;
+            map.insert(s.openid.clone(), s);
+        }
+        Ok(HandoffMirror(Mutex::new(map)))
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, BTreeMap<String, HandoffSession>>, StoreError> {
+        self.0
+            .lock()
+            .map_err(|_| StoreError::Corrupt("handoff lock poisoned by an earlier panic".into()))
+    }
+}
+
 impl Store {
     /// The open session of `openid`, if any.
     pub fn handoff_get(&self, openid: &OpenId) -> Result<Option<HandoffSession>, StoreError> {
-        self.inner
-            .handoffs
-            .get(openid.as_str().as_bytes())?
-            .map(|v| decode_json("handoffs", &v))
-            .transpose()
+        Ok(self
+            .inner
+            .handoffs_mem
+            .lock()?
+            .get(openid.as_str())
+            .cloned())
     }
 
     /// Creates or replaces the session keyed by `session.openid`.
     pub fn handoff_put(&self, session: &HandoffSession) -> Result<(), StoreError> {
         check_part("openid", &session.openid)?;
+        let mut mem = self.inner.handoffs_mem.lock()?;
         self.inner
             .handoffs
             .insert(session.openid.as_bytes(), encode_json(session))?;
+        mem.insert(session.openid.clone(), session.clone());
         Ok(())
     }
 
     /// Removes and returns the session of `openid`.
     pub fn handoff_close(&self, openid: &OpenId) -> Result<Option<HandoffSession>, StoreError> {
-        self.inner
-            .handoffs
-            .remove(openid.as_str().as_bytes())?
-            .map(|v| decode_json("handoffs", &v))
-            .transpose()
+        let mut mem = self.inner.handoffs_mem.lock()?;
+        self.inner.handoffs.remove(openid.as_str().as_bytes())?;
+        Ok(mem.remove(openid.as_str()))
     }
 
     /// Every open session, ordered by openid.
     pub fn handoffs(&self) -> Result<Vec<HandoffSession>, StoreError> {
-        self.inner
-            .handoffs
-            .iter()
-            .values()
-            .map(|v| decode_json("handoffs", &v?))
-            .collect()
+        Ok(self.inner.handoffs_mem.lock()?.values().cloned().collect())
     }
 }

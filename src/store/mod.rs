@@ -15,8 +15,7 @@
 //! | `meta` | `schema_version` | u32 big-endian (current: [`SCHEMA_VERSION`]) |
 //! | `meta` | `link_secret` | 32 raw bytes |
 //! | `subscribers` | `openid` | JSON [`Subscriber`] |
-//! | `dedupe` | dedupe key (utf-8) | JSON [`StoredReply`] |
-//! | `dedupe_by_time` | `at` (order-preserving u64 BE, 8 bytes) ‖ dedupe key | empty |
+//! | `dedupe_log` | batch sequence number (u32 BE) | a batch of answered pushes (see `dedupe`) |
 //! | `entitlements` | `openid \0 article` | JSON [`Entitlement`] (active and revoked) |
 //! | `entitled_by_article` | `article \0 openid` | empty — present exactly for *active* grants |
 //! | `references` | purchase reference | `openid \0 article` |
@@ -24,8 +23,14 @@
 //! | `counters` | `YYYY-MM-DD \0 name` | u64 big-endian |
 //!
 //! `entitlements`, `entitled_by_article` and `references` are only ever written together in one
-//! sled transaction, so the index never disagrees with the records. `dedupe` and
-//! `dedupe_by_time` likewise.
+//! sled transaction, so the index never disagrees with the records.
+//!
+//! # Memory in front of sled
+//! The callback's per-push state is kept in memory and written behind, because a sled write or
+//! miss per push cost more than the whole protocol layer: the dedupe index and its pending
+//! entries (`dedupe`), a bounded cache of subscriber records (`subscribers`), a mirror of the
+//! (few) open handoff sessions (`handoff`) and the day's counters (`counters`). Each module's doc
+//! says when its writes reach sled.
 //!
 //! # Value encoding
 //! Records are serde_json. They are small (a few hundred bytes), JSON lets a later schema add
@@ -37,12 +42,14 @@
 //! # What is durable when
 //! - **Grants, revokes and the link secret** are flushed to disk before the call returns: the
 //!   operator API answers 200 only then, so a SIGKILL right after loses nothing.
-//! - **Dedupe entries, subscriber updates and handoff sessions** rely on sled's background flush,
-//!   set explicitly to every 200 ms. After a crash, a retry of a push answered in the last
-//!   ≤ 200 ms may be handled a second time, and the last ≤ 200 ms of subscriber updates may be lost.
-//! - **Counters** are counted in memory and merged into the `counters` tree by
-//!   [`Store::flush_counters`], which the server calls every second and on shutdown: they are the
-//!   only state allowed to lose up to ~1 s (plus the 200 ms above) on a crash.
+//! - **Subscribe/unsubscribe, tag changes and handoff sessions** are written to sled at once and
+//!   reach disk with sled's background flush, set explicitly to every 200 ms.
+//! - **Dedupe entries** reach sled at [`Store::flush_dedupe`] (the server calls it every 100 ms):
+//!   after a crash, a retry of a push answered in the last ≤ 300 ms may be handled again.
+//! - **Subscriber activity** (`last_seen`, `message_count`) and **counters** are merged into sled
+//!   by [`Store::flush_subscribers`] and [`Store::flush_counters`] every second: a crash may lose
+//!   up to ~1.2 s of them.
+//! - [`Store::flush`] (shutdown, and every grant/revoke) writes all of the above and syncs.
 //!
 //! # Lock
 //! sled holds an exclusive file lock on the data dir. [`Store::open`] waits up to 2 s for it
@@ -72,7 +79,17 @@ pub use handoff::{HandoffSession, HandoffState};
 pub use subscribers::{SubscribeOutcome, Subscriber};
 
 /// The schema this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 1;
+/// v2: the dedupe memory moved from `dedupe` + `dedupe_by_time` (JSON per entry) to batches in
+/// `dedupe_log`.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Default sled page cache (`MPGATE_CACHE_MB`). The hot per-push state lives in mpgate's own
+/// memory (see "Memory in front of sled"), so sled's cache mostly serves entitlement checks and
+/// subscriber records outside the cache; 8 MiB keeps them warm without dominating the RSS.
+pub const DEFAULT_CACHE_MB: u64 = 8;
+
+/// Default dedupe retention (`MPGATE_DEDUPE_RETENTION_SECS`).
+pub const DEFAULT_DEDUPE_RETENTION_SECS: i64 = 600;
 
 /// sled's background flush interval: bounds what a crash can lose of the non-flushed writes.
 const FLUSH_EVERY_MS: u64 = 200;
@@ -88,15 +105,17 @@ const META_LINK_SECRET: &[u8] = b"link_secret";
 pub struct StoreConfig {
     /// sled's page cache size, in bytes (default 64 MiB).
     pub cache_capacity_bytes: u64,
-    /// How long a dedupe entry is kept before [`Store::sweep_dedupe`] removes it (default 1 day).
+    /// How long a dedupe entry is kept before [`Store::sweep_dedupe`] removes it (default
+    /// 10 minutes: the platform retries within ~15 s, and the replay window refuses pushes older
+    /// than 5 minutes anyway).
     pub dedupe_retention_secs: i64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            cache_capacity_bytes: 64 * 1024 * 1024,
-            dedupe_retention_secs: 86_400,
+            cache_capacity_bytes: DEFAULT_CACHE_MB * 1024 * 1024,
+            dedupe_retention_secs: DEFAULT_DEDUPE_RETENTION_SECS,
         }
     }
 }
@@ -158,12 +177,14 @@ struct Inner {
     cfg: StoreConfig,
     meta: sled::Tree,
     subscribers: sled::Tree,
-    dedupe: sled::Tree,
-    dedupe_by_time: sled::Tree,
+    subscriber_cache: subscribers::SubscriberCache,
+    dedupe_log: sled::Tree,
+    dedupe: dedupe::Dedupe,
     entitlements: sled::Tree,
     entitled_by_article: sled::Tree,
     references: sled::Tree,
     handoffs: sled::Tree,
+    handoffs_mem: handoff::HandoffMirror,
     counters: sled::Tree,
     /// In-memory counts not yet merged into `counters` (the callback hot path only locks this).
     pending_counts: Mutex<counters::Pending>,
@@ -187,14 +208,21 @@ impl Store {
         let db = open_db(dir, &cfg)?;
         let meta = db.open_tree("meta")?;
         migrate(&db, &meta)?;
+        let dedupe_log = db.open_tree("dedupe_log")?;
+        let now = chrono::Utc::now().timestamp();
+        let dedupe =
+            dedupe::Dedupe::load(&dedupe_log, now.saturating_sub(cfg.dedupe_retention_secs))?;
+        let handoffs = db.open_tree("handoffs")?;
         let inner = Inner {
             subscribers: db.open_tree("subscribers")?,
-            dedupe: db.open_tree("dedupe")?,
-            dedupe_by_time: db.open_tree("dedupe_by_time")?,
+            subscriber_cache: subscribers::SubscriberCache::new(),
+            dedupe_log,
+            dedupe,
             entitlements: db.open_tree("entitlements")?,
             entitled_by_article: db.open_tree("entitled_by_article")?,
             references: db.open_tree("references")?,
-            handoffs: db.open_tree("handoffs")?,
+            handoffs_mem: handoff::HandoffMirror::load(&handoffs)?,
+            handoffs,
             counters: db.open_tree("counters")?,
             pending_counts: Mutex::new(counters::Pending::default()),
             counters_gate: Mutex::new(()),
@@ -207,8 +235,12 @@ impl Store {
         })
     }
 
-    /// Forces everything written so far to disk.
+    /// Writes everything kept in memory (dedupe entries, subscriber activity, counters) to sled
+    /// and forces it all to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.flush_dedupe()?;
+        self.flush_subscribers()?;
+        self.flush_counters()?;
         self.inner.db.flush()?;
         Ok(())
     }
@@ -219,12 +251,14 @@ impl Store {
     }
 
     /// Tree lengths. sled counts by scanning, so this is O(n): for admin pages, not hot paths.
-    pub fn stats(&self) -> StoreStats {
-        StoreStats {
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        // Count records created by pushes since the last flush, too.
+        self.flush_subscribers()?;
+        Ok(StoreStats {
             subscribers: self.inner.subscribers.len(),
             entitlements: self.inner.entitlements.len(),
-            dedupe_entries: self.inner.dedupe.len(),
-        }
+            dedupe_entries: self.dedupe_len(),
+        })
     }
 
     /// The secret that signs article links: generated on first call, stable afterwards.
@@ -313,6 +347,12 @@ fn migrate(db: &sled::Db, meta: &sled::Tree) -> Result<(), StoreError> {
         match version {
             // v0 is a fresh, empty data dir: nothing to transform, only the stamp to write.
             0 => {}
+            // v1 → v2: the per-entry dedupe trees are replaced by `dedupe_log`. Their entries are
+            // not carried over: they only matter for retries in the seconds around the upgrade.
+            1 => {
+                db.drop_tree("dedupe")?;
+                db.drop_tree("dedupe_by_time")?;
+            }
             n => {
                 return Err(StoreError::Corrupt(format!(
                     "no migration from schema {n} (this build understands up to {SCHEMA_VERSION})"

@@ -1,9 +1,23 @@
-//! Subscriber records: one JSON value per openid in the `subscribers` tree.
+//! Subscriber records: one JSON value per openid in the `subscribers` tree, behind a
+//! write-behind cache.
 //!
-//! Every change is an atomic read-modify-write (`update_and_fetch`), so concurrent pushes from
-//! the same user never lose an update.
+//! Every push reads its sender's record (routing needs tags and channel) and bumps `last_seen`
+//! and `message_count`. Doing that as a sled read-modify-write per push cost more than the whole
+//! protocol layer, so records live in a bounded in-memory cache ([`SubscriberCache`]):
+//!
+//! - Activity updates ([`Store::touch`]) change the cached record and mark it dirty;
+//!   [`Store::flush_subscribers`] (every second, and before shutdown, stats and listings) writes
+//!   dirty records in one sled batch. A crash loses at most that second of activity counts.
+//! - State changes an operator cares about (subscribe, unsubscribe, new tags) are written
+//!   through to sled at once, like before.
+//! - Each change is a read-modify-write under the record's shard lock, so concurrent pushes
+//!   from the same user never lose an update, and sled writes of one record happen in order.
+//! - Clean records not used since the previous flush are evicted once a shard is over its share
+//!   of [`CACHE_RECORDS`].
 
-use std::cell::Cell;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Mutex, MutexGuard};
 
 use super::{check_part, decode_json, encode_json, Store, StoreError};
 use crate::wechat::types::OpenId;
@@ -67,9 +81,71 @@ pub struct SubscribeOutcome {
     pub subscriber: Subscriber,
 }
 
+/// Records kept in memory (all shards together). About 300 bytes each: ~3 MB.
+const CACHE_RECORDS: usize = 10_000;
+const SHARDS: usize = 16;
+
+struct Cached {
+    sub: Subscriber,
+    /// Changed since it was last written to sled.
+    dirty: bool,
+    /// Read or written since the previous flush (second-chance eviction).
+    used: bool,
+}
+
+/// The in-memory side of the subscriber records.
+pub(super) struct SubscriberCache {
+    hasher: RandomState,
+    shards: Vec<Mutex<HashMap<Box<str>, Cached>>>,
+}
+
+impl SubscriberCache {
+    pub(super) fn new() -> SubscriberCache {
+        SubscriberCache {
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, openid: &str) -> Result<MutexGuard<'_, HashMap<Box<str>, Cached>>, StoreError> {
+        // The modulo keeps the index below SHARDS, so the cast cannot truncate.
+        let i = (self.hasher.hash_one(openid) % SHARDS as u64) as usize;
+        self.shards[i].lock().map_err(|_| {
+            StoreError::Corrupt("subscriber cache lock poisoned by an earlier panic".into())
+        })
+    }
+}
+
+/// Whether an update must reach sled before the call returns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Through,
+    Behind,
+}
+
 impl Store {
     /// The record for `openid`, if any.
     pub fn subscriber(&self, openid: &OpenId) -> Result<Option<Subscriber>, StoreError> {
+        let mut shard = self.inner.subscriber_cache.shard(openid.as_str())?;
+        if let Some(c) = shard.get_mut(openid.as_str()) {
+            c.used = true;
+            return Ok(Some(c.sub.clone()));
+        }
+        let Some(sub) = self.load_subscriber(openid)? else {
+            return Ok(None);
+        };
+        shard.insert(
+            Box::from(openid.as_str()),
+            Cached {
+                sub: sub.clone(),
+                dirty: false,
+                used: true,
+            },
+        );
+        Ok(Some(sub))
+    }
+
+    fn load_subscriber(&self, openid: &OpenId) -> Result<Option<Subscriber>, StoreError> {
         self.inner
             .subscribers
             .get(openid.as_str().as_bytes())?
@@ -85,10 +161,10 @@ impl Store {
         scene: Option<&str>,
         at: i64,
     ) -> Result<SubscribeOutcome, StoreError> {
-        let first_time = Cell::new(false);
-        let subscriber = self.update_subscriber(openid, |s| {
+        let mut first_time = false;
+        let subscriber = self.update_subscriber(openid, Write::Through, |s| {
             let is_new = s.first_subscribed.is_none() && s.message_count == 0;
-            first_time.set(is_new);
+            first_time = is_new;
             if is_new {
                 s.channel = scene.filter(|c| !c.is_empty()).map(str::to_owned);
             }
@@ -98,14 +174,14 @@ impl Store {
             s.last_seen = s.last_seen.max(at);
         })?;
         Ok(SubscribeOutcome {
-            first_time: first_time.get(),
+            first_time,
             subscriber,
         })
     }
 
     /// Records an unsubscribe event.
     pub fn on_unsubscribe(&self, openid: &OpenId, at: i64) -> Result<(), StoreError> {
-        self.update_subscriber(openid, |s| {
+        self.update_subscriber(openid, Write::Through, |s| {
             s.subscribed = false;
             s.unsubscribed_at = Some(at);
             s.last_seen = s.last_seen.max(at);
@@ -116,14 +192,14 @@ impl Store {
     /// Notes a push from `openid`: updates `last_seen` (never backwards: retries arrive late)
     /// and counts user messages. Creates the record if absent: as subscribed (the platform
     /// only delivers pushes from followers) with `first_subscribed == None`, i.e. a follower
-    /// from before mpgate.
+    /// from before mpgate. Written behind (see the module doc).
     pub fn touch(
         &self,
         openid: &OpenId,
         at: i64,
         is_user_message: bool,
     ) -> Result<Subscriber, StoreError> {
-        self.update_subscriber(openid, |s| {
+        self.update_subscriber(openid, Write::Behind, |s| {
             s.last_seen = s.last_seen.max(at);
             if is_user_message {
                 s.message_count = s.message_count.saturating_add(1);
@@ -132,9 +208,9 @@ impl Store {
     }
 
     /// Adds tags (blank ones are ignored), keeping the list sorted and unique. Creates the
-    /// record if absent.
+    /// record if absent. Written through when the tags change.
     pub fn add_tags(&self, openid: &OpenId, tags: &[String]) -> Result<Subscriber, StoreError> {
-        self.update_subscriber(openid, |s| {
+        self.update_subscriber(openid, Write::Through, |s| {
             s.tags.extend(
                 tags.iter()
                     .map(|t| t.trim())
@@ -146,43 +222,81 @@ impl Store {
         })
     }
 
-    /// Atomic read-modify-write of one subscriber. `f` may run more than once (sled retries
-    /// on contention); only the last run's effects are stored.
+    /// Read-modify-write of one subscriber under its shard lock. A change that leaves the record
+    /// as it was writes nothing.
     fn update_subscriber(
         &self,
         openid: &OpenId,
-        mut f: impl FnMut(&mut Subscriber),
+        write: Write,
+        f: impl FnOnce(&mut Subscriber),
     ) -> Result<Subscriber, StoreError> {
         check_part("openid", openid.as_str())?;
-        let corrupt: Cell<Option<String>> = Cell::new(None);
-        let stored: Cell<Option<Subscriber>> = Cell::new(None);
-        self.inner
-            .subscribers
-            .update_and_fetch(openid.as_str().as_bytes(), |old| {
-                let mut s = match old {
-                    None => Subscriber::new(openid),
-                    Some(bytes) => match serde_json::from_slice::<Subscriber>(bytes) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            // Leave an undecodable record untouched and report it.
-                            corrupt.set(Some(e.to_string()));
-                            return Some(bytes.to_vec());
-                        }
-                    },
-                };
-                corrupt.set(None);
-                f(&mut s);
-                let bytes = encode_json(&s);
-                stored.set(Some(s));
-                Some(bytes)
+        let mut shard = self.inner.subscriber_cache.shard(openid.as_str())?;
+        let (mut sub, was_dirty, exists) = match shard.get(openid.as_str()) {
+            Some(c) => (c.sub.clone(), c.dirty, true),
+            None => match self.load_subscriber(openid)? {
+                Some(s) => (s, false, true),
+                None => (Subscriber::new(openid), false, false),
+            },
+        };
+        let before = sub.clone();
+        f(&mut sub);
+        let changed = !exists || sub != before;
+        let dirty = match (changed, write) {
+            (false, _) => was_dirty,
+            (true, Write::Behind) => true,
+            (true, Write::Through) => {
+                // Under the shard lock, so a concurrent flush cannot write an older copy after.
+                self.inner
+                    .subscribers
+                    .insert(openid.as_str().as_bytes(), encode_json(&sub))?;
+                false
+            }
+        };
+        shard.insert(
+            Box::from(openid.as_str()),
+            Cached {
+                sub: sub.clone(),
+                dirty,
+                used: true,
+            },
+        );
+        Ok(sub)
+    }
+
+    /// Writes every dirty cached record to sled (one batch per shard) and evicts clean records
+    /// unused since the previous flush from shards over their share. Returns records written.
+    pub fn flush_subscribers(&self) -> Result<usize, StoreError> {
+        let cache = &self.inner.subscriber_cache;
+        let per_shard = CACHE_RECORDS / SHARDS;
+        let mut written = 0;
+        for shard in &cache.shards {
+            let mut shard = shard.lock().map_err(|_| {
+                StoreError::Corrupt("subscriber cache lock poisoned by an earlier panic".into())
             })?;
-        if let Some(e) = corrupt.take() {
-            return Err(StoreError::Corrupt(format!(
-                "undecodable record in tree subscribers: {e}"
-            )));
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for (openid, c) in shard.iter() {
+                if c.dirty {
+                    batch.insert(openid.as_bytes(), encode_json(&c.sub));
+                    n += 1;
+                }
+            }
+            if n > 0 {
+                // Under the lock: a write-through of the same record cannot overtake this one.
+                self.inner.subscribers.apply_batch(batch)?;
+                for c in shard.values_mut() {
+                    c.dirty = false;
+                }
+                written += n;
+            }
+            if shard.len() > per_shard {
+                shard.retain(|_, c| c.used || c.dirty);
+            }
+            for c in shard.values_mut() {
+                c.used = false;
+            }
         }
-        stored
-            .take()
-            .ok_or_else(|| StoreError::Corrupt("subscriber update produced no value".into()))
+        Ok(written)
     }
 }
