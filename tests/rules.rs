@@ -268,7 +268,7 @@ fn exact_prefix_contains_and_regex_differ() {
     let d = route(&rs, &text("123-4567"));
     assert_eq!(winner(&d), "regex");
     assert_eq!(reply_text(&d), "123/4567/123-4567");
-    assert!(d.why.starts_with("regex"), "{}", d.why);
+    assert!(d.why.to_string().starts_with("regex"), "{}", d.why);
     assert_eq!(route(&rs, &text("12-4567")).rule, None);
 }
 
@@ -299,7 +299,7 @@ fn keyword_variable_is_the_keyword_as_written() {
     );
     let d = route(&rs, &text(" PRICE "));
     assert_eq!(reply_text(&d), "[Price] [ PRICE ]");
-    assert_eq!(d.why, "exact keyword \"Price\"");
+    assert_eq!(d.why.to_string(), "exact keyword \"Price\"");
 }
 
 #[test]
@@ -405,7 +405,10 @@ fn subscribe_by_channel_and_first_time() {
         (winner(&d), reply_text(&d)),
         ("course-new", "new via course")
     );
-    assert_eq!(d.why, "subscribe via channel course (first time)");
+    assert_eq!(
+        d.why.to_string(),
+        "subscribe via channel course (first time)"
+    );
     assert_eq!(winner(&rs.route(&subscribe(None), &s.view(), now)), "plain");
     assert_eq!(
         winner(&rs.route(&subscribe(Some("other")), &s.view(), now)),
@@ -474,7 +477,10 @@ fn scan_click_scancode_and_location_events() {
             key: "ABOUT".into(),
         }),
     );
-    assert_eq!((winner(&d), d.why.as_str()), ("about", "CLICK key ABOUT"));
+    assert_eq!(
+        (winner(&d), d.why.to_string().as_str()),
+        ("about", "CLICK key ABOUT")
+    );
     let push = |result: &str| {
         event(Event::ScancodeWaitmsg {
             key: "CHECKIN".into(),

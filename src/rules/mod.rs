@@ -72,12 +72,70 @@ pub struct SubscriberView<'a> {
 pub struct Decision {
     /// The rule that won; `None` when nothing matched (reply `success`).
     pub rule: Option<String>,
-    /// Human-readable reason, e.g. `exact keyword "价格"`, `fallback`, `CLICK key ABOUT`.
-    pub why: String,
+    /// Human-readable reason, e.g. `exact keyword "价格"`, `fallback`, `CLICK key ABOUT`
+    /// (its `Display`). Kept as a value so the callback does not format a sentence per push.
+    pub why: Why,
     /// The rendered reply. `Reply::None` for article and handoff rules: the special action decides.
     pub reply: crate::wechat::reply::Reply,
     pub add_tags: Vec<String>,
     pub special: Option<Special>,
+}
+
+/// Why a [`Decision`] was taken; `Display` renders the sentence `mpgate simulate` prints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Why {
+    NoRule,
+    NoEventRule,
+    Internal,
+    Exact(String),
+    Prefix(String),
+    Contains(String),
+    Regex(String),
+    MsgType(&'static str),
+    Any,
+    Event {
+        /// e.g. `CLICK key`, `subscribe`.
+        label: &'static str,
+        key: Option<String>,
+        /// A subscribe through a QR channel.
+        via_channel: bool,
+        first_time: Option<bool>,
+    },
+    Fallback,
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::NoRule => f.write_str("no rule matched"),
+            Why::NoEventRule => f.write_str("no rule for this event"),
+            Why::Internal => f.write_str("internal: rule index out of range"),
+            Why::Exact(k) => write!(f, "exact keyword {k:?}"),
+            Why::Prefix(k) => write!(f, "prefix {k:?}"),
+            Why::Contains(k) => write!(f, "contains {k:?}"),
+            Why::Regex(re) => write!(f, "regex {re:?}"),
+            Why::MsgType(k) => write!(f, "msg_type {k}"),
+            Why::Any => f.write_str("any message"),
+            Why::Event {
+                label,
+                key,
+                via_channel,
+                first_time,
+            } => {
+                match (via_channel, key) {
+                    (true, Some(key)) => write!(f, "subscribe via channel {key}")?,
+                    (_, Some(key)) => write!(f, "{label} {key}")?,
+                    (_, None) => f.write_str(label)?,
+                }
+                match first_time {
+                    Some(true) => f.write_str(" (first time)"),
+                    Some(false) => f.write_str(" (returning)"),
+                    None => Ok(()),
+                }
+            }
+            Why::Fallback => f.write_str("fallback"),
+        }
+    }
 }
 
 /// Actions the rules engine names but other modules carry out.

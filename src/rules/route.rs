@@ -14,7 +14,7 @@ use regex::{Regex, RegexSet};
 
 use super::compile::{Action, ReplySpec, TextSpec};
 use super::window::normalize;
-use super::{Decision, HandoffAction, RuleSet, Special, SubscriberView, WebhookAction};
+use super::{Decision, HandoffAction, RuleSet, Special, SubscriberView, WebhookAction, Why};
 use crate::render::{RenderError, Vars};
 use crate::wechat::message::{Event, Inbound, InboundKind};
 use crate::wechat::reply::{Article, Reply};
@@ -343,9 +343,9 @@ impl RuleSet {
             return Decision {
                 rule: None,
                 why: if user_message {
-                    "no rule matched".into()
+                    Why::NoRule
                 } else {
-                    "no rule for this event".into()
+                    Why::NoEventRule
                 },
                 reply: Reply::None,
                 add_tags: Vec::new(),
@@ -478,7 +478,7 @@ impl RuleSet {
             // Indexes only hold valid rule numbers; this is unreachable in practice.
             return Decision {
                 rule: None,
-                why: "internal: rule index out of range".into(),
+                why: Why::Internal,
                 reply: Reply::None,
                 add_tags: Vec::new(),
                 special: None,
@@ -491,15 +491,15 @@ impl RuleSet {
         let why = match &hit {
             Hit::Exact(k) => {
                 keyword = k;
-                format!("exact keyword {k:?}")
+                Why::Exact(k.to_string())
             }
             Hit::Prefix(k) => {
                 keyword = k;
-                format!("prefix {k:?}")
+                Why::Prefix(k.to_string())
             }
             Hit::Contains(k) => {
                 keyword = k;
-                format!("contains {k:?}")
+                Why::Contains(k.to_string())
             }
             Hit::Regex(id) => {
                 if let Some((_, re)) = self.index.regexes.get(*id) {
@@ -514,29 +514,20 @@ impl RuleSet {
                             }
                         }
                     }
-                    format!("regex {:?}", re.as_str())
+                    Why::Regex(re.as_str().to_string())
                 } else {
-                    "regex".into()
+                    Why::Regex(String::new())
                 }
             }
-            Hit::MsgType(k) => format!("msg_type {}", k.name()),
-            Hit::Any => "any message".into(),
-            Hit::Event(k, key) => {
-                let mut s = match key {
-                    Some(key) => format!("{} {key}", k.label()),
-                    None => k.label().to_string(),
-                };
-                if *k == EventKind::Subscribe && key.is_some() {
-                    s = format!("subscribe via channel {}", key.unwrap_or_default());
-                }
-                if rule.first_time == Some(true) {
-                    s.push_str(" (first time)");
-                } else if rule.first_time == Some(false) {
-                    s.push_str(" (returning)");
-                }
-                s
-            }
-            Hit::Fallback => "fallback".into(),
+            Hit::MsgType(k) => Why::MsgType(k.name()),
+            Hit::Any => Why::Any,
+            Hit::Event(k, key) => Why::Event {
+                label: k.label(),
+                key: key.map(str::to_string),
+                via_channel: *k == EventKind::Subscribe && key.is_some(),
+                first_time: rule.first_time,
+            },
+            Hit::Fallback => Why::Fallback,
         };
         let tz = self.tz;
         let vars = || Vars {

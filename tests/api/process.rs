@@ -99,12 +99,8 @@ fn a_wrong_setting_stops_start_up_with_one_clear_line() {
     }
 }
 
-#[tokio::test]
-async fn sigterm_stops_gracefully_and_flushes_state() {
-    let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = start(data.path(), port);
-    wait_healthy(&server.base).await;
+/// SIGTERM, then waits for a clean exit; returns what the server wrote to stderr.
+async fn stop(mut server: Server) -> String {
     let status = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
@@ -131,7 +127,78 @@ async fn sigterm_stops_gracefully_and_flushes_state() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
+    err
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully_and_flushes_state() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start(data.path(), port);
+    wait_healthy(&server.base).await;
+    let err = stop(server).await;
     assert!(err.contains("state flushed"), "{err}");
+}
+
+/// Sends a sealed push to the binary and returns the decrypted reply's `Content`.
+async fn say_sealed(client: &reqwest::Client, base: &str, xml: &str) -> String {
+    let s = seal_push(xml, AES_KEY, APP_ID, now(), &nonce());
+    let raw = client
+        .post(format!("{base}/wechat?{}", s.query))
+        .body(s.body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let outer = mpgate::wechat::xml::parse(&raw).unwrap_or_else(|e| panic!("{e}: {raw}"));
+    let plain = cipher(AES_KEY)
+        .decrypt(
+            outer.child_text("Encrypt").expect("sealed"),
+            &mpgate::wechat::types::AppId::new(APP_ID),
+        )
+        .unwrap();
+    let inner = mpgate::wechat::xml::parse(&plain).unwrap();
+    inner
+        .child_text("Content")
+        .expect("a text reply")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_retry_after_a_graceful_restart_gets_the_same_answer_and_no_second_handling() {
+    // Answers and subscriber activity are kept in memory and written behind; a restart must
+    // lose neither.
+    let data = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let xml = text_xml("oRestart", "lucky", 8_000_000_000_000_000_900);
+    let server = start(data.path(), free_port());
+    wait_healthy(&server.base).await;
+    let first = say_sealed(&client, &server.base, &xml).await;
+    assert!(first.starts_with("lucky "), "{first}");
+    stop(server).await;
+
+    let server = start(data.path(), free_port());
+    wait_healthy(&server.base).await;
+    for _ in 0..2 {
+        assert_eq!(say_sealed(&client, &server.base, &xml).await, first);
+    }
+    let sub: serde_json::Value = client
+        .get(format!("{}/admin/subscribers/oRestart", server.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sub["subscriber"]["message_count"], 1, "{sub}");
+    assert_eq!(
+        sub["subscriber"]["tags"],
+        serde_json::json!(["gambler"]),
+        "{sub}"
+    );
 }
 
 #[tokio::test]
