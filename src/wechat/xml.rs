@@ -231,15 +231,26 @@ fn parse_digits(digits: &str, radix: u32) -> Option<u32> {
 /// above gives `text` back unchanged. Shared by [`super::message`] and [`super::reply`].
 pub(crate) fn push_cdata(out: &mut String, text: &str) {
     out.push_str("<![CDATA[");
-    let mut pieces = text.split("]]>");
-    if let Some(first) = pieces.next() {
-        out.push_str(first);
-    }
-    for piece in pieces {
+    let mut rest = text;
+    while let Some(at) = find_cdata_end(rest) {
+        out.push_str(&rest[..at]);
         out.push_str("]]]]><![CDATA[>");
-        out.push_str(piece);
+        rest = &rest[at + 3..];
     }
+    out.push_str(rest);
     out.push_str("]]>");
+}
+
+/// Byte offset of the first `]]>` in `s`. A plain byte scan: `str::find` with a `&str` pattern
+/// builds a two-way searcher per call, which costs more than the scan for the short values here.
+fn find_cdata_end(s: &str) -> Option<usize> {
+    let bytes = s.as_bytes();
+    bytes
+        .iter()
+        .enumerate()
+        .skip(2)
+        .find(|&(i, &b)| b == b'>' && bytes[i - 1] == b']' && bytes[i - 2] == b']')
+        .map(|(i, _)| i - 2)
 }
 
 #[cfg(test)]
@@ -380,6 +391,18 @@ mod tests {
         let mut out = String::new();
         push_cdata(&mut out, "a]]>b");
         assert_eq!(out, "<![CDATA[a]]]]><![CDATA[>b]]>");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn push_cdata_agrees_with_splitting(s in "[\\]>a]{0,16}|.{0,16}") {
+            let mut expected = String::from("<![CDATA[");
+            expected.push_str(&s.split("]]>").collect::<Vec<_>>().join("]]]]><![CDATA[>"));
+            expected.push_str("]]>");
+            let mut out = String::new();
+            push_cdata(&mut out, &s);
+            proptest::prop_assert_eq!(out, expected);
+        }
     }
 
     #[test]
