@@ -277,14 +277,26 @@ fn is_forbidden(c: char) -> bool {
 }
 
 /// Whether `s` holds any [`is_forbidden`] character, by bytes: the controls are single ASCII
-/// bytes, and U+FFFE/U+FFFF are `EF BF BE`/`EF BF BF` (0xEF only ever starts a character).
+/// bytes, and U+FFFE/U+FFFF are `EF BF BE`/`EF BF BF` (0xEF only ever starts a character). A
+/// branch-free pass per chunk finds the chunks worth a precise look.
 fn has_forbidden(s: &str) -> bool {
+    const CHUNK: usize = 32;
     let bytes = s.as_bytes();
-    bytes.iter().enumerate().any(|(i, &b)| match b {
-        b'\t' | b'\n' | b'\r' => false,
-        0..=0x1f => true,
-        0xef => bytes.get(i + 1) == Some(&0xbf) && matches!(bytes.get(i + 2), Some(0xbe | 0xbf)),
-        _ => false,
+    bytes.chunks(CHUNK).enumerate().any(|(n, chunk)| {
+        let suspect = chunk
+            .iter()
+            .fold(false, |acc, &b| acc | (b < 0x20) | (b == 0xef));
+        suspect && {
+            let start = n * CHUNK;
+            (start..start + chunk.len()).any(|i| match bytes[i] {
+                b'\t' | b'\n' | b'\r' => false,
+                0..=0x1f => true,
+                0xef => {
+                    bytes.get(i + 1) == Some(&0xbf) && matches!(bytes.get(i + 2), Some(0xbe | 0xbf))
+                }
+                _ => false,
+            })
+        }
     })
 }
 
@@ -587,7 +599,7 @@ mod tests {
                 ]),
                 proptest::char::any(),
             ],
-            0..40,
+            0..80,
         )
         .prop_map(|cs| cs.into_iter().collect())
     }
@@ -654,6 +666,14 @@ mod tests {
         ] {
             assert_eq!(has_forbidden(s), bad, "{s:?}");
         }
+        // U+FFFE straddling the scan's 32-byte chunks, and controls at both chunk ends.
+        for lead in 29..34 {
+            let s = format!("{}\u{fffe}", "x".repeat(lead));
+            assert!(has_forbidden(&s), "{lead}");
+            assert!(!has_forbidden(&format!("{}\u{fffd}", "x".repeat(lead))));
+        }
+        assert!(has_forbidden(&format!("{}\u{1}", "x".repeat(31))));
+        assert!(has_forbidden(&format!("{}\u{1}", "x".repeat(32))));
     }
 
     #[test]

@@ -289,7 +289,7 @@ impl<'d, 'a> El<'d, 'a> {
 
     /// The first child called `name`.
     pub(crate) fn child(&self, name: &str) -> Option<El<'d, 'a>> {
-        self.children().find(|c| c.name() == name)
+        self.children().find(|c| same_name(c.name(), name))
     }
 
     /// The text of the first child called `name`.
@@ -303,7 +303,7 @@ impl<'d, 'a> El<'d, 'a> {
         'd: 'n,
         'a: 'n,
     {
-        self.children().filter(move |c| c.name() == name)
+        self.children().filter(move |c| same_name(c.name(), name))
     }
 
     fn node(&self) -> &'d Node<'a> {
@@ -325,6 +325,11 @@ impl<'d, 'a> El<'d, 'a> {
     }
 }
 
+/// Name equality inline: names are a few bytes, shorter than a call to `memcmp` is worth.
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+}
+
 /// The common shape of a push, read without quick-xml or copies: elements without attributes,
 /// CDATA, plain text without references, whitespace between elements and an optional XML
 /// declaration. Anything else (comments, DOCTYPE, entities, attributes, mixed content, limits,
@@ -341,7 +346,7 @@ pub(crate) fn scan(input: &str) -> Option<Doc<'_>> {
     let mut pos = 0usize;
 
     loop {
-        let lt = input[pos..].find('<').map(|at| pos + at);
+        let lt = find_byte(input, pos, b'<');
         let text = &input[pos..lt.unwrap_or(bytes.len())];
         if !text.is_empty() {
             if depth == 0 {
@@ -358,12 +363,17 @@ pub(crate) fn scan(input: &str) -> Option<Doc<'_>> {
         let rest = &input[lt + 1..];
         match rest.as_bytes().first()? {
             b'/' => {
-                let name_len = name_len(&rest[1..]);
-                if depth == 0 || rest.as_bytes().get(1 + name_len) != Some(&b'>') {
+                if depth == 0 {
                     return None;
                 }
                 let top = stack[depth - 1];
-                if nodes[top].name != &rest[1..1 + name_len] {
+                // `</` + the open name + `>`: the name is all name characters and `>` is not
+                // one, so this is exactly "the end tag's name equals the open one".
+                let name_len = nodes[top].name.len();
+                let closes = rest.as_bytes().get(1..1 + name_len)
+                    == Some(nodes[top].name.as_bytes())
+                    && rest.as_bytes().get(1 + name_len) == Some(&b'>');
+                if !closes {
                     return None;
                 }
                 if has_children[depth - 1] {
@@ -456,9 +466,36 @@ pub(crate) fn scan(input: &str) -> Option<Doc<'_>> {
 
 /// Length of the element name at the start of `s`: the ASCII subset real pushes use.
 fn name_len(s: &str) -> usize {
-    s.bytes()
-        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-        .count()
+    s.bytes().take_while(|&b| NAME_BYTE[usize::from(b)]).count()
+}
+
+/// `[A-Za-z0-9_.:-]`, as a table: names are most of the bytes the scanner looks at one by one.
+const NAME_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b':');
+        b += 1;
+    }
+    table
+};
+
+/// Index of the first `needle` (ASCII) at or after `from`. The next markup is usually a few bytes
+/// away, closer than memchr's setup pays for; longer runs (CDATA bodies) still get memchr, through
+/// `str::find(char)`.
+fn find_byte(s: &str, from: usize, needle: u8) -> Option<usize> {
+    const NEAR: usize = 16;
+    let rest = s.as_bytes().get(from..)?;
+    let near = rest.len().min(NEAR);
+    if let Some(at) = rest[..near].iter().position(|&b| b == needle) {
+        return Some(from + at);
+    }
+    let mut far = from + near;
+    while !s.is_char_boundary(far) {
+        far += 1;
+    }
+    s.get(far..)?.find(char::from(needle)).map(|at| far + at)
 }
 
 /// Adds character data to an open element. Once it has children only whitespace may follow (and
@@ -495,16 +532,20 @@ pub(crate) fn push_cdata(out: &mut String, text: &str) {
     out.push_str("]]>");
 }
 
-/// Byte offset of the first `]]>` in `s`. A plain byte scan: `str::find` with a `&str` pattern
-/// builds a two-way searcher per call, which costs more than the scan for the short values here.
-fn find_cdata_end(s: &str) -> Option<usize> {
+/// Byte offset of the first `]]>` in `s`. Hops between `>` with `str::find(char)` (memchr):
+/// `str::find` with a `&str` pattern builds a two-way searcher per call, which costs more than the
+/// whole search for the short values here.
+pub(crate) fn find_cdata_end(s: &str) -> Option<usize> {
     let bytes = s.as_bytes();
-    bytes
-        .iter()
-        .enumerate()
-        .skip(2)
-        .find(|&(i, &b)| b == b'>' && bytes[i - 1] == b']' && bytes[i - 2] == b']')
-        .map(|(i, _)| i - 2)
+    let mut from = 0;
+    while let Some(at) = s.get(from..)?.find('>') {
+        let gt = from + at;
+        if gt >= 2 && bytes[gt - 2..gt] == *b"]]" {
+            return Some(gt - 2);
+        }
+        from = gt + 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -762,6 +803,23 @@ mod tests {
         #[test]
         fn scan_builds_what_parse_builds_on_pushlike(s in pushlike()) {
             assert_scan_agrees(&s)?;
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn find_byte_is_position(s in "[a<中🎉]{0,40}", from in 0usize..60) {
+            let expected = s
+                .as_bytes()
+                .get(from..)
+                .and_then(|rest| rest.iter().position(|&b| b == b'<'))
+                .map(|at| from + at);
+            proptest::prop_assert_eq!(find_byte(&s, from, b'<'), expected);
+        }
+
+        #[test]
+        fn find_cdata_end_is_find(s in "[\\]>a中]{0,40}") {
+            proptest::prop_assert_eq!(find_cdata_end(&s), s.find("]]>"));
         }
     }
 
