@@ -5,7 +5,9 @@
 //! what the platform really sends: CDATA verbatim (never trimmed), CDATA split across sections,
 //! emoji, and raw control characters in user text (XML 1.0 forbids them; the platform sends them
 //! anyway, so rejecting them would drop real messages). Attributes are ignored: the protocol uses
-//! none. Pure: depends on `quick-xml` only.
+//! none. Also owns [`scan`], the zero-copy fast path for the common push shape, which declines
+//! (hands over to [`parse`]) whenever it is not sure to build the same tree. Pure: depends on
+//! `quick-xml` only.
 
 use std::borrow::Cow;
 
