@@ -1,5 +1,5 @@
 //! Hot-path costs of the protocol layer: one push in (signature, decrypt, parse) and one reply
-//! out (render, seal). Run: `cargo bench --bench protocol -- --quick`.
+//! out (render, seal), and the callback's query string. Run: `cargo bench --bench protocol -- --quick`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use mpgate::wechat::crypto::{Cipher, EncodingAesKey};
@@ -81,5 +81,20 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(protocol, benches);
+/// The callback's query string: the hand parser against what it replaced (serde_urlencoded).
+fn query_benches(c: &mut Criterion) {
+    let raw = "signature=5f8a0ad2c4c0f1d0b2a3e4f5a6b7c8d9e0f1a2b3&timestamp=1409735669&nonce=1320562132&openid=olPjZjsXuQPJoV0HlruZkNzKc91E&encrypt_type=aes&msg_signature=6c5e5cbd5b0c1f9f0a4a07f3a1e0e9d2c3b4a5f6";
+    c.bench_function("callback_query_hand", |b| {
+        b.iter(|| mpgate::http::callback::parse_query(black_box(raw)))
+    });
+    c.bench_function("callback_query_serde_urlencoded", |b| {
+        b.iter(|| {
+            actix_web::web::Query::<mpgate::pipeline::CallbackQuery>::from_query(black_box(raw))
+                .map(|q| q.into_inner())
+                .unwrap_or_default()
+        })
+    });
+}
+
+criterion_group!(protocol, benches, query_benches);
 criterion_main!(protocol);

@@ -171,9 +171,11 @@ impl Cipher {
         if !bool::from(receive_id.ct_eq(app_id.as_str().as_bytes())) {
             return Err(CryptoError::AppIdMismatch);
         }
-        let msg = std::str::from_utf8(&content[HEADER_LEN..msg_end])
-            .map_err(|_| CryptoError::IllegalBuffer("message is not UTF-8"))?;
-        Ok(msg.to_owned())
+        // Hand the decrypted buffer itself back as the message rather than copying it out: cut
+        // the receive id and padding, then the 20-byte header.
+        buf.truncate(msg_end);
+        buf.drain(..HEADER_LEN);
+        String::from_utf8(buf).map_err(|_| CryptoError::IllegalBuffer("message is not UTF-8"))
     }
 
     /// Seals `msg` for `app_id` with 16 fresh random bytes.
@@ -181,8 +183,19 @@ impl Cipher {
     /// # Panics
     /// If `msg` is 4 GiB or longer (the wire format's length field is 32 bits).
     pub fn encrypt(&self, msg: &str, app_id: &AppId) -> String {
+        let mut out = String::new();
+        self.encrypt_into(msg, app_id, &mut out);
+        out
+    }
+
+    /// [`Cipher::encrypt`], appending the `Encrypt` text to `out` (the reply envelope) instead of
+    /// allocating a string of its own.
+    ///
+    /// # Panics
+    /// If `msg` is 4 GiB or longer (the wire format's length field is 32 bits).
+    pub fn encrypt_into(&self, msg: &str, app_id: &AppId, out: &mut String) {
         let random: [u8; 16] = rand::random();
-        self.encrypt_with_random(msg, app_id, &random)
+        self.encrypt_with_random_into(msg, app_id, &random, out);
     }
 
     /// Seals `msg` with a caller-chosen random prefix: deterministic, for published vectors.
@@ -190,6 +203,22 @@ impl Cipher {
     /// # Panics
     /// If `msg` is 4 GiB or longer (the wire format's length field is 32 bits).
     pub fn encrypt_with_random(&self, msg: &str, app_id: &AppId, random: &[u8; 16]) -> String {
+        let mut out = String::new();
+        self.encrypt_with_random_into(msg, app_id, random, &mut out);
+        out
+    }
+
+    /// [`Cipher::encrypt_with_random`], appending to `out`.
+    ///
+    /// # Panics
+    /// If `msg` is 4 GiB or longer (the wire format's length field is 32 bits).
+    pub fn encrypt_with_random_into(
+        &self,
+        msg: &str,
+        app_id: &AppId,
+        random: &[u8; 16],
+        out: &mut String,
+    ) {
         let msg_len = u32::try_from(msg.len()).expect("reply messages are far below 4 GiB");
         let body_len = HEADER_LEN + msg.len() + app_id.as_str().len();
         let pad = PAD_K - body_len % PAD_K;
@@ -205,7 +234,7 @@ impl Cipher {
         let sealed = enc
             .encrypt_padded_mut::<NoPadding>(&mut buf, total)
             .expect("buffer length is a multiple of 32, hence of the AES block");
-        STANDARD.encode(sealed)
+        STANDARD.encode_string(sealed, out);
     }
 }
 
@@ -340,6 +369,27 @@ mod tests {
         );
         let plain = raw_plain(&c, &enc);
         assert_eq!(&plain[16..20], &19u32.to_be_bytes());
+    }
+
+    #[test]
+    fn encrypt_into_appends_exactly_what_encrypt_returns() {
+        let c = cipher();
+        let app = AppId::new("wxb11529c136998cb6");
+        let mut out = String::from("<prefix>");
+        c.encrypt_with_random_into("我是中文abcd123", &app, b"aaaabbbbccccdddd", &mut out);
+        assert_eq!(
+            out,
+            format!(
+                "<prefix>{}",
+                c.encrypt_with_random("我是中文abcd123", &app, b"aaaabbbbccccdddd")
+            )
+        );
+        let mut out = String::from("x");
+        c.encrypt_into("hi", &app, &mut out);
+        assert_eq!(
+            out.strip_prefix('x').map(|e| c.decrypt(e, &app)),
+            Some(Ok("hi".to_owned()))
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::fmt::{Display, Write as _};
 use std::str::FromStr;
 
 use super::types::{MsgId, OpenId};
-use super::xml::{self, push_cdata, Element, XmlError};
+use super::xml::{self, push_cdata, Doc, El, XmlError};
 
 /// One inbound push, parsed.
 #[derive(Clone, Debug, PartialEq)]
@@ -214,72 +214,78 @@ pub struct Envelope {
 
 /// Reads `ToUserName` and `Encrypt` from a safe-mode or compatible-mode body.
 pub fn parse_envelope(xml: &str) -> Result<Envelope, ParseError> {
-    let root = parse_root(xml)?;
-    Ok(Envelope {
-        to_user: root.child_text("ToUserName").map(str::to_owned),
-        encrypt: root.child_text("Encrypt").map(str::to_owned),
+    with_root(xml, |root| {
+        Ok(Envelope {
+            to_user: root.child_text("ToUserName").map(str::to_owned),
+            encrypt: root.child_text("Encrypt").map(str::to_owned),
+        })
     })
 }
 
 /// Parses a plaintext push (a plaintext-mode body or a decrypted `Encrypt`).
 pub fn parse(xml: &str) -> Result<Inbound, ParseError> {
-    let root = parse_root(xml)?;
+    with_root(xml, parse_push)
+}
+
+fn parse_push(root: El<'_, '_>) -> Result<Inbound, ParseError> {
+    let root = &root;
     let header = Header {
-        to_user: required(&root, "ToUserName")?.to_owned(),
-        from_user: OpenId::new(required(&root, "FromUserName")?),
-        create_time: number(&root, "CreateTime")?,
+        to_user: required(root, "ToUserName")?.to_owned(),
+        from_user: OpenId::new(required(root, "FromUserName")?),
+        create_time: number(root, "CreateTime")?,
     };
-    let msg_type = required(&root, "MsgType")?;
-    let kind = match msg_type.trim().to_ascii_lowercase().as_str() {
+    let msg_type = required(root, "MsgType")?;
+    let mut lower = [0u8; NAME_BUF];
+    let kind = match ascii_lowercase(msg_type.trim(), &mut lower) {
         "text" => InboundKind::Text {
-            msg_id: msg_id(&root)?,
-            content: or_empty(&root, "Content"),
-            msg_data_id: non_empty(&root, "MsgDataId"),
-            idx: non_empty(&root, "Idx"),
+            msg_id: msg_id(root)?,
+            content: or_empty(root, "Content"),
+            msg_data_id: non_empty(root, "MsgDataId"),
+            idx: non_empty(root, "Idx"),
         },
         "image" => InboundKind::Image {
-            msg_id: msg_id(&root)?,
-            pic_url: or_empty(&root, "PicUrl"),
-            media_id: or_empty(&root, "MediaId"),
+            msg_id: msg_id(root)?,
+            pic_url: or_empty(root, "PicUrl"),
+            media_id: or_empty(root, "MediaId"),
         },
         "voice" => InboundKind::Voice {
-            msg_id: msg_id(&root)?,
-            media_id: or_empty(&root, "MediaId"),
-            format: or_empty(&root, "Format"),
-            recognition: non_empty(&root, "Recognition"),
+            msg_id: msg_id(root)?,
+            media_id: or_empty(root, "MediaId"),
+            format: or_empty(root, "Format"),
+            recognition: non_empty(root, "Recognition"),
         },
         "video" => InboundKind::Video {
-            msg_id: msg_id(&root)?,
-            media_id: or_empty(&root, "MediaId"),
-            thumb_media_id: or_empty(&root, "ThumbMediaId"),
+            msg_id: msg_id(root)?,
+            media_id: or_empty(root, "MediaId"),
+            thumb_media_id: or_empty(root, "ThumbMediaId"),
         },
         "shortvideo" => InboundKind::ShortVideo {
-            msg_id: msg_id(&root)?,
-            media_id: or_empty(&root, "MediaId"),
-            thumb_media_id: or_empty(&root, "ThumbMediaId"),
+            msg_id: msg_id(root)?,
+            media_id: or_empty(root, "MediaId"),
+            thumb_media_id: or_empty(root, "ThumbMediaId"),
         },
         "location" => InboundKind::Location {
-            msg_id: msg_id(&root)?,
-            latitude: float(&root, "Location_X")?,
-            longitude: float(&root, "Location_Y")?,
-            scale: number(&root, "Scale")?,
-            label: or_empty(&root, "Label"),
+            msg_id: msg_id(root)?,
+            latitude: float(root, "Location_X")?,
+            longitude: float(root, "Location_Y")?,
+            scale: number(root, "Scale")?,
+            label: or_empty(root, "Label"),
         },
         "link" => InboundKind::Link {
-            msg_id: msg_id(&root)?,
-            title: or_empty(&root, "Title"),
-            description: or_empty(&root, "Description"),
-            url: or_empty(&root, "Url"),
+            msg_id: msg_id(root)?,
+            title: or_empty(root, "Title"),
+            description: or_empty(root, "Description"),
+            url: or_empty(root, "Url"),
         },
         "file" => InboundKind::File {
-            msg_id: msg_id(&root)?,
-            title: or_empty(&root, "Title"),
-            description: or_empty(&root, "Description"),
-            file_key: or_empty(&root, "FileKey"),
-            file_md5: or_empty(&root, "FileMd5"),
-            file_total_len: number(&root, "FileTotalLen")?,
+            msg_id: msg_id(root)?,
+            title: or_empty(root, "Title"),
+            description: or_empty(root, "Description"),
+            file_key: or_empty(root, "FileKey"),
+            file_md5: or_empty(root, "FileMd5"),
+            file_total_len: number(root, "FileTotalLen")?,
         },
-        "event" => InboundKind::Event(parse_event(&root)?),
+        "event" => InboundKind::Event(parse_event(root)?),
         _ => InboundKind::Unknown {
             msg_type: msg_type.to_owned(),
             // An unknown type's MsgId is only a dedupe hint; a bad one is not worth an error.
@@ -292,22 +298,51 @@ pub fn parse(xml: &str) -> Result<Inbound, ParseError> {
     Ok(Inbound { header, kind })
 }
 
-fn parse_root(xml: &str) -> Result<Element, ParseError> {
-    let root = xml::parse(xml)?;
-    if root.name != "xml" {
+/// Runs `read` on the document's `<xml>` root. The common shape is read in place by
+/// [`xml::scan`]; everything else goes through the strict [`xml::parse`], which also owns every
+/// error.
+fn with_root<R>(
+    xml: &str,
+    read: impl FnOnce(El<'_, '_>) -> Result<R, ParseError>,
+) -> Result<R, ParseError> {
+    let owned;
+    let doc = match xml::scan(xml) {
+        Some(doc) => doc,
+        None => {
+            owned = xml::parse(xml)?;
+            Doc::from_element(&owned)
+        }
+    };
+    let root = doc.root();
+    if root.name() != "xml" {
         return Err(XmlError::Malformed(format!(
             "root element is <{}>, expected <xml>",
-            root.name.chars().take(32).collect::<String>()
+            root.name().chars().take(32).collect::<String>()
         ))
         .into());
     }
-    Ok(root)
+    read(root)
 }
 
-fn parse_event(root: &Element) -> Result<Event, ParseError> {
+/// Longer than any `MsgType` or `Event` this build knows.
+const NAME_BUF: usize = 32;
+
+/// `s` in ASCII lower case, in `buf`; `""` (no known name) when it does not fit.
+fn ascii_lowercase<'b>(s: &str, buf: &'b mut [u8; NAME_BUF]) -> &'b str {
+    let Some(dst) = buf.get_mut(..s.len()) else {
+        return "";
+    };
+    dst.copy_from_slice(s.as_bytes());
+    dst.make_ascii_lowercase();
+    // Lower-casing ASCII bytes keeps UTF-8 valid, so this never falls back.
+    std::str::from_utf8(dst).unwrap_or("")
+}
+
+fn parse_event(root: &El<'_, '_>) -> Result<Event, ParseError> {
     let name = required(root, "Event")?;
     let key = || or_empty(root, "EventKey");
-    let event = match name.trim().to_ascii_lowercase().as_str() {
+    let mut lower = [0u8; NAME_BUF];
+    let event = match ascii_lowercase(name.trim(), &mut lower) {
         "subscribe" => {
             let raw = non_empty(root, "EventKey");
             let scene = raw
@@ -337,8 +372,8 @@ fn parse_event(root: &Element) -> Result<Event, ParseError> {
         },
         "scancode_push" | "scancode_waitmsg" => {
             let info = root.child("ScanCodeInfo");
-            let scan_type = info.map(|i| or_empty(i, "ScanType")).unwrap_or_default();
-            let scan_result = info.map(|i| or_empty(i, "ScanResult")).unwrap_or_default();
+            let scan_type = info.map(|i| or_empty(&i, "ScanType")).unwrap_or_default();
+            let scan_result = info.map(|i| or_empty(&i, "ScanResult")).unwrap_or_default();
             if name.trim().eq_ignore_ascii_case("scancode_push") {
                 Event::ScancodePush {
                     key: key(),
@@ -371,11 +406,11 @@ fn parse_event(root: &Element) -> Result<Event, ParseError> {
                 .ok_or(ParseError::Missing("SendLocationInfo"))?;
             Event::LocationSelect {
                 key: key(),
-                latitude: float(info, "Location_X")?,
-                longitude: float(info, "Location_Y")?,
-                scale: number(info, "Scale")?,
-                label: or_empty(info, "Label"),
-                poiname: or_empty(info, "Poiname"),
+                latitude: float(&info, "Location_X")?,
+                longitude: float(&info, "Location_Y")?,
+                scale: number(&info, "Scale")?,
+                label: or_empty(&info, "Label"),
+                poiname: or_empty(&info, "Poiname"),
             }
         }
         "view_miniprogram" => Event::ViewMiniprogram {
@@ -415,21 +450,21 @@ fn parse_event(root: &Element) -> Result<Event, ParseError> {
 /// `EventKey` prefix of a follow through a parametric QR code.
 const QR_SCENE_PREFIX: &str = "qrscene_";
 
-fn required<'a>(el: &'a Element, name: &'static str) -> Result<&'a str, ParseError> {
+fn required<'d>(el: &El<'d, '_>, name: &'static str) -> Result<&'d str, ParseError> {
     el.child_text(name).ok_or(ParseError::Missing(name))
 }
 
-fn or_empty(el: &Element, name: &str) -> String {
+fn or_empty(el: &El<'_, '_>, name: &str) -> String {
     el.child_text(name).unwrap_or_default().to_owned()
 }
 
-fn non_empty(el: &Element, name: &str) -> Option<String> {
+fn non_empty(el: &El<'_, '_>, name: &str) -> Option<String> {
     el.child_text(name)
         .filter(|t| !t.is_empty())
         .map(str::to_owned)
 }
 
-fn number<T: FromStr>(el: &Element, name: &'static str) -> Result<T, ParseError> {
+fn number<T: FromStr>(el: &El<'_, '_>, name: &'static str) -> Result<T, ParseError> {
     required(el, name)?
         .trim()
         .parse()
@@ -439,7 +474,7 @@ fn number<T: FromStr>(el: &Element, name: &'static str) -> Result<T, ParseError>
         })
 }
 
-fn float(el: &Element, name: &'static str) -> Result<f64, ParseError> {
+fn float(el: &El<'_, '_>, name: &'static str) -> Result<f64, ParseError> {
     required(el, name)?
         .trim()
         .parse::<f64>()
@@ -451,12 +486,12 @@ fn float(el: &Element, name: &'static str) -> Result<f64, ParseError> {
         })
 }
 
-fn msg_id(el: &Element) -> Result<MsgId, ParseError> {
+fn msg_id(el: &El<'_, '_>) -> Result<MsgId, ParseError> {
     number(el, "MsgId").map(MsgId)
 }
 
 /// Template and mass-send events spell it `MsgID`; accept the user-message spelling too.
-fn job_msg_id(el: &Element) -> Result<MsgId, ParseError> {
+fn job_msg_id(el: &El<'_, '_>) -> Result<MsgId, ParseError> {
     if el.child("MsgID").is_some() {
         number(el, "MsgID").map(MsgId)
     } else {
@@ -464,12 +499,12 @@ fn job_msg_id(el: &Element) -> Result<MsgId, ParseError> {
     }
 }
 
-fn pics(root: &Element) -> Vec<String> {
+fn pics(root: &El<'_, '_>) -> Vec<String> {
     root.child("SendPicsInfo")
         .and_then(|info| info.child("PicList"))
         .map(|list| {
             list.children_named("item")
-                .map(|item| or_empty(item, "PicMd5Sum"))
+                .map(|item| or_empty(&item, "PicMd5Sum"))
                 .collect()
         })
         .unwrap_or_default()

@@ -100,15 +100,16 @@ pub fn render(reply: &Reply, ctx: &ReplyContext) -> Option<String> {
     cdata_el(&mut out, "ToUserName", ctx.to_user);
     cdata_el(&mut out, "FromUserName", ctx.from_user);
     out.push_str("<CreateTime>");
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{}", ctx.create_time);
+    push_i64(&mut out, ctx.create_time);
     out.push_str("</CreateTime>");
-    cdata_el(&mut out, "MsgType", msg_type);
+    // Our own literal: nothing to strip or split.
+    cdata_el_clean(&mut out, "MsgType", msg_type);
     match reply {
         Reply::None => {}
         Reply::Text { content } => {
             let clean = strip_forbidden(content);
-            cdata_el(&mut out, "Content", truncate_text(&clean, TEXT_MAX_BYTES));
+            // A prefix of a clean string is clean: no second pass.
+            cdata_el_clean(&mut out, "Content", truncate_text(&clean, TEXT_MAX_BYTES));
         }
         Reply::Image { media_id } => {
             out.push_str("<Image>");
@@ -154,6 +155,7 @@ pub fn render(reply: &Reply, ctx: &ReplyContext) -> Option<String> {
             };
             let shown = &articles[..articles.len().min(limit)];
             out.push_str("<ArticleCount>");
+            // Writing to a String cannot fail.
             let _ = write!(out, "{}", shown.len());
             out.push_str("</ArticleCount><Articles>");
             for a in shown {
@@ -187,12 +189,15 @@ pub fn envelope(encrypt: &str, msg_signature: &str, timestamp: i64, nonce: &str)
     out.push('\n');
     cdata_el(&mut out, "MsgSignature", msg_signature);
     out.push_str("\n<TimeStamp>");
-    let _ = write!(out, "{timestamp}");
+    push_i64(&mut out, timestamp);
     out.push_str("</TimeStamp>\n");
     cdata_el(&mut out, "Nonce", nonce);
     out.push_str("\n</xml>");
     out
 }
+
+/// Bytes of [`envelope`] besides its four values (and any `]]>` split in the nonce).
+const ENVELOPE_OVERHEAD: usize = 192;
 
 /// Encrypts `reply_xml`, signs it over (token, timestamp, nonce, Encrypt) and wraps it in the
 /// envelope. `nonce` is normally the push's URL nonce echoed back.
@@ -204,13 +209,66 @@ pub fn seal(
     timestamp: i64,
     nonce: &str,
 ) -> String {
+    let random: [u8; 16] = rand::random();
+    seal_with_random(cipher, app_id, token, reply_xml, timestamp, nonce, &random)
+}
+
+/// [`seal`] with a caller-chosen random prefix; byte for byte
+/// `envelope(encrypt, sign([token, timestamp, nonce, encrypt]), timestamp, nonce)`, built in one
+/// buffer: the `Encrypt` text is base64-encoded straight into the envelope and signed in place.
+fn seal_with_random(
+    cipher: &Cipher,
+    app_id: &AppId,
+    token: &Token,
+    reply_xml: &str,
+    timestamp: i64,
+    nonce: &str,
+    random: &[u8; 16],
+) -> String {
     // Sign the nonce exactly as the envelope will carry it, or a stripped character would break
     // the signature.
     let nonce = strip_forbidden(nonce);
-    let encrypt = cipher.encrypt(reply_xml, app_id);
-    let ts = timestamp.to_string();
-    let msg_signature = signature::sign(&[token.expose(), &ts, &nonce, &encrypt]);
-    envelope(&encrypt, &msg_signature, timestamp, &nonce)
+    let mut ts = String::with_capacity(20);
+    push_i64(&mut ts, timestamp);
+    let plain_len = 20 + reply_xml.len() + app_id.as_str().len();
+    let sealed_len = (plain_len / 32 + 1) * 32;
+    let b64_len = sealed_len.div_ceil(3) * 4;
+    let mut out = String::with_capacity(ENVELOPE_OVERHEAD + b64_len + ts.len() + nonce.len());
+    out.push_str("<xml>\n<Encrypt><![CDATA[");
+    let start = out.len();
+    cipher.encrypt_with_random_into(reply_xml, app_id, random, &mut out);
+    // Base64 and hex have no forbidden characters and no `]]>`: written as they are.
+    let msg_signature = signature::sign_hex(&[token.expose(), &ts, &nonce, &out[start..]]);
+    out.push_str("]]></Encrypt>\n");
+    cdata_el_clean(&mut out, "MsgSignature", msg_signature.as_str());
+    out.push_str("\n<TimeStamp>");
+    out.push_str(&ts);
+    out.push_str("</TimeStamp>\n");
+    cdata_el_clean(&mut out, "Nonce", &nonce);
+    out.push_str("\n</xml>");
+    out
+}
+
+/// Appends `n` in decimal, as `Display` would, without the formatting machinery.
+fn push_i64(out: &mut String, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        i -= 1;
+        // `rest % 10` is a single digit, so the cast cannot truncate.
+        digits[i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push('-');
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
 }
 
 /// Characters XML 1.0 does not allow anywhere, even escaped (tab, LF and CR are allowed).
@@ -218,9 +276,33 @@ fn is_forbidden(c: char) -> bool {
     matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}')
 }
 
+/// Whether `s` holds any [`is_forbidden`] character, by bytes: the controls are single ASCII
+/// bytes, and U+FFFE/U+FFFF are `EF BF BE`/`EF BF BF` (0xEF only ever starts a character). A
+/// branch-free pass per chunk finds the chunks worth a precise look.
+fn has_forbidden(s: &str) -> bool {
+    const CHUNK: usize = 32;
+    let bytes = s.as_bytes();
+    bytes.chunks(CHUNK).enumerate().any(|(n, chunk)| {
+        let suspect = chunk
+            .iter()
+            .fold(false, |acc, &b| acc | (b < 0x20) | (b == 0xef));
+        suspect && {
+            let start = n * CHUNK;
+            (start..start + chunk.len()).any(|i| match bytes[i] {
+                b'\t' | b'\n' | b'\r' => false,
+                0..=0x1f => true,
+                0xef => {
+                    bytes.get(i + 1) == Some(&0xbf) && matches!(bytes.get(i + 2), Some(0xbe | 0xbf))
+                }
+                _ => false,
+            })
+        }
+    })
+}
+
 /// `s` without forbidden characters; borrows when there is nothing to remove (the usual case).
 fn strip_forbidden(s: &str) -> Cow<'_, str> {
-    if s.chars().any(is_forbidden) {
+    if has_forbidden(s) {
         Cow::Owned(s.chars().filter(|&c| !is_forbidden(c)).collect())
     } else {
         Cow::Borrowed(s)
@@ -229,10 +311,15 @@ fn strip_forbidden(s: &str) -> Cow<'_, str> {
 
 /// `<name><![CDATA[value]]></name>` with `value` cleaned of forbidden characters.
 fn cdata_el(out: &mut String, name: &str, value: &str) {
+    cdata_el_clean(out, name, &strip_forbidden(value));
+}
+
+/// [`cdata_el`] for a value already free of forbidden characters (ours, or stripped before).
+fn cdata_el_clean(out: &mut String, name: &str, value: &str) {
     out.push('<');
     out.push_str(name);
     out.push('>');
-    push_cdata(out, &strip_forbidden(value));
+    push_cdata(out, value);
     out.push_str("</");
     out.push_str(name);
     out.push('>');
@@ -498,6 +585,95 @@ mod tests {
         );
         let e = envelope("E", "S", 12, "a]]>\u{1}b");
         assert!(e.contains("<Nonce><![CDATA[a]]]]><![CDATA[>b]]></Nonce>"));
+    }
+
+    /// Strings rich in what the fast paths look at: controls, `]`, `>`, U+FFFD..U+FFFF and other
+    /// 0xEF-led characters, CJK, emoji.
+    fn tricky_text() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::char::range('\u{0}', '\u{7f}'),
+                proptest::sample::select(vec![
+                    ']', '>', '\u{fffd}', '\u{fffe}', '\u{ffff}', '\u{fe0f}', '\u{efff}',
+                    '\u{f000}', '中', '🎉', '\u{bfbe}',
+                ]),
+                proptest::char::any(),
+            ],
+            0..80,
+        )
+        .prop_map(|cs| cs.into_iter().collect())
+    }
+
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        #[test]
+        fn byte_scan_agrees_with_the_char_definition(s in tricky_text()) {
+            proptest::prop_assert_eq!(has_forbidden(&s), s.chars().any(is_forbidden));
+            let stripped: String = s.chars().filter(|&c| !is_forbidden(c)).collect();
+            let got = strip_forbidden(&s);
+            proptest::prop_assert_eq!(got.as_ref(), stripped.as_str());
+        }
+
+        #[test]
+        fn push_i64_is_display(n in proptest::num::i64::ANY) {
+            let mut out = String::from("x");
+            push_i64(&mut out, n);
+            proptest::prop_assert_eq!(out, format!("x{n}"));
+        }
+
+        #[test]
+        fn seal_is_envelope_of_encrypt_and_sign(
+            xml in tricky_text(),
+            nonce in tricky_text(),
+            ts in proptest::num::i64::ANY,
+            random in proptest::array::uniform16(proptest::num::u8::ANY),
+        ) {
+            let (cipher, app, token) = sealing_parts();
+            let clean_nonce: String = nonce.chars().filter(|&c| !is_forbidden(c)).collect();
+            let encrypt = cipher.encrypt_with_random(&xml, &app, &random);
+            let ts_text = ts.to_string();
+            let sig = signature::sign(&[token.expose(), &ts_text, &clean_nonce, &encrypt]);
+            proptest::prop_assert_eq!(
+                seal_with_random(&cipher, &app, &token, &xml, ts, &nonce, &random),
+                envelope(&encrypt, &sig, ts, &clean_nonce)
+            );
+        }
+    }
+
+    fn sealing_parts() -> (Cipher, AppId, Token) {
+        let key = EncodingAesKey::parse("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG")
+            .expect("sample key");
+        (
+            Cipher::new(&key),
+            AppId::new("wx2c2769f8efd9abc2"),
+            Token::new("spamtest"),
+        )
+    }
+
+    #[test]
+    fn forbidden_edges() {
+        for (s, bad) in [
+            ("", false),
+            ("\t\n\r", false),
+            ("\u{0}", true),
+            ("\u{1f}", true),
+            ("\u{7f}", false),
+            ("\u{fffd}", false),
+            ("\u{fffe}", true),
+            ("x\u{ffff}", true),
+            ("\u{efbf}", false),
+        ] {
+            assert_eq!(has_forbidden(s), bad, "{s:?}");
+        }
+        // U+FFFE straddling the scan's 32-byte chunks, and controls at both chunk ends.
+        for lead in 29..34 {
+            let s = format!("{}\u{fffe}", "x".repeat(lead));
+            assert!(has_forbidden(&s), "{lead}");
+            assert!(!has_forbidden(&format!("{}\u{fffd}", "x".repeat(lead))));
+        }
+        assert!(has_forbidden(&format!("{}\u{1}", "x".repeat(31))));
+        assert!(has_forbidden(&format!("{}\u{1}", "x".repeat(32))));
     }
 
     #[test]

@@ -8,28 +8,72 @@ use subtle::ConstantTimeEq;
 
 /// Length of a SHA-1 digest in lowercase hex.
 const HEX_LEN: usize = 40;
+/// Most parts any platform signature covers (`msg_signature`: token, timestamp, nonce, Encrypt).
+const INLINE_PARTS: usize = 4;
+
+/// A signature as lowercase hex, on the stack: the hot path signs twice per push and needs no
+/// heap for it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SignatureHex([u8; HEX_LEN]);
+
+impl SignatureHex {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("lowercase hex is ASCII")
+    }
+}
+
+impl std::fmt::Debug for SignatureHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A signature is a credential for one request; keep it out of debug output.
+        f.write_str("SignatureHex(***)")
+    }
+}
 
 /// `hex(sha1(concat(sort(parts))))`. Sorting is byte-wise (`"10" < "9"`): the platform compares
 /// timestamps and nonces as strings, never as numbers.
 pub fn sign(parts: &[&str]) -> String {
-    let mut sorted: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
-    sorted.sort_unstable();
+    sign_hex(parts).as_str().to_owned()
+}
+
+/// [`sign`] without allocating.
+pub fn sign_hex(parts: &[&str]) -> SignatureHex {
     let mut hasher = Sha1::new();
-    for part in sorted {
-        hasher.update(part);
+    if parts.len() <= INLINE_PARTS {
+        let mut sorted: [&[u8]; INLINE_PARTS] = [&[]; INLINE_PARTS];
+        for (slot, part) in sorted.iter_mut().zip(parts) {
+            *slot = part.as_bytes();
+        }
+        let sorted = &mut sorted[..parts.len()];
+        sorted.sort_unstable();
+        for part in sorted.iter() {
+            hasher.update(part);
+        }
+    } else {
+        let mut sorted: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+        sorted.sort_unstable();
+        for part in sorted {
+            hasher.update(part);
+        }
     }
-    hex::encode(hasher.finalize())
+    let digest = hasher.finalize();
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; HEX_LEN];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(digest.iter()) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    SignatureHex(out)
 }
 
 /// Whether `expected` (hex, any case) is the signature of `parts`, compared in constant time so a
 /// caller cannot learn a prefix of the right signature from timing.
 pub fn verify(expected: &str, parts: &[&str]) -> bool {
-    if expected.len() != HEX_LEN {
+    let Ok(expected) = <[u8; HEX_LEN]>::try_from(expected.as_bytes()) else {
         return false;
-    }
-    let expected = expected.to_ascii_lowercase();
-    let actual = sign(parts);
-    actual.as_bytes().ct_eq(expected.as_bytes()).into()
+    };
+    let expected = expected.map(|b| b.to_ascii_lowercase());
+    let actual = sign_hex(parts);
+    actual.0[..].ct_eq(&expected[..]).into()
 }
 
 #[cfg(test)]
@@ -91,6 +135,37 @@ mod tests {
             let bad = String::from_utf8(bad).expect("hex stays ascii");
             assert!(!verify(&bad, &parts), "accepted a change at {i}");
         }
+    }
+
+    /// The straightforward definition the stack-only [`sign_hex`] must agree with.
+    fn reference_sign(parts: &[&str]) -> String {
+        let mut sorted: Vec<&str> = parts.to_vec();
+        sorted.sort_unstable();
+        let mut h = Sha1::new();
+        for p in sorted {
+            h.update(p.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sign_hex_agrees_with_the_reference(
+            parts in proptest::collection::vec(".{0,12}", 0..7),
+        ) {
+            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+            let expected = reference_sign(&refs);
+            let got = sign_hex(&refs);
+            proptest::prop_assert_eq!(got.as_str(), expected.as_str());
+            proptest::prop_assert_eq!(sign(&refs), expected.clone());
+            proptest::prop_assert!(verify(&expected, &refs));
+            proptest::prop_assert!(verify(&expected.to_ascii_uppercase(), &refs));
+        }
+    }
+
+    #[test]
+    fn signature_hex_debug_hides_the_value() {
+        assert_eq!(format!("{:?}", sign_hex(&["a"])), "SignatureHex(***)");
     }
 
     #[test]

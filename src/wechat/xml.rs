@@ -5,7 +5,11 @@
 //! what the platform really sends: CDATA verbatim (never trimmed), CDATA split across sections,
 //! emoji, and raw control characters in user text (XML 1.0 forbids them; the platform sends them
 //! anyway, so rejecting them would drop real messages). Attributes are ignored: the protocol uses
-//! none. Pure: depends on `quick-xml` only.
+//! none. Also owns [`scan`], the zero-copy fast path for the common push shape, which declines
+//! (hands over to [`parse`]) whenever it is not sure to build the same tree. Pure: depends on
+//! `quick-xml` only.
+
+use std::borrow::Cow;
 
 use quick_xml::events::Event as XmlEvent;
 use quick_xml::Reader;
@@ -227,19 +231,323 @@ fn parse_digits(digits: &str, radix: u32) -> Option<u32> {
     u32::from_str_radix(digits, radix).ok()
 }
 
+/// A document as a flat list of elements in document order, borrowing names and (unsplit) text
+/// from the input: the push hot path reads a handful of fields and copies only those.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Doc<'a> {
+    nodes: Vec<Node<'a>>,
+}
+
+#[derive(Debug, PartialEq)]
+struct Node<'a> {
+    name: &'a str,
+    /// Same meaning as [`Element::text`].
+    text: Cow<'a, str>,
+    /// Index of the parent in `Doc::nodes`; the root's is its own index, 0.
+    parent: usize,
+    depth: usize,
+}
+
+/// One element of a [`Doc`], the borrowed counterpart of [`Element`].
+#[derive(Clone, Copy)]
+pub(crate) struct El<'d, 'a> {
+    doc: &'d Doc<'a>,
+    idx: usize,
+}
+
+impl<'d, 'a> Doc<'a> {
+    pub(crate) fn root(&'d self) -> El<'d, 'a> {
+        El { doc: self, idx: 0 }
+    }
+
+    /// Borrows an owned tree (the strict reader's answer when [`scan`] declines).
+    pub(crate) fn from_element(root: &'a Element) -> Doc<'a> {
+        fn flatten<'a>(el: &'a Element, parent: Option<usize>, depth: usize, out: &mut Doc<'a>) {
+            let idx = out.nodes.len();
+            out.nodes.push(Node {
+                name: &el.name,
+                text: Cow::Borrowed(&el.text),
+                parent: parent.unwrap_or(idx),
+                depth,
+            });
+            for child in &el.children {
+                flatten(child, Some(idx), depth + 1, out);
+            }
+        }
+        let mut doc = Doc { nodes: Vec::new() };
+        flatten(root, None, 0, &mut doc);
+        doc
+    }
+}
+
+impl<'d, 'a> El<'d, 'a> {
+    pub(crate) fn name(&self) -> &'d str {
+        self.node().name
+    }
+
+    pub(crate) fn text(&self) -> &'d str {
+        &self.node().text
+    }
+
+    /// The first child called `name`.
+    pub(crate) fn child(&self, name: &str) -> Option<El<'d, 'a>> {
+        self.children().find(|c| same_name(c.name(), name))
+    }
+
+    /// The text of the first child called `name`.
+    pub(crate) fn child_text(&self, name: &str) -> Option<&'d str> {
+        self.child(name).map(|c| c.text())
+    }
+
+    /// Every child called `name`, in document order.
+    pub(crate) fn children_named<'n>(&self, name: &'n str) -> impl Iterator<Item = El<'d, 'a>> + 'n
+    where
+        'd: 'n,
+        'a: 'n,
+    {
+        self.children().filter(move |c| same_name(c.name(), name))
+    }
+
+    fn node(&self) -> &'d Node<'a> {
+        &self.doc.nodes[self.idx]
+    }
+
+    fn children(&self) -> impl Iterator<Item = El<'d, 'a>> {
+        let (doc, idx) = (self.doc, self.idx);
+        let depth = self.node().depth;
+        // Descendants follow their ancestor contiguously; the subtree ends at the first node that
+        // is not deeper.
+        doc.nodes
+            .iter()
+            .enumerate()
+            .skip(idx + 1)
+            .take_while(move |(_, n)| n.depth > depth)
+            .filter(move |(_, n)| n.parent == idx)
+            .map(move |(i, _)| El { doc, idx: i })
+    }
+}
+
+/// Name equality inline: names are a few bytes, shorter than a call to `memcmp` is worth.
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+}
+
+/// The common shape of a push, read without quick-xml or copies: elements without attributes,
+/// CDATA, plain text without references, whitespace between elements and an optional XML
+/// declaration. Anything else (comments, DOCTYPE, entities, attributes, mixed content, limits,
+/// errors) gives `None`, and the caller asks the strict [`parse`], whose answer is authoritative;
+/// when this returns a document it is the one [`parse`] would build.
+pub(crate) fn scan(input: &str) -> Option<Doc<'_>> {
+    let input = input.strip_prefix('\u{feff}').unwrap_or(input);
+    let bytes = input.as_bytes();
+    let mut nodes: Vec<Node<'_>> = Vec::with_capacity(16);
+    let mut stack = [0usize; MAX_DEPTH];
+    let mut depth = 0usize;
+    let mut has_children = [false; MAX_DEPTH];
+    let mut root_done = false;
+    let mut pos = 0usize;
+
+    loop {
+        let lt = find_byte(input, pos, b'<');
+        let text = &input[pos..lt.unwrap_or(bytes.len())];
+        if !text.is_empty() {
+            if depth == 0 {
+                if !is_xml_whitespace(text) {
+                    return None;
+                }
+            } else if text.bytes().any(|b| b == b'&' || b == b'>') {
+                return None;
+            } else {
+                append_text(&mut nodes, stack[depth - 1], has_children[depth - 1], text)?;
+            }
+        }
+        let Some(lt) = lt else { break };
+        let rest = &input[lt + 1..];
+        match rest.as_bytes().first()? {
+            b'/' => {
+                if depth == 0 {
+                    return None;
+                }
+                let top = stack[depth - 1];
+                // `</` + the open name + `>`: the name is all name characters and `>` is not
+                // one, so this is exactly "the end tag's name equals the open one".
+                let name_len = nodes[top].name.len();
+                let closes = rest.as_bytes().get(1..1 + name_len)
+                    == Some(nodes[top].name.as_bytes())
+                    && rest.as_bytes().get(1 + name_len) == Some(&b'>');
+                if !closes {
+                    return None;
+                }
+                if has_children[depth - 1] {
+                    nodes[top].text = Cow::Borrowed("");
+                }
+                depth -= 1;
+                root_done = depth == 0;
+                pos = lt + 1 + name_len + 2;
+            }
+            b'!' => {
+                let body = rest.strip_prefix("![CDATA[")?;
+                let end = find_cdata_end(body)?;
+                if depth == 0 {
+                    return None;
+                }
+                append_text(
+                    &mut nodes,
+                    stack[depth - 1],
+                    has_children[depth - 1],
+                    &body[..end],
+                )?;
+                pos = lt + 1 + "![CDATA[".len() + end + "]]>".len();
+            }
+            b'?' => {
+                // Only a plain declaration in the prolog: `<?xml version="1.0" ...?>`.
+                let body = &rest[1..];
+                let end = body.find("?>")?;
+                let body = &body[..end];
+                if !nodes.is_empty()
+                    || !body.starts_with("xml ")
+                    || !body.bytes().all(|b| {
+                        b.is_ascii_alphanumeric()
+                            || matches!(b, b' ' | b'=' | b'"' | b'\'' | b'.' | b'-' | b'_')
+                    })
+                {
+                    return None;
+                }
+                pos = lt + 2 + end + 2;
+            }
+            first if first.is_ascii_alphabetic() || *first == b'_' => {
+                let name_len = name_len(rest);
+                let empty = match rest.as_bytes().get(name_len)? {
+                    b'>' => false,
+                    b'/' if rest.as_bytes().get(name_len + 1) == Some(&b'>') => true,
+                    _ => return None,
+                };
+                if root_done || depth >= MAX_DEPTH || nodes.len() >= MAX_ELEMENTS {
+                    return None;
+                }
+                let parent = if depth == 0 {
+                    nodes.len()
+                } else {
+                    let parent = stack[depth - 1];
+                    if !has_children[depth - 1] {
+                        // Text before the first child survives only if it is all whitespace,
+                        // and then [`parse`] drops it.
+                        if !is_xml_whitespace(&nodes[parent].text) {
+                            return None;
+                        }
+                        nodes[parent].text = Cow::Borrowed("");
+                        has_children[depth - 1] = true;
+                    }
+                    parent
+                };
+                let idx = nodes.len();
+                nodes.push(Node {
+                    name: &rest[..name_len],
+                    text: Cow::Borrowed(""),
+                    parent,
+                    depth,
+                });
+                if empty {
+                    root_done = depth == 0;
+                    pos = lt + 1 + name_len + 2;
+                } else {
+                    stack[depth] = idx;
+                    has_children[depth] = false;
+                    depth += 1;
+                    pos = lt + 1 + name_len + 1;
+                }
+            }
+            _ => return None,
+        }
+    }
+    if depth != 0 || !root_done {
+        return None;
+    }
+    Some(Doc { nodes })
+}
+
+/// Length of the element name at the start of `s`: the ASCII subset real pushes use.
+fn name_len(s: &str) -> usize {
+    s.bytes().take_while(|&b| NAME_BYTE[usize::from(b)]).count()
+}
+
+/// `[A-Za-z0-9_.:-]`, as a table: names are most of the bytes the scanner looks at one by one.
+const NAME_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b':');
+        b += 1;
+    }
+    table
+};
+
+/// Index of the first `needle` (ASCII) at or after `from`. The next markup is usually a few bytes
+/// away, closer than memchr's setup pays for; longer runs (CDATA bodies) still get memchr, through
+/// `str::find(char)`.
+fn find_byte(s: &str, from: usize, needle: u8) -> Option<usize> {
+    const NEAR: usize = 16;
+    let rest = s.as_bytes().get(from..)?;
+    let near = rest.len().min(NEAR);
+    if let Some(at) = rest[..near].iter().position(|&b| b == needle) {
+        return Some(from + at);
+    }
+    let mut far = from + near;
+    while !s.is_char_boundary(far) {
+        far += 1;
+    }
+    s.get(far..)?.find(char::from(needle)).map(|at| far + at)
+}
+
+/// Adds character data to an open element. Once it has children only whitespace may follow (and
+/// [`parse`] would drop it); anything else is mixed content, left to [`parse`].
+fn append_text<'a>(
+    nodes: &mut [Node<'a>],
+    idx: usize,
+    has_children: bool,
+    piece: &'a str,
+) -> Option<()> {
+    if has_children {
+        return is_xml_whitespace(piece).then_some(());
+    }
+    let text = &mut nodes.get_mut(idx)?.text;
+    if text.is_empty() {
+        *text = Cow::Borrowed(piece);
+    } else {
+        text.to_mut().push_str(piece);
+    }
+    Some(())
+}
+
 /// Appends `<![CDATA[text]]>`, splitting any `]]>` in `text` across two sections so the reader
 /// above gives `text` back unchanged. Shared by [`super::message`] and [`super::reply`].
 pub(crate) fn push_cdata(out: &mut String, text: &str) {
     out.push_str("<![CDATA[");
-    let mut pieces = text.split("]]>");
-    if let Some(first) = pieces.next() {
-        out.push_str(first);
-    }
-    for piece in pieces {
+    let mut rest = text;
+    while let Some(at) = find_cdata_end(rest) {
+        out.push_str(&rest[..at]);
         out.push_str("]]]]><![CDATA[>");
-        out.push_str(piece);
+        rest = &rest[at + 3..];
     }
+    out.push_str(rest);
     out.push_str("]]>");
+}
+
+/// Byte offset of the first `]]>` in `s`. Hops between `>` with `str::find(char)` (memchr):
+/// `str::find` with a `&str` pattern builds a two-way searcher per call, which costs more than the
+/// whole search for the short values here.
+pub(crate) fn find_cdata_end(s: &str) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let mut from = 0;
+    while let Some(at) = s.get(from..)?.find('>') {
+        let gt = from + at;
+        if gt >= 2 && bytes[gt - 2..gt] == *b"]]" {
+            return Some(gt - 2);
+        }
+        from = gt + 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -380,6 +688,193 @@ mod tests {
         let mut out = String::new();
         push_cdata(&mut out, "a]]>b");
         assert_eq!(out, "<![CDATA[a]]]]><![CDATA[>b]]>");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn push_cdata_agrees_with_splitting(s in "[\\]>a]{0,16}|.{0,16}") {
+            let mut expected = String::from("<![CDATA[");
+            expected.push_str(&s.split("]]>").collect::<Vec<_>>().join("]]]]><![CDATA[>"));
+            expected.push_str("]]>");
+            let mut out = String::new();
+            push_cdata(&mut out, &s);
+            proptest::prop_assert_eq!(out, expected);
+        }
+    }
+
+    /// Pieces of push-like and hostile XML, glued at random by the equivalence property.
+    const PIECES: &[&str] = &[
+        "<xml>",
+        "</xml>",
+        "<A>",
+        "</A>",
+        "<B>",
+        "</B>",
+        "<C/>",
+        "<xml/>",
+        "<A >",
+        "</A >",
+        "<A x=\"1\">",
+        "<![CDATA[",
+        "]]>",
+        "<![CDATA[x]]>",
+        "<![CDATA[]]>",
+        "<![CDATA[ ]]>",
+        "<![CDATA[a]]]]><![CDATA[>b]]>",
+        " ",
+        "\n",
+        "\t",
+        "\r\n",
+        "x",
+        "中",
+        "🎉",
+        "\u{1}",
+        "&amp;",
+        "&lt;",
+        "&#20320;",
+        "&e;",
+        "&",
+        "<",
+        ">",
+        "]]>",
+        "/>",
+        "<?xml version=\"1.0\"?>",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+        "<?pi x?>",
+        "<?",
+        "?>",
+        "<!-- c -->",
+        "<!DOCTYPE x>",
+        "\u{feff}",
+        "<1a>",
+        "<_a>",
+        "</_a>",
+        "<a:b>",
+        "</a:b>",
+    ];
+
+    fn soup() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::strategy::Strategy as _;
+        proptest::collection::vec(proptest::sample::select(PIECES), 0..24)
+            .prop_map(|pieces| pieces.concat())
+    }
+
+    /// Nested well-formed documents in the platform's shape, so the property also covers inputs
+    /// the scanner accepts, not just ones it declines.
+    fn pushlike() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::strategy::Strategy as _;
+        let leaf = (
+            proptest::sample::select(vec!["A", "B", "MsgType", "item"]),
+            proptest::collection::vec(proptest::sample::select(PIECES), 0..3),
+        )
+            .prop_map(|(n, inner)| format!("<{n}>{}</{n}>", inner.concat()));
+        let tree = leaf.prop_recursive(4, 40, 6, |inner| {
+            (
+                proptest::sample::select(vec!["L", "Info", "xml"]),
+                proptest::collection::vec(inner, 0..6),
+                proptest::sample::select(vec!["", "\n", "\n  ", "x", "<![CDATA[ ]]>"]),
+            )
+                .prop_map(|(n, kids, sep)| format!("<{n}>{sep}{}</{n}>", kids.join(sep)))
+        });
+        (
+            proptest::sample::select(vec!["", "<?xml version=\"1.0\"?>\n", "\u{feff}", " "]),
+            tree,
+            proptest::sample::select(vec!["", "\n", " x"]),
+        )
+            .prop_map(|(pre, t, post)| format!("{pre}{t}{post}"))
+    }
+
+    fn assert_scan_agrees(s: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        if let Some(doc) = scan(s) {
+            let strict = parse(s);
+            proptest::prop_assert!(strict.is_ok(), "scan accepted {s:?}, parse gave {strict:?}");
+            let strict = strict.expect("checked above");
+            proptest::prop_assert_eq!(doc, Doc::from_element(&strict), "{:?}", s);
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+
+        #[test]
+        fn scan_builds_what_parse_builds_on_soup(s in soup()) {
+            assert_scan_agrees(&s)?;
+        }
+
+        #[test]
+        fn scan_builds_what_parse_builds_on_pushlike(s in pushlike()) {
+            assert_scan_agrees(&s)?;
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn find_byte_is_position(s in "[a<中🎉]{0,40}", from in 0usize..60) {
+            let expected = s
+                .as_bytes()
+                .get(from..)
+                .and_then(|rest| rest.iter().position(|&b| b == b'<'))
+                .map(|at| from + at);
+            proptest::prop_assert_eq!(find_byte(&s, from, b'<'), expected);
+        }
+
+        #[test]
+        fn find_cdata_end_is_find(s in "[\\]>a中]{0,40}") {
+            proptest::prop_assert_eq!(find_cdata_end(&s), s.find("]]>"));
+        }
+    }
+
+    #[test]
+    fn scan_reads_the_platform_shapes_itself() {
+        let pretty = "<xml>\n  <ToUserName><![CDATA[toUser]]></ToUserName>\n  <FromUserName><![CDATA[FromUser]]></FromUserName>\n  <CreateTime>123456789</CreateTime>\n  <MsgType><![CDATA[event]]></MsgType>\n  <SendPicsInfo><Count>1</Count>\n<PicList><item><PicMd5Sum><![CDATA[1b5f]]></PicMd5Sum>\n</item>\n</PicList>\n</SendPicsInfo>\n  <Empty/>\n</xml>\n";
+        let compact = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><xml><Content><![CDATA[a]]]]><![CDATA[>b \u{1}]]></Content><MsgId>1</MsgId></xml>";
+        for s in [pretty, compact] {
+            let doc = scan(s).expect("the common shape is scanned, not handed to the reader");
+            let strict = parse(s).expect("parses");
+            assert_eq!(doc, Doc::from_element(&strict));
+        }
+        let doc = scan(compact).expect("scanned");
+        assert_eq!(doc.root().child_text("Content"), Some("a]]>b \u{1}"));
+        let doc = scan(pretty).expect("scanned");
+        let pics: Vec<_> = doc
+            .root()
+            .child("SendPicsInfo")
+            .and_then(|i| i.child("PicList"))
+            .map(|l| {
+                l.children_named("item")
+                    .map(|i| i.child_text("PicMd5Sum"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(pics, [Some("1b5f")]);
+        assert_eq!(doc.root().child_text("Empty"), Some(""));
+        assert_eq!(doc.root().text(), "");
+    }
+
+    #[test]
+    fn scan_declines_what_only_the_strict_reader_may_judge() {
+        for s in [
+            "<xml>&amp;</xml>",
+            "<xml><!-- c --></xml>",
+            "<!DOCTYPE x><xml/>",
+            "<xml a=\"1\"/>",
+            "<xml> x <A/></xml>",
+            "<xml><A/> x </xml>",
+            "<xml>",
+            "<xml></A>",
+            "<xml/><xml/>",
+            "",
+            "<?pi?><xml/>",
+        ] {
+            assert!(scan(s).is_none(), "{s:?}");
+        }
+        let deep = format!("{}{}", "<a>".repeat(9), "</a>".repeat(9));
+        assert!(scan(&deep).is_none());
+        let wide = format!("<r>{}</r>", "<i/>".repeat(512));
+        assert!(scan(&wide).is_none());
+        let wide_ok = format!("<r>{}</r>", "<i/>".repeat(511));
+        assert!(scan(&wide_ok).is_some());
     }
 
     #[test]
