@@ -172,6 +172,7 @@ impl Store {
             s.last_subscribed = Some(at);
             s.subscribed = true;
             s.last_seen = s.last_seen.max(at);
+            true
         })?;
         Ok(SubscribeOutcome {
             first_time,
@@ -185,6 +186,7 @@ impl Store {
             s.subscribed = false;
             s.unsubscribed_at = Some(at);
             s.last_seen = s.last_seen.max(at);
+            true
         })?;
         Ok(())
     }
@@ -200,10 +202,12 @@ impl Store {
         is_user_message: bool,
     ) -> Result<Subscriber, StoreError> {
         self.update_subscriber(openid, Write::Behind, |s| {
+            let changed = at > s.last_seen || is_user_message;
             s.last_seen = s.last_seen.max(at);
             if is_user_message {
                 s.message_count = s.message_count.saturating_add(1);
             }
+            changed
         })
     }
 
@@ -211,6 +215,7 @@ impl Store {
     /// record if absent. Written through when the tags change.
     pub fn add_tags(&self, openid: &OpenId, tags: &[String]) -> Result<Subscriber, StoreError> {
         self.update_subscriber(openid, Write::Through, |s| {
+            let before = s.tags.len();
             s.tags.extend(
                 tags.iter()
                     .map(|t| t.trim())
@@ -219,49 +224,51 @@ impl Store {
             );
             s.tags.sort();
             s.tags.dedup();
+            // The list was sorted and unique before, so it changed iff it grew.
+            s.tags.len() != before
         })
     }
 
-    /// Read-modify-write of one subscriber under its shard lock. A change that leaves the record
-    /// as it was writes nothing.
+    /// Read-modify-write of one subscriber under its shard lock, in place. `f` returns whether
+    /// it changed the record; an unchanged record writes nothing.
     fn update_subscriber(
         &self,
         openid: &OpenId,
         write: Write,
-        f: impl FnOnce(&mut Subscriber),
+        f: impl FnOnce(&mut Subscriber) -> bool,
     ) -> Result<Subscriber, StoreError> {
         check_part("openid", openid.as_str())?;
         let mut shard = self.inner.subscriber_cache.shard(openid.as_str())?;
-        let (mut sub, was_dirty, exists) = match shard.get(openid.as_str()) {
-            Some(c) => (c.sub.clone(), c.dirty, true),
-            None => match self.load_subscriber(openid)? {
-                Some(s) => (s, false, true),
-                None => (Subscriber::new(openid), false, false),
-            },
-        };
-        let before = sub.clone();
-        f(&mut sub);
-        let changed = !exists || sub != before;
-        let dirty = match (changed, write) {
-            (false, _) => was_dirty,
-            (true, Write::Behind) => true,
-            (true, Write::Through) => {
-                // Under the shard lock, so a concurrent flush cannot write an older copy after.
-                self.inner
-                    .subscribers
-                    .insert(openid.as_str().as_bytes(), encode_json(&sub))?;
-                false
-            }
-        };
-        shard.insert(
-            Box::from(openid.as_str()),
-            Cached {
-                sub: sub.clone(),
-                dirty,
-                used: true,
-            },
-        );
-        Ok(sub)
+        if !shard.contains_key(openid.as_str()) {
+            let (sub, dirty) = match self.load_subscriber(openid)? {
+                Some(s) => (s, false),
+                // A new record exists only in memory until written.
+                None => (Subscriber::new(openid), true),
+            };
+            shard.insert(
+                Box::from(openid.as_str()),
+                Cached {
+                    sub,
+                    dirty,
+                    used: true,
+                },
+            );
+        }
+        let c = shard
+            .get_mut(openid.as_str())
+            .ok_or_else(|| StoreError::Corrupt("subscriber cache lost a record".into()))?;
+        c.used = true;
+        if f(&mut c.sub) {
+            c.dirty = true;
+        }
+        if c.dirty && write == Write::Through {
+            // Under the shard lock, so a concurrent flush cannot write an older copy after.
+            self.inner
+                .subscribers
+                .insert(openid.as_str().as_bytes(), encode_json(&c.sub))?;
+            c.dirty = false;
+        }
+        Ok(c.sub.clone())
     }
 
     /// Writes every dirty cached record to sled (one batch per shard) and evicts clean records
