@@ -83,7 +83,10 @@ fn touch_counts_user_messages_and_never_moves_last_seen_back() {
     let s = store.touch(&u, T0 + 2, true).expect("late retry");
     assert_eq!(s.message_count, 2);
     assert_eq!(s.last_seen, T0 + 5);
-    assert_eq!(store.subscriber(&u).expect("read"), Some(s));
+    assert_eq!(
+        store.subscriber(&u).expect("read"),
+        Some(mpgate::store::Subscriber::clone(&s))
+    );
 }
 
 #[test]
@@ -100,7 +103,7 @@ fn tags_are_sorted_and_unique() {
 }
 
 #[test]
-fn activity_is_written_behind_and_state_changes_through() {
+fn subscriber_changes_are_written_behind_and_reach_sled_with_the_next_write() {
     let dir = TempDir::new().expect("tempdir");
     let u = uid("oWB");
     {
@@ -113,16 +116,39 @@ fn activity_is_written_behind_and_state_changes_through() {
         assert_eq!((s.last_seen, s.message_count), (T0 + 9, 2));
         assert_eq!(store.flush_subscribers().expect("flush"), 1);
         assert_eq!(store.flush_subscribers().expect("nothing dirty"), 0);
-        store.add_tags(&u, &["vip".into()]).expect("tags");
+        let s = store.add_tags(&u, &["vip".into()]).expect("tags");
+        assert_eq!(s.tags, ["vip"]);
         // Adding a tag it already has changes nothing and writes nothing.
+        store
+            .add_tags(&u, &["vip".into(), " ".into()])
+            .expect("tags");
+        assert_eq!(store.flush_subscribers().expect("flush"), 1);
         store.add_tags(&u, &["vip".into()]).expect("tags");
+        assert_eq!(store.flush_subscribers().expect("flush"), 0);
+        // A change made just before the server's write-behind step is in sled after it.
+        store.on_unsubscribe(&u, T0 + 20).expect("unsubscribe");
+        store.write_behind(false).expect("write-behind");
         assert_eq!(store.flush_subscribers().expect("flush"), 0);
     }
     let store = open(dir.path());
     let s = store.subscriber(&u).expect("read").expect("exists");
     assert_eq!(
-        (s.channel.as_deref(), s.last_seen, s.message_count, s.tags),
-        (Some("qr9"), T0 + 9, 2, vec!["vip".to_string()])
+        (
+            s.channel.as_deref(),
+            s.last_seen,
+            s.message_count,
+            s.tags,
+            s.subscribed,
+            s.unsubscribed_at
+        ),
+        (
+            Some("qr9"),
+            T0 + 20,
+            2,
+            vec!["vip".to_string()],
+            false,
+            Some(T0 + 20)
+        )
     );
 }
 

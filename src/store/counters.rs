@@ -7,8 +7,9 @@ use chrono::NaiveDate;
 
 use super::{Store, StoreError};
 
-/// Counts not yet merged into the tree.
-pub(super) type Pending = HashMap<(NaiveDate, String), u64>;
+/// Counts not yet merged into the tree, keyed by the counter itself: naming it (a `format!`)
+/// waits for the flush instead of costing every push.
+pub(super) type Pending = HashMap<(NaiveDate, Counter), u64>;
 
 /// Length of `YYYY-MM-DD`.
 const DAY_LEN: usize = 10;
@@ -95,7 +96,7 @@ impl Store {
             .pending_counts
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let slot = pending.entry((day, c.name())).or_insert(0);
+        let slot = pending.entry((day, c)).or_insert(0);
         *slot = slot.saturating_add(n);
     }
 
@@ -115,7 +116,8 @@ impl Store {
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
         let mut rest = taken.into_iter();
-        while let Some(((day, name), n)) = rest.next() {
+        while let Some(((day, counter), n)) = rest.next() {
+            let name = counter.name();
             let merged = self
                 .inner
                 .counters
@@ -130,7 +132,7 @@ impl Store {
                     .pending_counts
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
-                for (k, v) in std::iter::once(((day, name), n)).chain(rest) {
+                for (k, v) in std::iter::once(((day, counter), n)).chain(rest) {
                     let slot = pending.entry(k).or_insert(0);
                     *slot = slot.saturating_add(v);
                 }
@@ -169,12 +171,12 @@ impl Store {
             .pending_counts
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for ((day, name), n) in pending.iter() {
+        for ((day, counter), n) in pending.iter() {
             if (from..=to).contains(day) {
                 let slot = out
                     .entry(*day)
                     .or_default()
-                    .entry(name.clone())
+                    .entry(counter.name())
                     .or_insert(0);
                 *slot = slot.saturating_add(*n);
             }

@@ -238,10 +238,26 @@ impl Store {
     /// Writes everything kept in memory (dedupe entries, subscriber activity, counters) to sled
     /// and forces it all to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.flush_dedupe()?;
+        // Subscribers before dedupe: see `write_behind`.
         self.flush_subscribers()?;
+        self.flush_dedupe()?;
         self.flush_counters()?;
         self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// One write-behind step; the server runs it every 100 ms off the request path, with
+    /// `full` every tenth time. Subscriber changes go to sled before the dedupe entries of the
+    /// same period, so a push whose dedupe entry is stored has its side effects stored too (sled
+    /// keeps the order of writes across a crash): after a crash, either both survive or the
+    /// platform's retry finds no entry and redoes both. Counters and cache eviction only when
+    /// `full` (counts may lose that second; an activity count is not worth more).
+    pub fn write_behind(&self, full: bool) -> Result<(), StoreError> {
+        self.write_subscribers(full)?;
+        self.flush_dedupe()?;
+        if full {
+            self.flush_counters()?;
+        }
         Ok(())
     }
 

@@ -5,19 +5,23 @@
 //! and `message_count`. Doing that as a sled read-modify-write per push cost more than the whole
 //! protocol layer, so records live in a bounded in-memory cache ([`SubscriberCache`]):
 //!
-//! - Activity updates ([`Store::touch`]) change the cached record and mark it dirty;
-//!   [`Store::flush_subscribers`] (every second, and before shutdown, stats and listings) writes
-//!   dirty records in one sled batch. A crash loses at most that second of activity counts.
-//! - State changes an operator cares about (subscribe, unsubscribe, new tags) are written
-//!   through to sled at once, like before.
+//! - Every change (activity, subscribe, unsubscribe, new tags) updates the cached record and
+//!   marks it dirty; [`Store::flush_subscribers`] writes dirty records in one sled batch per
+//!   shard. The server calls it every 100 ms *before* writing the dedupe entries of the same
+//!   period (`Store::write_behind`), so whenever a push's dedupe entry is in sled, so are its
+//!   subscriber changes: a crash either keeps both or lets the platform's retry redo both.
+//!   Writing subscribe events through to sled cost ~3 % of push CPU and bought nothing: sled
+//!   itself only reaches disk every 200 ms.
 //! - Each change is a read-modify-write under the record's shard lock, so concurrent pushes
 //!   from the same user never lose an update, and sled writes of one record happen in order.
-//! - Clean records not used since the previous flush are evicted once a shard is over its share
-//!   of [`CACHE_RECORDS`].
+//!   Records are shared as `Arc`s (copied on write), so a push reading its sender's tags does not
+//!   copy the record.
+//! - Clean records not used since the previous eviction pass are evicted once a shard is over
+//!   its share of [`CACHE_RECORDS`] (at most once a second, so "recently used" means that).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{check_part, decode_json, encode_json, Store, StoreError};
 use crate::wechat::types::OpenId;
@@ -78,7 +82,7 @@ pub struct SubscribeOutcome {
     /// message history (a follower from before mpgate who has written to us is not new).
     pub first_time: bool,
     /// The record after the update.
-    pub subscriber: Subscriber,
+    pub subscriber: Arc<Subscriber>,
 }
 
 /// Records kept in memory (all shards together). About 300 bytes each: ~3 MB.
@@ -86,10 +90,10 @@ const CACHE_RECORDS: usize = 10_000;
 const SHARDS: usize = 16;
 
 struct Cached {
-    sub: Subscriber,
+    sub: Arc<Subscriber>,
     /// Changed since it was last written to sled.
     dirty: bool,
-    /// Read or written since the previous flush (second-chance eviction).
+    /// Read or written since the previous eviction pass (second-chance eviction).
     used: bool,
 }
 
@@ -116,20 +120,13 @@ impl SubscriberCache {
     }
 }
 
-/// Whether an update must reach sled before the call returns.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Write {
-    Through,
-    Behind,
-}
-
 impl Store {
     /// The record for `openid`, if any.
     pub fn subscriber(&self, openid: &OpenId) -> Result<Option<Subscriber>, StoreError> {
         let mut shard = self.inner.subscriber_cache.shard(openid.as_str())?;
         if let Some(c) = shard.get_mut(openid.as_str()) {
             c.used = true;
-            return Ok(Some(c.sub.clone()));
+            return Ok(Some(Subscriber::clone(&c.sub)));
         }
         let Some(sub) = self.load_subscriber(openid)? else {
             return Ok(None);
@@ -137,7 +134,7 @@ impl Store {
         shard.insert(
             Box::from(openid.as_str()),
             Cached {
-                sub: sub.clone(),
+                sub: Arc::new(sub.clone()),
                 dirty: false,
                 used: true,
             },
@@ -153,7 +150,7 @@ impl Store {
             .transpose()
     }
 
-    /// Records a subscribe event. `scene` (the QR scene, if any) becomes the channel only on a
+    /// Records a subscribe event (written behind, see the module doc). `scene` (the QR scene, if any) becomes the channel only on a
     /// follower's first-time subscribe.
     pub fn on_subscribe(
         &self,
@@ -162,7 +159,7 @@ impl Store {
         at: i64,
     ) -> Result<SubscribeOutcome, StoreError> {
         let mut first_time = false;
-        let subscriber = self.update_subscriber(openid, Write::Through, |s| {
+        let subscriber = self.update_subscriber(openid, |s| {
             let is_new = s.first_subscribed.is_none() && s.message_count == 0;
             first_time = is_new;
             if is_new {
@@ -182,7 +179,7 @@ impl Store {
 
     /// Records an unsubscribe event.
     pub fn on_unsubscribe(&self, openid: &OpenId, at: i64) -> Result<(), StoreError> {
-        self.update_subscriber(openid, Write::Through, |s| {
+        self.update_subscriber(openid, |s| {
             s.subscribed = false;
             s.unsubscribed_at = Some(at);
             s.last_seen = s.last_seen.max(at);
@@ -200,8 +197,8 @@ impl Store {
         openid: &OpenId,
         at: i64,
         is_user_message: bool,
-    ) -> Result<Subscriber, StoreError> {
-        self.update_subscriber(openid, Write::Behind, |s| {
+    ) -> Result<Arc<Subscriber>, StoreError> {
+        self.update_subscriber(openid, |s| {
             let changed = at > s.last_seen || is_user_message;
             s.last_seen = s.last_seen.max(at);
             if is_user_message {
@@ -212,20 +209,22 @@ impl Store {
     }
 
     /// Adds tags (blank ones are ignored), keeping the list sorted and unique. Creates the
-    /// record if absent. Written through when the tags change.
-    pub fn add_tags(&self, openid: &OpenId, tags: &[String]) -> Result<Subscriber, StoreError> {
-        self.update_subscriber(openid, Write::Through, |s| {
-            let before = s.tags.len();
-            s.tags.extend(
-                tags.iter()
-                    .map(|t| t.trim())
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_owned),
-            );
-            s.tags.sort();
-            s.tags.dedup();
-            // The list was sorted and unique before, so it changed iff it grew.
-            s.tags.len() != before
+    /// record if absent. Written behind; a call that adds nothing new writes nothing.
+    pub fn add_tags(
+        &self,
+        openid: &OpenId,
+        tags: &[String],
+    ) -> Result<Arc<Subscriber>, StoreError> {
+        self.update_subscriber(openid, |s| {
+            let mut changed = false;
+            for t in tags.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+                // The list is kept sorted, so a tag already present costs no allocation.
+                if let Err(at) = s.tags.binary_search_by(|x| x.as_str().cmp(t)) {
+                    s.tags.insert(at, t.to_owned());
+                    changed = true;
+                }
+            }
+            changed
         })
     }
 
@@ -234,9 +233,8 @@ impl Store {
     fn update_subscriber(
         &self,
         openid: &OpenId,
-        write: Write,
         f: impl FnOnce(&mut Subscriber) -> bool,
-    ) -> Result<Subscriber, StoreError> {
+    ) -> Result<Arc<Subscriber>, StoreError> {
         check_part("openid", openid.as_str())?;
         let mut shard = self.inner.subscriber_cache.shard(openid.as_str())?;
         if !shard.contains_key(openid.as_str()) {
@@ -248,7 +246,7 @@ impl Store {
             shard.insert(
                 Box::from(openid.as_str()),
                 Cached {
-                    sub,
+                    sub: Arc::new(sub),
                     dirty,
                     used: true,
                 },
@@ -258,22 +256,23 @@ impl Store {
             .get_mut(openid.as_str())
             .ok_or_else(|| StoreError::Corrupt("subscriber cache lost a record".into()))?;
         c.used = true;
-        if f(&mut c.sub) {
+        // Copies the record only if a concurrent push still holds the previous version.
+        if f(Arc::make_mut(&mut c.sub)) {
             c.dirty = true;
-        }
-        if c.dirty && write == Write::Through {
-            // Under the shard lock, so a concurrent flush cannot write an older copy after.
-            self.inner
-                .subscribers
-                .insert(openid.as_str().as_bytes(), encode_json(&c.sub))?;
-            c.dirty = false;
         }
         Ok(c.sub.clone())
     }
 
     /// Writes every dirty cached record to sled (one batch per shard) and evicts clean records
-    /// unused since the previous flush from shards over their share. Returns records written.
+    /// unused since the previous eviction pass from shards over their share. Returns records
+    /// written.
     pub fn flush_subscribers(&self) -> Result<usize, StoreError> {
+        self.write_subscribers(true)
+    }
+
+    /// [`Store::flush_subscribers`], with the eviction pass only if `evict`: the 100 ms
+    /// write-behind tick evicts once a second, so "unused since the last pass" means a while.
+    pub(super) fn write_subscribers(&self, evict: bool) -> Result<usize, StoreError> {
         let cache = &self.inner.subscriber_cache;
         let per_shard = CACHE_RECORDS / SHARDS;
         let mut written = 0;
@@ -285,23 +284,25 @@ impl Store {
             let mut n = 0;
             for (openid, c) in shard.iter() {
                 if c.dirty {
-                    batch.insert(openid.as_bytes(), encode_json(&c.sub));
+                    batch.insert(openid.as_bytes(), encode_json(&*c.sub));
                     n += 1;
                 }
             }
             if n > 0 {
-                // Under the lock: a write-through of the same record cannot overtake this one.
+                // Under the lock: a newer change of the same record cannot be overtaken.
                 self.inner.subscribers.apply_batch(batch)?;
                 for c in shard.values_mut() {
                     c.dirty = false;
                 }
                 written += n;
             }
-            if shard.len() > per_shard {
-                shard.retain(|_, c| c.used || c.dirty);
-            }
-            for c in shard.values_mut() {
-                c.used = false;
+            if evict {
+                if shard.len() > per_shard {
+                    shard.retain(|_, c| c.used || c.dirty);
+                }
+                for c in shard.values_mut() {
+                    c.used = false;
+                }
             }
         }
         Ok(written)
