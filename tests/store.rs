@@ -125,7 +125,12 @@ fn subscriber_changes_are_written_behind_and_reach_sled_with_the_next_write() {
         assert_eq!(store.flush_subscribers().expect("flush"), 1);
         store.add_tags(&u, &["vip".into()]).expect("tags");
         assert_eq!(store.flush_subscribers().expect("flush"), 0);
-        // A change made just before the server's write-behind step is in sled after it.
+        // The server's 100 ms write-behind step writes state changes, and leaves activity to
+        // the once-a-second one.
+        store.touch(&u, T0 + 15, false).expect("touch");
+        store.write_behind(false).expect("write-behind");
+        assert_eq!(store.flush_subscribers().expect("activity still dirty"), 1);
+        store.touch(&u, T0 + 16, false).expect("touch");
         store.on_unsubscribe(&u, T0 + 20).expect("unsubscribe");
         store.write_behind(false).expect("write-behind");
         assert_eq!(store.flush_subscribers().expect("flush"), 0);

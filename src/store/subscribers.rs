@@ -5,13 +5,15 @@
 //! and `message_count`. Doing that as a sled read-modify-write per push cost more than the whole
 //! protocol layer, so records live in a bounded in-memory cache ([`SubscriberCache`]):
 //!
-//! - Every change (activity, subscribe, unsubscribe, new tags) updates the cached record and
-//!   marks it dirty; [`Store::flush_subscribers`] writes dirty records in one sled batch per
-//!   shard. The server calls it every 100 ms *before* writing the dedupe entries of the same
-//!   period (`Store::write_behind`), so whenever a push's dedupe entry is in sled, so are its
-//!   subscriber changes: a crash either keeps both or lets the platform's retry redo both.
-//!   Writing subscribe events through to sled cost ~3 % of push CPU and bought nothing: sled
-//!   itself only reaches disk every 200 ms.
+//! - Every change updates the cached record and marks it dirty; [`Store::flush_subscribers`]
+//!   writes dirty records in one sled batch per shard, outside the shard locks. The server's
+//!   write-behind step (`Store::write_behind`, every 100 ms) writes records whose *state*
+//!   changed (subscribe, unsubscribe, tags) before the dedupe entries of the same period, so
+//!   whenever a push's answer is in sled, so is its state change: after a crash either both
+//!   survive or the platform's retry finds no answer and redoes both. Activity (`last_seen`,
+//!   `message_count`) is written once a second: rewriting every active record ten times a
+//!   second cost 6 % of push CPU. Writing subscribe events through to sled from the request
+//!   cost ~3 % and bought nothing: sled itself only reaches the disk every 200 ms.
 //! - Each change is a read-modify-write under the record's shard lock, so concurrent pushes
 //!   from the same user never lose an update, and sled writes of one record happen in order.
 //!   Records are shared as `Arc`s (copied on write), so a push reading its sender's tags does not
@@ -91,16 +93,29 @@ const SHARDS: usize = 16;
 
 struct Cached {
     sub: Arc<Subscriber>,
-    /// Changed since it was last written to sled.
-    dirty: bool,
+    /// What changed since it was last written to sled.
+    dirty: Dirty,
     /// Read or written since the previous eviction pass (second-chance eviction).
     used: bool,
+}
+
+/// How soon a cached record must be written. Ordered: a record holding both kinds of change is
+/// as urgent as the more urgent one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Dirty {
+    Clean,
+    /// Only `last_seen` / `message_count` changed: written within a second.
+    Activity,
+    /// Subscribed, unsubscribed or tags changed: written at the next write-behind step.
+    State,
 }
 
 /// The in-memory side of the subscriber records.
 pub(super) struct SubscriberCache {
     hasher: RandomState,
     shards: Vec<Mutex<HashMap<Box<str>, Cached>>>,
+    /// Serialises [`Store::flush_subscribers`].
+    write_gate: Mutex<()>,
 }
 
 impl SubscriberCache {
@@ -108,16 +123,19 @@ impl SubscriberCache {
         SubscriberCache {
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            write_gate: Mutex::new(()),
         }
     }
 
     fn shard(&self, openid: &str) -> Result<MutexGuard<'_, HashMap<Box<str>, Cached>>, StoreError> {
         // The modulo keeps the index below SHARDS, so the cast cannot truncate.
         let i = (self.hasher.hash_one(openid) % SHARDS as u64) as usize;
-        self.shards[i].lock().map_err(|_| {
-            StoreError::Corrupt("subscriber cache lock poisoned by an earlier panic".into())
-        })
+        self.shards[i].lock().map_err(|_| poisoned())
     }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Corrupt("subscriber cache lock poisoned by an earlier panic".into())
 }
 
 impl Store {
@@ -135,7 +153,7 @@ impl Store {
             Box::from(openid.as_str()),
             Cached {
                 sub: Arc::new(sub.clone()),
-                dirty: false,
+                dirty: Dirty::Clean,
                 used: true,
             },
         );
@@ -159,7 +177,7 @@ impl Store {
         at: i64,
     ) -> Result<SubscribeOutcome, StoreError> {
         let mut first_time = false;
-        let subscriber = self.update_subscriber(openid, |s| {
+        let subscriber = self.update_subscriber(openid, Dirty::State, |s| {
             let is_new = s.first_subscribed.is_none() && s.message_count == 0;
             first_time = is_new;
             if is_new {
@@ -179,7 +197,7 @@ impl Store {
 
     /// Records an unsubscribe event.
     pub fn on_unsubscribe(&self, openid: &OpenId, at: i64) -> Result<(), StoreError> {
-        self.update_subscriber(openid, |s| {
+        self.update_subscriber(openid, Dirty::State, |s| {
             s.subscribed = false;
             s.unsubscribed_at = Some(at);
             s.last_seen = s.last_seen.max(at);
@@ -198,7 +216,7 @@ impl Store {
         at: i64,
         is_user_message: bool,
     ) -> Result<Arc<Subscriber>, StoreError> {
-        self.update_subscriber(openid, |s| {
+        self.update_subscriber(openid, Dirty::Activity, |s| {
             let changed = at > s.last_seen || is_user_message;
             s.last_seen = s.last_seen.max(at);
             if is_user_message {
@@ -215,7 +233,7 @@ impl Store {
         openid: &OpenId,
         tags: &[String],
     ) -> Result<Arc<Subscriber>, StoreError> {
-        self.update_subscriber(openid, |s| {
+        self.update_subscriber(openid, Dirty::State, |s| {
             let mut changed = false;
             for t in tags.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
                 // The list is kept sorted, so a tag already present costs no allocation.
@@ -233,15 +251,16 @@ impl Store {
     fn update_subscriber(
         &self,
         openid: &OpenId,
+        change: Dirty,
         f: impl FnOnce(&mut Subscriber) -> bool,
     ) -> Result<Arc<Subscriber>, StoreError> {
         check_part("openid", openid.as_str())?;
         let mut shard = self.inner.subscriber_cache.shard(openid.as_str())?;
         if !shard.contains_key(openid.as_str()) {
             let (sub, dirty) = match self.load_subscriber(openid)? {
-                Some(s) => (s, false),
+                Some(s) => (s, Dirty::Clean),
                 // A new record exists only in memory until written.
-                None => (Subscriber::new(openid), true),
+                None => (Subscriber::new(openid), change),
             };
             shard.insert(
                 Box::from(openid.as_str()),
@@ -258,7 +277,7 @@ impl Store {
         c.used = true;
         // Copies the record only if a concurrent push still holds the previous version.
         if f(Arc::make_mut(&mut c.sub)) {
-            c.dirty = true;
+            c.dirty = c.dirty.max(change);
         }
         Ok(c.sub.clone())
     }
@@ -270,35 +289,52 @@ impl Store {
         self.write_subscribers(true)
     }
 
-    /// [`Store::flush_subscribers`], with the eviction pass only if `evict`: the 100 ms
-    /// write-behind tick evicts once a second, so "unused since the last pass" means a while.
-    pub(super) fn write_subscribers(&self, evict: bool) -> Result<usize, StoreError> {
+    /// The write-behind step: records with state changes, or with `full` (once a second) every
+    /// dirty record plus the eviction pass, so "unused since the last pass" means a while.
+    pub(super) fn write_subscribers(&self, full: bool) -> Result<usize, StoreError> {
+        let due = if full { Dirty::Activity } else { Dirty::State };
         let cache = &self.inner.subscriber_cache;
+        // One writer at a time (the write-behind thread, explicit flushes): two snapshots of one
+        // record written concurrently could land in sled in the wrong order.
+        let _gate = cache.write_gate.lock().map_err(|_| poisoned())?;
         let per_shard = CACHE_RECORDS / SHARDS;
         let mut written = 0;
         for shard in &cache.shards {
-            let mut shard = shard.lock().map_err(|_| {
-                StoreError::Corrupt("subscriber cache lock poisoned by an earlier panic".into())
-            })?;
-            let mut batch = sled::Batch::default();
-            let mut n = 0;
-            for (openid, c) in shard.iter() {
-                if c.dirty {
-                    batch.insert(openid.as_bytes(), encode_json(&*c.sub));
-                    n += 1;
+            let lock = || shard.lock().map_err(|_| poisoned());
+            let dirty: Vec<Arc<Subscriber>> = lock()?
+                .values_mut()
+                .filter(|c| c.dirty >= due)
+                .map(|c| {
+                    c.dirty = Dirty::Clean;
+                    c.sub.clone()
+                })
+                .collect();
+            if !dirty.is_empty() {
+                let mut batch = sled::Batch::default();
+                for sub in &dirty {
+                    batch.insert(sub.openid.as_bytes(), encode_json(&**sub));
                 }
-            }
-            if n > 0 {
-                // Under the lock: a newer change of the same record cannot be overtaken.
-                self.inner.subscribers.apply_batch(batch)?;
-                for c in shard.values_mut() {
-                    c.dirty = false;
+                // Outside the shard lock: sled can block on its log for a while, and a push
+                // must never wait for that. A record changed meanwhile is dirty again and goes
+                // out in the next write, after this one (writes are serialised above).
+                if let Err(e) = self.inner.subscribers.apply_batch(batch) {
+                    let mut shard = lock()?;
+                    for sub in &dirty {
+                        if let Some(c) = shard.get_mut(sub.openid.as_str()) {
+                            // The failed write may have held a state change.
+                            c.dirty = Dirty::State;
+                        }
+                    }
+                    return Err(e.into());
                 }
-                written += n;
+                written += dirty.len();
             }
-            if evict {
+            if full {
+                let mut shard = lock()?;
+                // Only clean records go, so nothing unwritten is lost, and the next read
+                // finds what was just written.
                 if shard.len() > per_shard {
-                    shard.retain(|_, c| c.used || c.dirty);
+                    shard.retain(|_, c| c.used || c.dirty != Dirty::Clean);
                 }
                 for c in shard.values_mut() {
                     c.used = false;
