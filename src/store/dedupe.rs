@@ -18,9 +18,11 @@
 //! fingerprint (low 40 bits). A slot is `fingerprint << 24 | batch`, `batch` being the low 24
 //! bits of the number of the batch holding the entry, or [`PENDING`] for an entry still in
 //! memory. Each shard is a `hashbrown::HashTable<u64>` probed by the fingerprint: 8 bytes plus
-//! one control byte per bucket, so 9–18 bytes per entry at hashbrown's load factors (the
-//! previous single `HashMap<u64, (u32, u32)>` took 17–34, and doubled all of it at once under
-//! the one lock every push waited on; a shard doubles 1/16 of it, stalling 1/16 of the pushes).
+//! one control byte per bucket, 10–21 bytes per entry at hashbrown's load factors (7/16–7/8).
+//! The previous single `HashMap<u64, (u32, u32)>` took 17 per bucket (19–39 per entry) and
+//! doubled all of it at once under the one lock every push waited on; a shard doubles 1/16 of
+//! it, stalling 1/16 of the pushes. Measured with 520,000 entries: 16 × 65,536 buckets, 9.4 MB
+//! against 17.8 MB, and the process's peak RSS 40 MB against 56 MB.
 //! Entries carry no time of their own in the index: a flushed entry is as old as its batch's
 //! newest entry (batches are written in time order), a pending one keeps its time in the
 //! pending map.
@@ -106,8 +108,9 @@ pub(super) struct Dedupe {
 /// One part of the index with the entries it routes to memory.
 ///
 /// Invariant: for every fingerprint, the number of [`PENDING`] slots equals the number of
-/// distinct keys with that fingerprint in `pending` ∪ `flushing`, so each such key has exactly
-/// one PENDING slot and a lookup that finds none needs no map probe.
+/// distinct keys with that fingerprint in `pending` ∪ `flushing` (such slots are
+/// interchangeable), so a key in either map always finds a PENDING slot with its fingerprint
+/// and a lookup that finds none skips the map probe.
 #[derive(Default)]
 struct Shard {
     slots: HashTable<u64>,
