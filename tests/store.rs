@@ -433,7 +433,7 @@ fn concurrent_puts_gets_and_flushes_lose_nothing() {
 }
 
 #[test]
-fn dedupe_keys_may_hold_any_bytes_but_not_be_empty() {
+fn dedupe_keys_may_hold_any_bytes_but_not_be_empty_or_huge() {
     let (_dir, store) = fresh();
     let r = StoredReply {
         at: T0,
@@ -444,6 +444,16 @@ fn dedupe_keys_may_hold_any_bytes_but_not_be_empty() {
     assert_eq!(store.dedupe_get("oA").expect("get"), None);
     assert!(matches!(
         store.dedupe_put("", &r),
+        Err(StoreError::InvalidKey { .. })
+    ));
+    // The longest key a batch can hold is 65,535 bytes; it round-trips through sled.
+    let longest = "键".repeat(21_845);
+    assert_eq!(longest.len(), 65_535);
+    store.dedupe_put(&longest, &r).expect("put");
+    store.flush_dedupe().expect("flush");
+    assert_eq!(store.dedupe_get(&longest).expect("get"), Some(r.clone()));
+    assert!(matches!(
+        store.dedupe_put(&format!("{longest}x"), &r),
         Err(StoreError::InvalidKey { .. })
     ));
 }

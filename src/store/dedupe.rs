@@ -461,7 +461,8 @@ impl Store {
     /// Remembers the answer for `key` (replacing any earlier one). Memory only until the next
     /// [`Store::flush_dedupe`].
     pub fn dedupe_put(&self, key: &str, reply: &StoredReply) -> Result<(), StoreError> {
-        if key.is_empty() {
+        // A batch stores the key's length in 16 bits; a longer key would make it unreadable.
+        if key.is_empty() || key.len() > usize::from(u16::MAX) {
             return Err(StoreError::InvalidKey { what: "dedupe key" });
         }
         let d = &self.inner.dedupe;

@@ -15,7 +15,7 @@
 //! | `meta` | `schema_version` | u32 big-endian (current: [`SCHEMA_VERSION`]) |
 //! | `meta` | `link_secret` | 32 raw bytes |
 //! | `subscribers` | `openid` | JSON [`Subscriber`] |
-//! | `dedupe_log` | batch sequence number (u32 BE) | a batch of answered pushes (see `dedupe`) |
+//! | `dedupe_log` | batch sequence number (u64 BE) | a batch of answered pushes (see `dedupe`) |
 //! | `entitlements` | `openid \0 article` | JSON [`Entitlement`] (active and revoked) |
 //! | `entitled_by_article` | `article \0 openid` | empty — present exactly for *active* grants |
 //! | `references` | purchase reference | `openid \0 article` |
