@@ -42,13 +42,14 @@
 //! # What is durable when
 //! - **Grants, revokes and the link secret** are flushed to disk before the call returns: the
 //!   operator API answers 200 only then, so a SIGKILL right after loses nothing.
-//! - **Subscribe/unsubscribe, tag changes and handoff sessions** are written to sled at once and
-//!   reach disk with sled's background flush, set explicitly to every 200 ms.
-//! - **Dedupe entries** reach sled at [`Store::flush_dedupe`] (the server calls it every 100 ms):
-//!   after a crash, a retry of a push answered in the last ≤ 300 ms may be handled again.
+//! - **Handoff sessions** are written to sled at once and reach disk with sled's background
+//!   flush, set explicitly to every 200 ms.
+//! - **Subscriber state changes** (subscribe, unsubscribe, tags) and then **dedupe entries** reach
+//!   sled at [`Store::write_behind`] (the server calls it every 100 ms), in that order: after a
+//!   crash, the pushes of the last ≤ 300 ms may have lost both their effects and their stored
+//!   answers, so their retries are handled again rather than answered without the effects.
 //! - **Subscriber activity** (`last_seen`, `message_count`) and **counters** are merged into sled
-//!   by [`Store::flush_subscribers`] and [`Store::flush_counters`] every second: a crash may lose
-//!   up to ~1.2 s of them.
+//!   by the write-behind step once a second: a crash may lose up to ~1.2 s of them.
 //! - [`Store::flush`] (shutdown, and every grant/revoke) writes all of the above and syncs.
 //!
 //! # Lock
