@@ -1,36 +1,65 @@
-// throwaway: RSS of the dedupe memory per entry (not committed)
-use mpgate::store::{Store, StoreConfig, StoredReply};
+//! Memory probe of the dedupe memory: how much RSS N answered pushes cost while they are within
+//! the retention (BENCHMARKS.md, run F).
+//!
+//! ```sh
+//! cargo build --release --example memprobe
+//! target/release/examples/memprobe 520000            # puts, a flush every 3,300 (as at ~33k/s)
+//! target/release/examples/memprobe 520000 noflush    # index and pending entries only, no sled
+//! ```
+//!
+//! Prints `VmHWM VmRSS` (KiB) after opening the store, every 100,000 entries and at the end.
+//! Keys and replies are shaped like the benchmark's (an openid + time key, a ~300-byte text
+//! reply with Chinese and emoji); the store lives in a temp dir removed afterwards.
+
 use std::sync::Arc;
-fn rss() -> String {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
-        .map(|l| l.split_whitespace().nth(1).unwrap().to_string() + " ")
-        .collect()
+
+use anyhow::{Context, Result};
+use mpgate::store::{Store, StoreConfig, StoredReply};
+
+/// `VmHWM VmRSS` of this process, in KiB.
+fn memory() -> Result<String> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc")?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_string()
+    };
+    Ok(format!("{} {}", field("VmHWM:"), field("VmRSS:")))
 }
-fn main() {
-    let n: usize = std::env::args().nth(1).unwrap().parse().unwrap();
-    let mode = std::env::args().nth(2).unwrap_or_default();
-    let dir = std::env::temp_dir().join(format!("memprobe-{}", std::process::id()));
-    let store = Store::open(&dir, StoreConfig::default()).unwrap();
-    println!("open: {}", rss());
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args
+        .next()
+        .context("usage: memprobe N [noflush]")?
+        .parse()
+        .context("N must be a number")?;
+    let flush = args.next().as_deref() != Some("noflush");
+    let dir = tempfile::TempDir::new()?;
+    let store = Store::open(dir.path(), StoreConfig::default())?;
+    println!("open: {}", memory()?);
     let now = chrono::Utc::now().timestamp();
     for i in 0..n {
         let key = format!("o{:027}{}subscribe", i % 700, 1_700_000_000 + i);
-        let body: Arc<str> = Arc::from(format!("<xml><ToUserName><![CDATA[o{:027}]]></ToUserName><FromUserName><![CDATA[gh_0123456789ab]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[欢迎关注！回复「课程」查看本周直播安排，回复「{}」获取资料 🎉]]></Content></xml>", i % 700, now, i % 37));
-        store
-            .dedupe_put(&key, &StoredReply { at: now, body })
-            .unwrap();
-        if i % 3300 == 3299 && mode != "noflush" {
-            store.flush_dedupe().unwrap();
+        let body: Arc<str> = Arc::from(format!(
+            "<xml><ToUserName><![CDATA[o{:027}]]></ToUserName><FromUserName><![CDATA[gh_0123456789ab]]></FromUserName><CreateTime>{now}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[欢迎关注！回复「课程」查看本周直播安排，回复「{}」获取资料 🎉]]></Content></xml>",
+            i % 700,
+            i % 37
+        ));
+        store.dedupe_put(&key, &StoredReply { at: now, body })?;
+        if flush && i % 3300 == 3299 {
+            store.flush_dedupe()?;
         }
         if i % 100_000 == 99_999 {
-            println!("{}: {}", i + 1, rss());
+            println!("{}: {}", i + 1, memory()?);
         }
     }
-    if mode != "noflush" {
-        store.flush().unwrap();
+    if flush {
+        store.flush()?;
     }
-    println!("end: {}", rss());
-    std::fs::remove_dir_all(&dir).ok();
+    println!("end: {}", memory()?);
+    Ok(())
 }
