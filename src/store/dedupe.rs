@@ -483,6 +483,20 @@ impl Store {
 
     /// Writes the pending entries to sled as batches. Returns how many entries it wrote.
     pub fn flush_dedupe(&self) -> Result<usize, StoreError> {
+        self.flush_dedupe_after(|| Ok(()))
+    }
+
+    /// [`Store::flush_dedupe`], running `effects` (the write of the pushes' side effects)
+    /// after taking the pending entries and before writing them. Every push puts its answer
+    /// after making its effects, so the effects of every entry taken are already in memory
+    /// when `effects` writes them, and they reach sled before the entries do. (Writing the
+    /// effects first and then taking the entries would let a push answered in between have
+    /// its entry written without its effects.) If `effects` fails, nothing is written and the
+    /// entries stay pending.
+    pub(super) fn flush_dedupe_after(
+        &self,
+        effects: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<usize, StoreError> {
         let d = &self.inner.dedupe;
         let _gate = d.flush_gate.lock().map_err(|_| poisoned())?;
         let mut work: Vec<(usize, Arc<Pending>)> = Vec::new();
@@ -494,8 +508,9 @@ impl Store {
                 work.push((i, taken));
             }
         }
+        let effects = effects();
         if work.is_empty() {
-            return Ok(0);
+            return effects.map(|()| 0);
         }
         let first_seq = d.log()?.next_seq;
         // Encode and write outside the locks: pushes keep being answered meanwhile.
@@ -506,12 +521,15 @@ impl Store {
         let mut keys: Vec<(usize, &str)> = Vec::new();
         let mut max_at = i64::MIN;
         let mut seq = first_seq;
-        let mut result: Result<(), StoreError> = Ok(());
+        let mut result: Result<(), StoreError> = effects;
         let mut entries = work
             .iter()
             .flat_map(|(i, p)| p.iter().map(move |(k, r)| (*i, k, r)))
             .peekable();
-        while let Some((i, key, reply)) = entries.next() {
+        while result.is_ok() {
+            let Some((i, key, reply)) = entries.next() else {
+                break;
+            };
             encode_entry(&mut buf, key, reply);
             keys.push((i, &**key));
             max_at = max_at.max(reply.at);

@@ -240,22 +240,23 @@ impl Store {
     /// and forces it all to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
         // Subscribers before dedupe: see `write_behind`.
-        self.flush_subscribers()?;
-        self.flush_dedupe()?;
+        self.flush_dedupe_after(|| self.flush_subscribers().map(|_| ()))?;
         self.flush_counters()?;
         self.inner.db.flush()?;
         Ok(())
     }
 
     /// One write-behind step; the server runs it every 100 ms off the request path, with
-    /// `full` every tenth time. Subscriber changes go to sled before the dedupe entries of the
-    /// same period, so a push whose dedupe entry is stored has its side effects stored too (sled
-    /// keeps the order of writes across a crash): after a crash, either both survive or the
-    /// platform's retry finds no entry and redoes both. Counters and cache eviction only when
-    /// `full` (counts may lose that second; an activity count is not worth more).
+    /// `full` every tenth time. It takes the pending dedupe entries, then writes the subscriber
+    /// changes made so far (which include those of every push taken: a push makes its effects
+    /// before it puts its answer), then the entries. So a push whose answer is stored has its
+    /// state change stored too: after a crash, either both survive or the platform's retry finds
+    /// no answer and redoes both (`tests/api/process.rs` kills the server mid-stream to check
+    /// it; the first version, writing subscribers and then taking the entries, failed it).
+    /// Counters and cache eviction only when `full` (counts may lose that second; an activity
+    /// count is not worth more).
     pub fn write_behind(&self, full: bool) -> Result<(), StoreError> {
-        self.write_subscribers(full)?;
-        self.flush_dedupe()?;
+        self.flush_dedupe_after(|| self.write_subscribers(full).map(|_| ()))?;
         if full {
             self.flush_counters()?;
         }

@@ -36,6 +36,12 @@ impl Drop for Server {
 }
 
 fn start(data: &std::path::Path, port: u16) -> Server {
+    start_with(data, port, Stdio::piped())
+}
+
+/// `start`, with the server's stderr going to `stderr` (a pipe nobody reads fills up after a
+/// few hundred log lines and then stalls the server's logging).
+fn start_with(data: &std::path::Path, port: u16, stderr: Stdio) -> Server {
     let child = binary()
         .arg("serve")
         .env("MPGATE_TOKEN", TOKEN)
@@ -46,7 +52,7 @@ fn start(data: &std::path::Path, port: u16) -> Server {
         .env("MPGATE_KEYWORDS", fixture("keywords.toml"))
         .env("MPGATE_ADMIN_TOKEN", ADMIN)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .expect("mpgate starts");
     Server {
@@ -142,16 +148,26 @@ async fn sigterm_stops_gracefully_and_flushes_state() {
 
 /// Sends a sealed push to the binary and returns the decrypted reply's `Content`.
 async fn say_sealed(client: &reqwest::Client, base: &str, xml: &str) -> String {
+    let plain = sealed_reply(client, base, xml).await;
+    let inner = mpgate::wechat::xml::parse(&plain).unwrap();
+    inner
+        .child_text("Content")
+        .expect("a text reply")
+        .to_string()
+}
+
+/// Sends a sealed push to the binary and returns the decrypted reply XML (what the dedupe
+/// memory stores), or `None` if the request failed (the server is gone).
+async fn try_sealed_reply(client: &reqwest::Client, base: &str, xml: &str) -> Option<String> {
     let s = seal_push(xml, AES_KEY, APP_ID, now(), &nonce());
-    let raw = client
+    let r = client
         .post(format!("{base}/wechat?{}", s.query))
         .body(s.body)
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .ok()?;
+    assert_eq!(r.status(), 200);
+    let raw = r.text().await.ok()?;
     let outer = mpgate::wechat::xml::parse(&raw).unwrap_or_else(|e| panic!("{e}: {raw}"));
     let plain = cipher(AES_KEY)
         .decrypt(
@@ -159,11 +175,13 @@ async fn say_sealed(client: &reqwest::Client, base: &str, xml: &str) -> String {
             &mpgate::wechat::types::AppId::new(APP_ID),
         )
         .unwrap();
-    let inner = mpgate::wechat::xml::parse(&plain).unwrap();
-    inner
-        .child_text("Content")
-        .expect("a text reply")
-        .to_string()
+    Some(plain)
+}
+
+async fn sealed_reply(client: &reqwest::Client, base: &str, xml: &str) -> String {
+    try_sealed_reply(client, base, xml)
+        .await
+        .expect("the server answers")
 }
 
 #[tokio::test]
@@ -321,4 +339,85 @@ async fn started_anywhere_without_a_rules_file_it_serves_the_built_in_demo() {
         "the shipped price rule answers: {plain}"
     );
     assert!(data.join("builtin-rules/keywords.toml").exists());
+}
+
+#[tokio::test]
+async fn after_a_sigkill_a_retry_is_answered_from_memory_only_if_its_effects_survived_too() {
+    // The write-behind step stores subscriber state changes before the answers of the same
+    // period, so a crash may lose the last pushes' effects, but then their answers are lost
+    // with them and the platform's retry handles them again. A retry must never get the old
+    // answer while the effect ("lucky" tags the sender) is missing.
+    let data = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let pushes: Vec<(String, String)> = (0..100_000u64)
+        .map(|i| {
+            let openid = format!("oKill{i}");
+            let xml = text_xml(&openid, "lucky", 8_000_000_000_000_100_000 + i);
+            (openid, xml)
+        })
+        .collect();
+    let mut answered: Vec<(usize, String)> = Vec::new();
+    {
+        let mut server = start_with(data.path(), free_port(), Stdio::null());
+        wait_healthy(&server.base).await;
+        let base = server.base.clone();
+        let stream = {
+            let client = client.clone();
+            let pushes = pushes.clone();
+            tokio::spawn(async move {
+                let mut answered = Vec::new();
+                for (i, (_, xml)) in pushes.iter().enumerate() {
+                    match try_sealed_reply(&client, &base, xml).await {
+                        Some(reply) => answered.push((i, reply)),
+                        None => break,
+                    }
+                }
+                answered
+            })
+        };
+        // Long enough for several write-behind steps, so some answers are surely stored.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        server.child.kill().unwrap(); // SIGKILL, mid-stream
+        server.child.wait().unwrap();
+        answered.extend(stream.await.unwrap());
+    }
+    assert!(answered.len() > 20, "progress: {}", answered.len());
+
+    // What survived, read from the data dir itself before anything else touches it.
+    let tagged: Vec<bool> = {
+        let store = mpgate::store::Store::open(data.path(), Default::default()).unwrap();
+        answered
+            .iter()
+            .map(|(i, _)| {
+                store
+                    .subscriber(&mpgate::wechat::types::OpenId::new(pushes[*i].0.clone()))
+                    .unwrap()
+                    .is_some_and(|s| s.tags.iter().any(|t| t == "gambler"))
+            })
+            .collect()
+    };
+    // A push handled again gets a later CreateTime than any first answer.
+    let last_second = now();
+    while now() == last_second {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let server = start_with(data.path(), free_port(), Stdio::null());
+    wait_healthy(&server.base).await;
+    let mut from_memory = 0;
+    for ((i, first), had_effect) in answered.iter().zip(&tagged) {
+        let again = sealed_reply(&client, &server.base, &pushes[*i].1).await;
+        if again == *first {
+            from_memory += 1;
+            assert!(
+                had_effect,
+                "push {i} was answered from memory after the crash, but its tag was lost"
+            );
+        }
+    }
+    assert!(
+        from_memory > 0,
+        "no answer survived the crash ({} answered), so nothing was checked",
+        answered.len()
+    );
 }
