@@ -178,6 +178,7 @@ impl Store {
     ) -> Result<SubscribeOutcome, StoreError> {
         let mut first_time = false;
         let subscriber = self.update_subscriber(openid, Dirty::State, |s| {
+            let s = Arc::make_mut(s);
             let is_new = s.first_subscribed.is_none() && s.message_count == 0;
             first_time = is_new;
             if is_new {
@@ -198,6 +199,7 @@ impl Store {
     /// Records an unsubscribe event.
     pub fn on_unsubscribe(&self, openid: &OpenId, at: i64) -> Result<(), StoreError> {
         self.update_subscriber(openid, Dirty::State, |s| {
+            let s = Arc::make_mut(s);
             s.subscribed = false;
             s.unsubscribed_at = Some(at);
             s.last_seen = s.last_seen.max(at);
@@ -217,12 +219,15 @@ impl Store {
         is_user_message: bool,
     ) -> Result<Arc<Subscriber>, StoreError> {
         self.update_subscriber(openid, Dirty::Activity, |s| {
-            let changed = at > s.last_seen || is_user_message;
+            if at <= s.last_seen && !is_user_message {
+                return false;
+            }
+            let s = Arc::make_mut(s);
             s.last_seen = s.last_seen.max(at);
             if is_user_message {
                 s.message_count = s.message_count.saturating_add(1);
             }
-            changed
+            true
         })
     }
 
@@ -236,9 +241,10 @@ impl Store {
         self.update_subscriber(openid, Dirty::State, |s| {
             let mut changed = false;
             for t in tags.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
-                // The list is kept sorted, so a tag already present costs no allocation.
+                // The list is kept sorted, so a tag already present costs no allocation, and
+                // the record is copied (if shared) only when a tag is new.
                 if let Err(at) = s.tags.binary_search_by(|x| x.as_str().cmp(t)) {
-                    s.tags.insert(at, t.to_owned());
+                    Arc::make_mut(s).tags.insert(at, t.to_owned());
                     changed = true;
                 }
             }
@@ -252,7 +258,7 @@ impl Store {
         &self,
         openid: &OpenId,
         change: Dirty,
-        f: impl FnOnce(&mut Subscriber) -> bool,
+        f: impl FnOnce(&mut Arc<Subscriber>) -> bool,
     ) -> Result<Arc<Subscriber>, StoreError> {
         check_part("openid", openid.as_str())?;
         let mut shard = self.inner.subscriber_cache.shard(openid.as_str())?;
@@ -275,8 +281,9 @@ impl Store {
             .get_mut(openid.as_str())
             .ok_or_else(|| StoreError::Corrupt("subscriber cache lost a record".into()))?;
         c.used = true;
-        // Copies the record only if a concurrent push still holds the previous version.
-        if f(Arc::make_mut(&mut c.sub)) {
+        // `f` copies the record (`Arc::make_mut`) only when it changes it: the push that
+        // calls `add_tags` still holds the version `touch` returned.
+        if f(&mut c.sub) {
             c.dirty = c.dirty.max(change);
         }
         Ok(c.sub.clone())
