@@ -7,11 +7,12 @@
 //! May depend on: `wechat`, `rules`, `reload`, `store`, `paywall`, `settings`; never actix.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::paywall::LinkSigner;
 use crate::platform::webhook::{WebhookClient, WebhookPayload};
@@ -78,7 +79,18 @@ struct Opened {
     key: Option<usize>,
 }
 
-type Waiter = watch::Receiver<Option<Arc<str>>>;
+/// One push being handled: its answer once known, and a bell for the retries waiting on it.
+///
+/// Lighter than a `watch` channel (one `Notify`, rung once, instead of eight behind a lock on
+/// every send): nearly every push has no retry waiting on it.
+#[derive(Default)]
+struct Inflight {
+    answer: OnceLock<Arc<str>>,
+    /// Set when the leader's future ends, answered or not; a waiter that sees it without an
+    /// answer becomes the leader.
+    ended: AtomicBool,
+    bell: Notify,
+}
 
 /// Long-lived state for handling pushes.
 pub struct Gateway {
@@ -97,20 +109,24 @@ pub struct Gateway {
     outbox: Option<crate::platform::OutboxHandle>,
     webhook: WebhookClient,
     /// Pushes being handled right now, by dedupe key: a retry that arrives meanwhile waits here.
-    inflight: Mutex<HashMap<String, Waiter>>,
+    inflight: Mutex<HashMap<String, Arc<Inflight>>>,
 }
 
-/// Removes an in-flight entry however the leader's future ends (answer, error or cancellation).
+/// Removes an in-flight entry however the leader's future ends (answer, error or cancellation),
+/// then wakes its waiters: they take the answer, or loop and one of them leads.
 struct InflightGuard<'a> {
-    map: &'a Mutex<HashMap<String, Waiter>>,
-    key: String,
+    map: &'a Mutex<HashMap<String, Arc<Inflight>>>,
+    key: &'a str,
+    slot: Arc<Inflight>,
 }
 
 impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
         if let Ok(mut m) = self.map.lock() {
-            m.remove(&self.key);
+            m.remove(self.key);
         }
+        self.slot.ended.store(true, Ordering::Release);
+        self.slot.bell.notify_waiters();
     }
 }
 
@@ -308,41 +324,42 @@ impl Gateway {
     ) -> Result<Arc<str>, CallbackError> {
         let key = inbound.dedupe_key();
         loop {
-            let (tx, waiter) = {
+            let (slot, leader) = {
                 let mut map = self
                     .inflight
                     .lock()
                     .map_err(|_| CallbackError::Unavailable)?;
                 match map.get(&key) {
-                    Some(w) => (None, Some(w.clone())),
+                    Some(slot) => (slot.clone(), false),
                     None => {
-                        let (tx, rx) = watch::channel(None);
-                        map.insert(key.clone(), rx);
-                        (Some(tx), None)
+                        let slot = Arc::new(Inflight::default());
+                        map.insert(key.clone(), slot.clone());
+                        (slot, true)
                     }
                 }
             };
-            if let Some(mut w) = waiter {
-                let got = tokio::time::timeout(INFLIGHT_WAIT, w.wait_for(|v| v.is_some())).await;
-                match got {
-                    Ok(Ok(v)) => {
-                        if let Some(body) = v.clone() {
-                            return Ok(body);
-                        }
-                    }
-                    // The leader failed or was cancelled: loop, and become the leader.
-                    Ok(Err(_)) => continue,
-                    Err(_) => continue,
+            if !leader {
+                // Armed before the checks, so a bell rung between them is not missed.
+                let rung = slot.bell.notified();
+                tokio::pin!(rung);
+                rung.as_mut().enable();
+                if slot.answer.get().is_none() && !slot.ended.load(Ordering::Acquire) {
+                    // On timeout, loop: wait again, or lead if the leader is gone.
+                    let _ = tokio::time::timeout(INFLIGHT_WAIT, rung).await;
                 }
+                if let Some(body) = slot.answer.get() {
+                    return Ok(body.clone());
+                }
+                // The leader failed or was cancelled: loop, and become the leader.
                 continue;
             }
-            let tx = tx.expect("leader holds the sender");
-            let _guard = InflightGuard {
+            let guard = InflightGuard {
                 map: &self.inflight,
-                key: key.clone(),
+                key: &key,
+                slot,
             };
             if let Some(stored) = self.store.dedupe_get(&key)? {
-                let _ = tx.send(Some(stored.body.clone()));
+                let _ = guard.slot.answer.set(stored.body.clone());
                 return Ok(stored.body);
             }
             let body = match self.handle(inbound, now)? {
@@ -359,7 +376,7 @@ impl Gateway {
                     body: body.clone(),
                 },
             )?;
-            let _ = tx.send(Some(body.clone()));
+            let _ = guard.slot.answer.set(body.clone());
             return Ok(body);
         }
     }
@@ -795,4 +812,96 @@ pub struct Answer {
     pub body: String,
     pub msg_type: String,
     pub encrypted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+    use crate::wechat::crypto::EncodingAesKey;
+
+    const TOKEN: &str = "pipelinetoken";
+    const APP_ID: &str = "wx00000000000000aa";
+    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+    /// A gateway whose only rule calls a webhook that accepts the connection and never answers,
+    /// with a 600 ms budget.
+    fn gateway(dir: &std::path::Path, hook: &std::net::TcpListener) -> Gateway {
+        let rules = dir.join("keywords.toml");
+        std::fs::write(
+            &rules,
+            format!(
+                "[[rule]]\nname = \"hang\"\nwhen = {{ exact = [\"hang\"] }}\nwebhook = {{ url = \"http://{}/hook\", timeout_ms = 600, fallback = \"fallback\" }}\n",
+                hook.local_addr().unwrap()
+            ),
+        )
+        .unwrap();
+        let data = dir.join("data");
+        let settings = Settings::for_tests(&[
+            ("MPGATE_TOKEN", TOKEN),
+            ("MPGATE_APP_ID", APP_ID),
+            ("MPGATE_ENCODING_AES_KEY", KEY),
+            ("MPGATE_DATA_DIR", data.to_str().unwrap()),
+        ])
+        .unwrap();
+        let store = Store::open(&data, StoreConfig::default()).unwrap();
+        let rules = RuleSet::load(&rules).unwrap().rules;
+        let secret = store.link_secret().unwrap();
+        Gateway::new(&settings, store, LiveRules::new(rules), secret)
+    }
+
+    fn push(now: DateTime<Utc>, nonce: &str) -> (CallbackQuery, String) {
+        let xml = format!(
+            "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[oWaiter]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hang]]></Content><MsgId>424242</MsgId></xml>",
+            now.timestamp()
+        );
+        let cipher = Cipher::new(&EncodingAesKey::parse(KEY).unwrap());
+        let enc = cipher.encrypt(&xml, &AppId::new(APP_ID));
+        let ts = now.timestamp().to_string();
+        let q = CallbackQuery {
+            timestamp: Some(ts.clone()),
+            nonce: Some(nonce.into()),
+            encrypt_type: Some("aes".into()),
+            msg_signature: Some(signature::sign(&[TOKEN, &ts, nonce, &enc])),
+            ..Default::default()
+        };
+        (
+            q,
+            format!("<xml><ToUserName><![CDATA[gh_test]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt></xml>"),
+        )
+    }
+
+    /// The platform gives up on a connection after 5 s and retries; if the first attempt's
+    /// future is dropped meanwhile, the retry waiting on it must take over at once, not sit out
+    /// its whole wait.
+    #[tokio::test]
+    async fn a_retry_waiting_on_a_cancelled_first_attempt_takes_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let gw = gateway(dir.path(), &hook);
+        let now = Utc::now();
+        let (q1, b1) = push(now, "n1");
+        let (q2, b2) = push(now, "n2");
+        let started = std::time::Instant::now();
+        let first =
+            tokio::time::timeout(Duration::from_millis(150), gw.post(&q1, b1.as_bytes(), now));
+        let retry = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let a = gw.post(&q2, b2.as_bytes(), now).await;
+            (a, started.elapsed())
+        };
+        let (first, (retry, took)) = tokio::join!(first, retry);
+        assert!(first.is_err(), "the first attempt was cut off mid-webhook");
+        // Led by the retry from 150 ms: its own 600 ms budget runs out, so `success` now (the
+        // late answer would go out as a customer-service message).
+        assert_eq!(retry.unwrap().body, "success");
+        assert!(
+            took < Duration::from_millis(2500),
+            "the retry waited {took:?} for a leader that was gone"
+        );
+        assert!(
+            gw.inflight.lock().unwrap().is_empty(),
+            "no entry is left behind"
+        );
+    }
 }
