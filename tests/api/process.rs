@@ -136,6 +136,19 @@ async fn stop(mut server: Server) -> String {
     err
 }
 
+/// Lets `stream` run against the server for `after`, SIGKILLs the server mid-stream, and
+/// returns what the stream got acknowledged before the kill.
+async fn kill_mid_stream<T>(
+    mut server: Server,
+    after: Duration,
+    stream: tokio::task::JoinHandle<Vec<T>>,
+) -> Vec<T> {
+    tokio::time::sleep(after).await;
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    stream.await.unwrap()
+}
+
 #[tokio::test]
 async fn sigterm_stops_gracefully_and_flushes_state() {
     let data = tempfile::tempdir().unwrap();
@@ -226,7 +239,7 @@ async fn every_acknowledged_grant_survives_a_sigkill() {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let mut acked = Vec::new();
     {
-        let mut server = start(data.path(), port);
+        let server = start(data.path(), port);
         wait_healthy(&server.base).await;
         let base = server.base.clone();
         let stream = {
@@ -249,10 +262,7 @@ async fn every_acknowledged_grant_survives_a_sigkill() {
                 acked
             })
         };
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        server.child.kill().unwrap(); // SIGKILL, mid-stream
-        server.child.wait().unwrap();
-        acked.extend(stream.await.unwrap());
+        acked.extend(kill_mid_stream(server, Duration::from_millis(1500), stream).await);
     }
     assert!(
         acked.len() > 10,
@@ -358,7 +368,7 @@ async fn after_a_sigkill_a_retry_is_answered_from_memory_only_if_its_effects_sur
         .collect();
     let mut answered: Vec<(usize, String)> = Vec::new();
     {
-        let mut server = start_with(data.path(), free_port(), Stdio::null());
+        let server = start_with(data.path(), free_port(), Stdio::null());
         wait_healthy(&server.base).await;
         let base = server.base.clone();
         let stream = {
@@ -376,10 +386,7 @@ async fn after_a_sigkill_a_retry_is_answered_from_memory_only_if_its_effects_sur
             })
         };
         // Long enough for several write-behind steps, so some answers are surely stored.
-        tokio::time::sleep(Duration::from_millis(1300)).await;
-        server.child.kill().unwrap(); // SIGKILL, mid-stream
-        server.child.wait().unwrap();
-        answered.extend(stream.await.unwrap());
+        answered.extend(kill_mid_stream(server, Duration::from_millis(1300), stream).await);
     }
     assert!(answered.len() > 20, "progress: {}", answered.len());
 
