@@ -6,7 +6,6 @@
 //!
 //! May depend on: `wechat`, `rules`, `reload`, `store`, `paywall`, `settings`; never actix.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -109,13 +108,13 @@ pub struct Gateway {
     outbox: Option<crate::platform::OutboxHandle>,
     webhook: WebhookClient,
     /// Pushes being handled right now, by dedupe key: a retry that arrives meanwhile waits here.
-    inflight: Mutex<HashMap<String, Arc<Inflight>>>,
+    inflight: Mutex<foldhash::HashMap<String, Arc<Inflight>>>,
 }
 
 /// Removes an in-flight entry however the leader's future ends (answer, error or cancellation),
 /// then wakes its waiters: they take the answer, or loop and one of them leads.
 struct InflightGuard<'a> {
-    map: &'a Mutex<HashMap<String, Arc<Inflight>>>,
+    map: &'a Mutex<foldhash::HashMap<String, Arc<Inflight>>>,
     key: &'a str,
     slot: Arc<Inflight>,
 }
@@ -159,7 +158,7 @@ impl Gateway {
             link_ttl: settings.link_ttl,
             outbox: None,
             webhook: WebhookClient::new(settings.webhook_secret.clone()),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(foldhash::HashMap::default()),
         }
     }
 

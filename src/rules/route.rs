@@ -7,6 +7,10 @@
 
 use std::collections::HashMap;
 
+/// The routing tables are probed once or twice per push; foldhash is several times cheaper than
+/// SipHash on keys this short, and they are the operator's own keywords.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use aho_corasick::AhoCorasick;
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -151,7 +155,7 @@ impl EventKind {
 /// Event rules of one kind: by key (menu key, scene, url) and key-less.
 #[derive(Debug, Default)]
 pub(crate) struct Bucket {
-    pub by_key: HashMap<String, Vec<u32>>,
+    pub by_key: Map<String, Vec<u32>>,
     pub any: Vec<u32>,
 }
 
@@ -159,30 +163,30 @@ pub(crate) struct Bucket {
 #[derive(Debug)]
 pub(crate) struct Index {
     /// Normalised keyword → (rule, keyword as written).
-    pub exact: HashMap<String, Vec<(u32, String)>>,
+    pub exact: Map<String, Vec<(u32, String)>>,
     pub ac: Option<AhoCorasick>,
     /// Per automaton pattern: (rule, kind, keyword as written).
     pub ac_pats: Vec<Vec<(u32, PatKind, String)>>,
     pub regex_set: Option<RegexSet>,
     /// Per `RegexSet` pattern: (rule, the same regex, for captures).
     pub regexes: Vec<(u32, Regex)>,
-    pub msg_type: HashMap<MsgKind, Vec<u32>>,
+    pub msg_type: Map<MsgKind, Vec<u32>>,
     pub any: Vec<u32>,
-    pub events: HashMap<EventKind, Bucket>,
+    pub events: Map<EventKind, Bucket>,
     pub fallback: Option<u32>,
 }
 
 /// Accumulates triggers during compilation.
 #[derive(Default)]
 pub(crate) struct IndexBuilder {
-    exact: HashMap<String, Vec<(u32, String)>>,
+    exact: Map<String, Vec<(u32, String)>>,
     ac_strings: Vec<String>,
     ac_lookup: HashMap<String, usize>,
     ac_pats: Vec<Vec<(u32, PatKind, String)>>,
     regexes: Vec<(u32, Regex)>,
-    msg_type: HashMap<MsgKind, Vec<u32>>,
+    msg_type: Map<MsgKind, Vec<u32>>,
     any: Vec<u32>,
-    events: HashMap<EventKind, Bucket>,
+    events: Map<EventKind, Bucket>,
     pub fallback: Option<u32>,
 }
 

@@ -9,7 +9,7 @@ use super::{Store, StoreError};
 
 /// Counts not yet merged into the tree, keyed by the counter itself: naming it (a `format!`)
 /// waits for the flush instead of costing every push.
-pub(super) type Pending = HashMap<(NaiveDate, Counter), u64>;
+pub(super) type Pending = HashMap<(NaiveDate, Counter), u64, foldhash::fast::RandomState>;
 
 /// Length of `YYYY-MM-DD`.
 const DAY_LEN: usize = 10;

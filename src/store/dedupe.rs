@@ -43,7 +43,10 @@
 //! flush (≤ 200 ms later); a crash inside that window lets a retry be handled a second time.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+// `quality`, not `fast`: the fingerprint and shard come straight from the hash's bits.
+use foldhash::quality::RandomState;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hashbrown::HashTable;
@@ -85,7 +88,7 @@ pub struct StoredReply {
     pub body: Arc<str>,
 }
 
-type Pending = HashMap<Box<str>, StoredReply>;
+type Pending = HashMap<Box<str>, StoredReply, foldhash::fast::RandomState>;
 
 /// The in-memory side of the dedupe memory. Lock order: `flush_gate`, then `log`, then one
 /// shard at a time; every hold is a few hash probes except a sweep's pass over one shard. sled
@@ -194,7 +197,7 @@ impl Dedupe {
     pub(super) fn load(tree: &sled::Tree, cutoff: i64) -> Result<Dedupe, StoreError> {
         let (fp_mask, shard_mask) = masks();
         let mut d = Dedupe {
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
             log: Mutex::new(Log {
                 batches: VecDeque::new(),

@@ -22,7 +22,9 @@
 //!   its share of [`CACHE_RECORDS`] (at most once a second, so "recently used" means that).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{check_part, decode_json, encode_json, Store, StoreError};
@@ -113,7 +115,7 @@ enum Dirty {
 /// The in-memory side of the subscriber records.
 pub(super) struct SubscriberCache {
     hasher: RandomState,
-    shards: Vec<Mutex<HashMap<Box<str>, Cached>>>,
+    shards: Vec<Mutex<HashMap<Box<str>, Cached, RandomState>>>,
     /// Serialises [`Store::flush_subscribers`].
     write_gate: Mutex<()>,
 }
@@ -121,13 +123,18 @@ pub(super) struct SubscriberCache {
 impl SubscriberCache {
     pub(super) fn new() -> SubscriberCache {
         SubscriberCache {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::default(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
             write_gate: Mutex::new(()),
         }
     }
 
-    fn shard(&self, openid: &str) -> Result<MutexGuard<'_, HashMap<Box<str>, Cached>>, StoreError> {
+    fn shard(
+        &self,
+        openid: &str,
+    ) -> Result<MutexGuard<'_, HashMap<Box<str>, Cached, RandomState>>, StoreError> {
         // The modulo keeps the index below SHARDS, so the cast cannot truncate.
         let i = (self.hasher.hash_one(openid) % SHARDS as u64) as usize;
         self.shards[i].lock().map_err(|_| poisoned())
