@@ -38,6 +38,10 @@ use mpgate::wechat::signature;
 use mpgate::wechat::types::{AppId, MsgId, OpenId};
 use mpgate::wechat::xml;
 
+#[path = "shared/tsv.rs"]
+mod tsv;
+use tsv::{escape_line, unescape_line};
+
 const WELCOME_TXT: &str = include_str!("../scripts/bench/templates/welcome.txt");
 const FALLBACK_TXT: &str = include_str!("../scripts/bench/templates/fallback.txt");
 
@@ -1327,27 +1331,6 @@ fn generate(seq_base: u64, count: u64, sealer: &Sealer) -> Result<Vec<Push>> {
         });
     }
     Ok(out)
-}
-
-fn escape_line(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-fn unescape_line(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
-                Some('n') => out.push('\n'),
-                Some(other) => out.push(other),
-                None => out.push('\\'),
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn gen(out_dir: &Path, count: u64, seq_base: u64, keys: &Keys) -> Result<()> {

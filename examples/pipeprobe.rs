@@ -20,6 +20,9 @@ use mpgate::rules::RuleSet;
 use mpgate::settings::Settings;
 use mpgate::store::{Store, StoreConfig};
 
+#[path = "shared/tsv.rs"]
+mod tsv;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let [_, pushes, n, rest @ ..] = args.as_slice() else {
@@ -49,7 +52,10 @@ fn main() -> Result<()> {
             .split_once('\t')
             .ok_or_else(|| anyhow!("no tab in a line of {pushes}"))?;
         let query = uri.split_once('?').map_or("", |(_, q)| q);
-        requests.push((mpgate::http::callback::parse_query(query), unescape(body)));
+        requests.push((
+            mpgate::http::callback::parse_query(query),
+            tsv::unescape_line(body),
+        ));
     }
     if requests.len() < n {
         return Err(anyhow!("{pushes} has only {} pushes", requests.len()));
@@ -88,22 +94,4 @@ fn push(
 fn write_step(gw: &Gateway, full: bool) -> Result<()> {
     gw.store().write_behind(full)?;
     Ok(())
-}
-
-/// `pushes.tsv` escapes `\n` and `\\` in bodies: the inverse of `loadgen`'s `escape_line`.
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
-                Some('n') => out.push('\n'),
-                Some(other) => out.push(other),
-                None => out.push('\\'),
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
