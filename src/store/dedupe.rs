@@ -8,8 +8,8 @@
 //! - **In memory**, an index of one `u64` slot per entry (no keys, no reply bodies), split over
 //!   [`SHARDS`] independently locked tables, plus the entries answered since the last write.
 //! - **In sled** (`dedupe_log`), the entries in batches: every [`Store::flush_dedupe`] (the server
-//!   calls it every 100 ms, off the request path) appends the pending entries as values of about
-//!   [`BATCH_BYTES`], keyed by a sequence number (u64 BE). Taking the writes off the push path
+//!   calls it every 100 ms, off the request path) appends the pending entries, in the order they
+//!   were answered, as values of about [`BATCH_BYTES`], keyed by a sequence number (u64 BE). Taking the writes off the push path
 //!   is what makes the callback cheap (BENCHMARKS.md, "write-behind").
 //! - On open, the index is rebuilt from the batches still within the retention.
 //!
@@ -49,6 +49,7 @@ use std::hash::BuildHasher;
 
 // `quality`, not `fast`: the fingerprint and shard come straight from the hash's bits.
 use foldhash::quality::RandomState;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hashbrown::HashTable;
@@ -94,7 +95,9 @@ pub struct StoredReply {
     pub body: Arc<str>,
 }
 
-type Pending = HashMap<Box<str>, StoredReply, foldhash::fast::RandomState>;
+/// Pending entries by key, each with its place in the order of [`Store::dedupe_put`] calls, so
+/// a flush writes them in answer order (see [`Dedupe::puts`]).
+type Pending = HashMap<Box<str>, (u64, StoredReply), foldhash::fast::RandomState>;
 
 /// The in-memory side of the dedupe memory. Lock order: `flush_gate`, then `log`, then one
 /// shard at a time; every hold is a few hash probes except a sweep's pass over one shard. sled
@@ -118,6 +121,10 @@ pub(super) struct Dedupe {
     /// and the others read it here. Batches never change once written, so a copy is never
     /// stale; one a sweep has deleted is only reached through a slot read before the sweep.
     inflated: Mutex<VecDeque<(u64, Arc<Batch>)>>,
+    /// Counts [`Store::dedupe_put`] calls. A flush writes its entries in this order: answers
+    /// given together share a batch, and so do their retries' lookups. In the shards' hash
+    /// order, consecutive retries each needed another batch.
+    puts: AtomicU64,
 }
 
 /// One part of the index with the entries it routes to memory.
@@ -219,6 +226,7 @@ impl Dedupe {
             fp_mask,
             shard_mask,
             inflated: Mutex::new(VecDeque::with_capacity(INFLATED_KEEP)),
+            puts: AtomicU64::new(0),
         };
         let mut live = false;
         let mut batches = VecDeque::new();
@@ -446,7 +454,8 @@ impl Store {
                 let found = s
                     .pending
                     .get(key)
-                    .or_else(|| s.flushing.as_ref().and_then(|f| f.get(key)));
+                    .or_else(|| s.flushing.as_ref().and_then(|f| f.get(key)))
+                    .map(|(_, reply)| reply);
                 if let Some(found) = found {
                     return Ok(Some(found.clone()));
                 }
@@ -515,9 +524,10 @@ impl Store {
         let d = &self.inner.dedupe;
         let p = d.place(key);
         let owned: Box<str> = Box::from(key);
+        let order = d.puts.fetch_add(1, Ordering::Relaxed);
         let mut guard = d.shard(p.shard)?;
         let s = &mut *guard;
-        let already_pending = s.pending.insert(owned, reply.clone()).is_some()
+        let already_pending = s.pending.insert(owned, (order, reply.clone())).is_some()
             || s.flushing.as_ref().is_some_and(|f| f.contains_key(key));
         // A key already pending or being flushed has its PENDING slot (the shard invariant).
         // An older flushed slot for the key stays: lookups ask the pending maps first.
@@ -569,9 +579,14 @@ impl Store {
         let mut max_at = i64::MIN;
         let mut seq = first_seq;
         let mut result: Result<(), StoreError> = effects;
-        let mut entries = work
+        let mut in_order: Vec<(u64, usize, &Box<str>, &StoredReply)> = work
             .iter()
-            .flat_map(|(i, p)| p.iter().map(move |(k, r)| (*i, k, r)))
+            .flat_map(|(i, p)| p.iter().map(move |(k, (o, r))| (*o, *i, k, r)))
+            .collect();
+        in_order.sort_unstable_by_key(|&(o, ..)| o);
+        let mut entries = in_order
+            .into_iter()
+            .map(|(_, i, k, r)| (i, k, r))
             .peekable();
         while result.is_ok() {
             let Some((i, key, reply)) = entries.next() else {
@@ -628,9 +643,9 @@ impl Store {
                 // Put back what was not written, with its PENDING slot, so the next flush
                 // retries it (newer re-puts win).
                 let done: HashSet<&str> = written[*i].iter().map(|&(_, _, k)| k).collect();
-                for (key, reply) in taken.iter() {
+                for (key, entry) in taken.iter() {
                     if !done.contains(&**key) && !s.pending.contains_key(key) {
-                        s.pending.insert(key.clone(), reply.clone());
+                        s.pending.insert(key.clone(), entry.clone());
                     }
                 }
             }
@@ -677,7 +692,7 @@ impl Store {
                 b => (1..=live_span).contains(&age(next_seq, b)),
             });
             removed += before - slots.len();
-            pending.retain(|key, reply| {
+            pending.retain(|key, (_, reply)| {
                 if reply.at >= cutoff {
                     return true;
                 }
@@ -949,6 +964,33 @@ mod tests {
             );
         }
         assert_eq!(body_of(&store, "k7"), Some(answer(7, "b")));
+    }
+
+    #[test]
+    fn a_flush_writes_answers_in_the_order_they_were_given() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let store = open_narrow(dir.path(), 600, 40, 4);
+        // ~2 KiB answers, three or four per batch, from keys spread over all the shards.
+        let n = 60;
+        for i in 0..n {
+            store
+                .dedupe_put(&format!("m:{i}"), &reply(T0, &"x".repeat(2000)))
+                .expect("put");
+        }
+        store.flush_dedupe().expect("flush");
+        let d = &store.inner.dedupe;
+        let batch_of = |key: &str| {
+            let p = d.place(key);
+            let s = d.shard(p.shard).expect("shard");
+            let found = s.slots.find(probe(p.fp), |v| slot_fp(*v) == p.fp).copied();
+            slot_batch(found.expect("a slot"))
+        };
+        let batches: Vec<u32> = (0..n).map(|i| batch_of(&format!("m:{i}"))).collect();
+        assert!(
+            batches.windows(2).all(|w| w[0] <= w[1]),
+            "batches by answer order: {batches:?}"
+        );
+        assert!(batches[n - 1] > batches[0] + 10, "{batches:?}");
     }
 
     #[test]
