@@ -9,15 +9,16 @@
 //!   [`SHARDS`] independently locked tables, plus the entries answered since the last write.
 //! - **In sled** (`dedupe_log`), the entries in batches: every [`Store::flush_dedupe`] (the server
 //!   calls it every 100 ms, off the request path) appends the pending entries, in the order they
-//!   were answered, as values of about [`BATCH_BYTES`], keyed by a sequence number (u64 BE). Taking the writes off the push path
-//!   is what makes the callback cheap (BENCHMARKS.md, "write-behind").
+//!   were answered, as values of about [`BATCH_BYTES`], keyed by a sequence number (u64 BE).
+//!   Taking the writes off the push path is what makes the callback cheap (BENCHMARKS.md,
+//!   "write-behind").
 //! - On open, the index is rebuilt from the batches still within the retention.
 //!
 //! # Index layout
 //! A 64-bit hash of the dedupe key (foldhash's `quality` variant, seeded per process) picks the
-//! shard (top 4 bits) and a 40-bit fingerprint (low 40 bits). A slot is `fingerprint << 24 | batch`, `batch` being the low 24
-//! bits of the number of the batch holding the entry, or [`PENDING`] for an entry still in
-//! memory. Each shard is a `hashbrown::HashTable<u64>` probed by the fingerprint: 8 bytes plus
+//! shard (top 4 bits) and a 40-bit fingerprint (low 40 bits). A slot is
+//! `fingerprint << 24 | batch`, `batch` being the low 24 bits of the number of the batch holding
+//! the entry, or [`PENDING`] for an entry still in memory. Each shard is a `hashbrown::HashTable<u64>` probed by the fingerprint: 8 bytes plus
 //! one control byte per bucket, 10–21 bytes per entry at hashbrown's load factors (7/16–7/8).
 //! The previous single `HashMap<u64, (u32, u32)>` took 17 per bucket (19–39 per entry) and
 //! doubled all of it at once under the one lock every push waited on; a shard doubles 1/16 of
@@ -46,11 +47,11 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 // `quality`, not `fast`: the fingerprint and shard come straight from the hash's bits.
 use foldhash::quality::RandomState;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use hashbrown::HashTable;
 
