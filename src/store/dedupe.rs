@@ -18,8 +18,9 @@
 //! A 64-bit hash of the dedupe key (foldhash's `quality` variant, seeded per process) picks the
 //! shard (top 4 bits) and a 40-bit fingerprint (low 40 bits). A slot is
 //! `fingerprint << 24 | batch`, `batch` being the low 24 bits of the number of the batch holding
-//! the entry, or [`PENDING`] for an entry still in memory. Each shard is a `hashbrown::HashTable<u64>` probed by the fingerprint: 8 bytes plus
-//! one control byte per bucket, 10–21 bytes per entry at hashbrown's load factors (7/16–7/8).
+//! the entry, or [`PENDING`] for an entry still in memory. Each shard is a
+//! `hashbrown::HashTable<u64>` probed by the fingerprint: 8 bytes plus one control byte per
+//! bucket, 10–21 bytes per entry at hashbrown's load factors (7/16–7/8).
 //! The previous single `HashMap<u64, (u32, u32)>` took 17 per bucket (19–39 per entry) and
 //! doubled all of it at once under the one lock every push waited on; a shard doubles 1/16 of
 //! it, stalling 1/16 of the pushes. Measured with 520,000 entries: 16 × 65,536 buckets, 9.4 MB
