@@ -8,6 +8,17 @@ dofile(dir .. "report.lua")
 
 local reqs = {}
 local pos = 0
+-- The start line. wrk runs each thread's init() on its main thread just before starting that
+-- thread, and starts the clock for the run's duration only after the last one. Loading a share
+-- takes a second or more, so thread 0 would be sending alone, on half the connections, while
+-- thread 1 loads, and those requests would count towards a duration that had not begun: the
+-- rate overstated and the latency measured at half the concurrency. The last thread's init()
+-- creates this file; every thread's first request() waits for it.
+local ready_path
+local started = false
+-- wrk calls thread 0's request() once from its main thread, before starting any thread, to check
+-- that the request parses; that call must neither wait (nothing else would load) nor count.
+local checked = false
 wraps = 0
 sent = 0
 successes = 0
@@ -19,23 +30,55 @@ end
 function init(args)
   local path = args[1] or error("usage: wrk -s push.lua URL -- pushes.tsv")
   local nthreads = tonumber(os.getenv("WRK_THREADS") or "1")
-  local f = assert(io.open(path, "r"))
-  local n = 0
-  for line in f:lines() do
+  checked = id ~= 0
+  ready_path = path .. ".ready"
+  if id == 0 then os.remove(ready_path) end
+  -- One read and plain finds: the per-line iterator and pattern match took 2.5 times longer,
+  -- and the load time is what the start line waits for.
+  local f = assert(io.open(path, "rb"))
+  local data = f:read("*a")
+  f:close()
+  local find, sub = string.find, string.sub
+  local headers = { ["Content-Type"] = "text/xml" }
+  local at, n, len = 1, 0, #data
+  while at <= len do
+    local nl = find(data, "\n", at, true) or (len + 1)
     if n % nthreads == id then
-      local p, b = line:match("^([^\t]*)\t(.*)$")
-      if p then
-        reqs[#reqs + 1] = wrk.format("POST", unescape(p), { ["Content-Type"] = "text/xml" }, unescape(b))
+      local tab = find(data, "\t", at, true)
+      if tab and tab < nl then
+        local p, b = sub(data, at, tab - 1), sub(data, tab + 1, nl - 1)
+        if find(p, "\\", 1, true) then p = unescape(p) end
+        if find(b, "\\", 1, true) then b = unescape(b) end
+        reqs[#reqs + 1] = wrk.format("POST", p, headers, b)
       end
     end
     n = n + 1
+    at = nl + 1
   end
-  f:close()
   if #reqs == 0 then error("no requests for thread " .. id .. " in " .. path) end
   share = #reqs
+  if id == nthreads - 1 then assert(io.open(ready_path, "w")):close() end
+end
+
+-- Blocks this thread's event loop (nothing else runs on it) until the last thread has loaded.
+local function wait_for_start()
+  while true do
+    local f = io.open(ready_path, "r")
+    if f then
+      f:close()
+      started = true
+      return
+    end
+    os.execute("sleep 0.01")
+  end
 end
 
 function request()
+  if not checked then
+    checked = true
+    return reqs[1]
+  end
+  if not started then wait_for_start() end
   pos = pos + 1
   if pos > #reqs then
     pos = 1
