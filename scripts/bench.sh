@@ -10,11 +10,16 @@
 #   BENCH_DURATION=10           seconds per wrk run
 #   BENCH_SUBSCRIBERS=1000000   also pre-fill a store with N subscribers and
 #                               BENCH_ENTITLEMENTS (default 100000) grants, then rerun
-#   BENCH_PUSHES_C1 / BENCH_PUSHES_C64   pushes generated per push run (default 16000/60000 per
+#   BENCH_PUSHES_C1 / BENCH_PUSHES_C64   pushes generated per push run (default 24000/60000 per
 #                               second of run: a push sent twice is answered from dedupe)
 #   BENCH_ROTATION_PUSHES=3000  distinct pushes of the rotation run (the issue's literal standard
 #                               run: a few thousand pushes sent round and round, so all but the
 #                               first pass are retries answered from dedupe); 0 skips it
+#   BENCH_FLOOR=1               after the rotation run, the same 64-connection healthz and push
+#                               runs against examples/leanpipe.rs: the protocol alone (verify,
+#                               decrypt, parse, one fixed reply, seal) with none of mpgate's
+#                               features, so the ratio shows what the features cost (full runs
+#                               only; default 1)
 #   BENCH_PERF=1                after the measured runs, profile one 64-connection push run
 #                               with `perf record -g` (report in the results dir)
 #   BENCH_OUT=dir               where logs and results go (default target/bench/<time>)
@@ -34,7 +39,7 @@ if [[ $MODE == smoke ]]; then
   PUSHES_C1=${BENCH_PUSHES_C1:-12000}
   PUSHES_C64=${BENCH_PUSHES_C64:-16000}
 else
-  PUSHES_C1=${BENCH_PUSHES_C1:-$((16000 * DURATION))}
+  PUSHES_C1=${BENCH_PUSHES_C1:-$((24000 * DURATION))}
   PUSHES_C64=${BENCH_PUSHES_C64:-$((60000 * DURATION))}
 fi
 OUT=${BENCH_OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
@@ -56,9 +61,16 @@ fi
 command -v curl >/dev/null || die "curl is needed"
 CLK_TCK=$(getconf CLK_TCK)
 
+FLOOR=${BENCH_FLOOR:-1}
+if [[ $MODE == smoke ]]; then FLOOR=0; fi
 log "bench: building release binary and load generator"
-cargo build --release --bin mpgate --example loadgen >&2
+if [[ $FLOOR == 1 ]]; then
+  cargo build --release --bin mpgate --example loadgen --example leanpipe >&2
+else
+  cargo build --release --bin mpgate --example loadgen >&2
+fi
 BIN=target/release/mpgate
+SERVER_BIN=$BIN
 LOADGEN=target/release/examples/loadgen
 RULES=scripts/bench/keywords.toml
 "$LOADGEN" rules --check "$RULES"
@@ -94,7 +106,7 @@ start_server() { # data_dir
   ADDR=127.0.0.1:$PORT
   MPGATE_LISTEN=$ADDR MPGATE_DATA_DIR=$1 MPGATE_KEYWORDS=$RULES MPGATE_PUBLIC_URL=$PUBLIC_URL \
     MPGATE_REPLAY_WINDOW_SECS=0 RUST_LOG=warn \
-    "$BIN" >>"$OUT/server.log" 2>&1 &
+    "$SERVER_BIN" >>"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do
     if curl -fs "http://$ADDR/healthz" >/dev/null 2>&1; then return; fi
@@ -155,7 +167,7 @@ run_wrk() { # label endpoint conns threads -- wrk args…
   log "bench: $label $endpoint c$conns: $rps req/s, p50 ${p50} µs, p99 ${p99} µs, non-200 $non200, socket errors $sockerr, CPU ${cpu} µs/req, peak RSS ${hwm} MiB, repeats $repeats"
   grep '^BENCH first non-200' "$raw" >&2 || true
   if [[ $non200 != 0 || $sockerr != 0 ]]; then FAILED=1; fi
-  if [[ $label != rotation && $repeats != - && $repeats != 0 ]]; then
+  if [[ $label != rotation && $label != floor && $repeats != - && $repeats != 0 ]]; then
     log "bench: note: $repeats pushes were sent a second time (answered from dedupe); raise BENCH_PUSHES_C$conns"
   fi
 }
@@ -223,6 +235,20 @@ if [[ $ROTATION -gt 0 ]]; then
   stop_server
 fi
 
+# ── the floor ────────────────────────────────────────────────────────────────
+# examples/leanpipe.rs serves the same pushes with the protocol only. It keeps nothing, so the
+# standard run's set is simply sent again; no replies are verified (it answers one fixed text).
+RATIO_FLOOR=
+if [[ $FLOOR == 1 ]]; then
+  SERVER_BIN=target/release/examples/leanpipe
+  start_server "$WORK/floor"
+  run_wrk floor healthz 64 2 -- -s scripts/bench/healthz.lua "http://$ADDR/healthz"
+  run_wrk floor push 64 2 -- -s scripts/bench/push.lua "http://$ADDR" -- "$WORK/standard-c64/pushes.tsv"
+  RATIO_FLOOR=$(ratio floor)
+  stop_server
+  SERVER_BIN=$BIN
+fi
+
 # ── pre-filled store ─────────────────────────────────────────────────────────
 RATIO_BIG=
 if [[ $SUBSCRIBERS -gt 0 ]]; then
@@ -254,6 +280,9 @@ fi
   echo "CPU per request, push ÷ healthz at 64 connections: $RATIO_STD (standard store; data dir $DISK_STD after the run)"
   if [[ -n $RATIO_ROT ]]; then
     echo "Rotation run ($ROTATION distinct pushes sent round and round: all but the first pass are retries answered from dedupe): CPU ratio $RATIO_ROT"
+  fi
+  if [[ -n $RATIO_FLOOR ]]; then
+    echo "Floor (examples/leanpipe: verify, decrypt, parse, one fixed reply, seal; no dedupe, state, counters or rules): CPU ratio $RATIO_FLOOR"
   fi
   if [[ -n $RATIO_BIG ]]; then
     echo "Pre-filled store: $SUBSCRIBERS subscribers + $ENTITLEMENTS entitlements written in ${PREFILL_SECS} s ($(cat "$OUT/prefill.txt")); data dir $DISK_BIG_BEFORE before serving, $DISK_BIG after; RSS right after start-up $STARTUP_RSS MiB; CPU ratio $RATIO_BIG"
