@@ -64,11 +64,9 @@ CLK_TCK=$(getconf CLK_TCK)
 FLOOR=${BENCH_FLOOR:-1}
 if [[ $MODE == smoke ]]; then FLOOR=0; fi
 log "bench: building release binary and load generator"
-if [[ $FLOOR == 1 ]]; then
-  cargo build --release --bin mpgate --example loadgen --example leanpipe >&2
-else
-  cargo build --release --bin mpgate --example loadgen >&2
-fi
+EXAMPLES=(--example loadgen)
+if [[ $FLOOR == 1 ]]; then EXAMPLES+=(--example leanpipe); fi
+cargo build --release --bin mpgate "${EXAMPLES[@]}" >&2
 BIN=target/release/mpgate
 SERVER_BIN=$BIN
 LOADGEN=target/release/examples/loadgen
