@@ -4,9 +4,9 @@
 //! Owns the template environment, the variables a template may use ([`Vars`]) and the sample
 //! values used to prove every template renders before rules go live. Undefined variables are
 //! errors (strict mode) so a typo is caught at load time, not in front of a subscriber.
-//! May depend on: minijinja, serde, chrono(-tz). Knows nothing of rules or the protocol; `rules` compiles into it.
+//! May depend on: minijinja, serde, chrono(-tz), foldhash. Knows nothing of rules or the protocol; `rules` compiles into it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -154,10 +154,123 @@ impl minijinja::value::Object for Vars {
     }
 }
 
+/// The string variables a [`Plain`] template can print, borrowed from the push being answered.
+/// Each holds what [`Vars`] would show a template under the same name.
+#[derive(Clone, Copy, Debug)]
+pub struct PlainVars<'a> {
+    pub openid: &'a str,
+    pub keyword: &'a str,
+    pub text: &'a str,
+    pub channel: Option<&'a str>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PlainVar {
+    Openid,
+    Keyword,
+    Text,
+    Channel,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Piece {
+    Text(Box<str>),
+    Var(PlainVar),
+}
+
+/// A template that is only text and `{{ name }}` of a string variable, the common shape of a
+/// reply ("已收到你的「{{ keyword }}」请求"). Routing renders one on many pushes, and the engine's
+/// context and VM were a quarter of routing's instructions on the bench mix (BENCHMARKS.md,
+/// "What each feature costs"), so such a template is also kept as pieces and rendered by
+/// concatenation. Every template still goes through the engine at load (compile errors, the
+/// sample check); anything this reader is unsure of is left to the engine, which is the
+/// reference: `plain_templates_render_as_the_engine_does` compares the two.
+#[derive(Debug)]
+struct Plain {
+    pieces: Vec<Piece>,
+    text_bytes: usize,
+}
+
+impl Plain {
+    /// The pieces of `source` when it is plain, else `None` (the engine renders it).
+    fn parse(name: &str, source: &str) -> Option<Plain> {
+        // Auto-escaping (`.html`, `.xml`) would change what a variable prints.
+        if minijinja::default_auto_escape_callback(name) != minijinja::AutoEscape::None {
+            return None;
+        }
+        // The engine drops one trailing newline, then one trailing carriage return.
+        let src = source.strip_suffix('\n').unwrap_or(source);
+        let mut rest = src.strip_suffix('\r').unwrap_or(src);
+        let mut pieces = Vec::new();
+        let mut text_bytes = 0;
+        loop {
+            let bytes = rest.as_bytes();
+            // The engine's tags start at `{` followed by `{`, `%` or `#`; any other `{` is text.
+            let start = bytes
+                .windows(2)
+                .position(|w| w[0] == b'{' && matches!(w[1], b'{' | b'%' | b'#'));
+            let Some(start) = start else {
+                if !rest.is_empty() {
+                    text_bytes += rest.len();
+                    pieces.push(Piece::Text(rest.into()));
+                }
+                return Some(Plain { pieces, text_bytes });
+            };
+            if bytes[start + 1] != b'{' {
+                return None;
+            }
+            if start > 0 {
+                text_bytes += start;
+                pieces.push(Piece::Text(rest[..start].into()));
+            }
+            let expr = &rest[start + 2..];
+            // `{{-`/`{{+` trim or keep whitespace around the tag: the engine's business.
+            if expr.starts_with(['-', '+']) {
+                return None;
+            }
+            let inner = expr.trim_start_matches([' ', '\t', '\n', '\r']);
+            let ident_len = inner
+                .bytes()
+                .enumerate()
+                .take_while(|&(i, b)| {
+                    b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit())
+                })
+                .count();
+            let var = match &inner[..ident_len] {
+                "openid" => PlainVar::Openid,
+                "keyword" => PlainVar::Keyword,
+                "text" => PlainVar::Text,
+                "channel" => PlainVar::Channel,
+                _ => return None,
+            };
+            let after = inner[ident_len..].trim_start_matches([' ', '\t', '\n', '\r']);
+            rest = after.strip_prefix("}}")?;
+            pieces.push(Piece::Var(var));
+        }
+    }
+
+    /// The rendered text, or `None` when a variable has no value (the engine prints `none`).
+    fn render(&self, v: &PlainVars<'_>) -> Option<String> {
+        let mut out = String::with_capacity(self.text_bytes + 64);
+        for p in &self.pieces {
+            out.push_str(match p {
+                Piece::Text(t) => t,
+                Piece::Var(PlainVar::Openid) => v.openid,
+                Piece::Var(PlainVar::Keyword) => v.keyword,
+                Piece::Var(PlainVar::Text) => v.text,
+                Piece::Var(PlainVar::Channel) => v.channel?,
+            });
+        }
+        Some(out)
+    }
+}
+
 /// The compiled templates of one rules load. Immutable once built; shared by routing threads.
 pub struct Templates {
     env: Environment<'static>,
     dir: PathBuf,
+    /// The templates that are plain text and variables, by name (see [`Plain`]).
+    plain: HashMap<String, Plain, foldhash::fast::RandomState>,
 }
 
 impl std::fmt::Debug for Templates {
@@ -179,6 +292,7 @@ impl Templates {
         Templates {
             env,
             dir: dir.to_path_buf(),
+            plain: HashMap::default(),
         }
     }
 
@@ -189,9 +303,21 @@ impl Templates {
 
     /// Compiles one template under `name` (a file name relative to the dir, or `inline:…`).
     pub fn add(&mut self, name: &str, source: String) -> Result<(), RenderError> {
+        let plain = Plain::parse(name, &source);
         self.env
             .add_template_owned(name.to_string(), source)
-            .map_err(|e| RenderError::from_mj(name, &e))
+            .map_err(|e| RenderError::from_mj(name, &e))?;
+        match plain {
+            Some(p) => self.plain.insert(name.to_string(), p),
+            None => self.plain.remove(name),
+        };
+        Ok(())
+    }
+
+    /// Renders `name` without the engine when it is a plain template and every variable it
+    /// prints has a value; `None` means "ask [`Templates::render`]".
+    pub fn render_plain(&self, name: &str, vars: &PlainVars<'_>) -> Option<String> {
+        self.plain.get(name)?.render(vars)
     }
 
     /// Renders a compiled template against any serialisable context.
@@ -282,6 +408,139 @@ mod tests {
             .add("inline:b", "line one\n{% if x %}\nno end".into())
             .expect_err("syntax");
         assert!(err.line().is_some());
+    }
+
+    fn vars(openid: &str, keyword: &str, text: &str, channel: Option<&str>) -> Vars {
+        Vars {
+            openid: openid.into(),
+            keyword: keyword.into(),
+            text: text.into(),
+            channel: channel.map(str::to_string),
+            ..Vars::samples(0, &[])[0].clone()
+        }
+    }
+
+    /// What the engine renders, for comparison with the plain path.
+    fn engine(name: &str, src: &str, v: Vars) -> Result<String, RenderError> {
+        let mut t = Templates::new(Path::new("/nonexistent"));
+        t.add(name, src.to_string())?;
+        t.render_vars(name, v)
+    }
+
+    #[test]
+    fn reply_shaped_templates_take_the_plain_path() {
+        let mut t = Templates::new(Path::new("/nonexistent"));
+        let src =
+            "已收到你的「{{ keyword }}」请求：{{text}} 👌 {来自 {{\tchannel\n}}} {{ openid }}\n";
+        t.add("inline:r:reply", src.into()).expect("compiles");
+        let pv = PlainVars {
+            openid: "oABC",
+            keyword: "课程",
+            text: "课程 2026",
+            channel: Some("poster-metro"),
+        };
+        let fast = t.render_plain("inline:r:reply", &pv).expect("plain");
+        assert_eq!(
+            fast,
+            "已收到你的「课程」请求：课程 2026 👌 {来自 poster-metro} oABC"
+        );
+        let slow = t
+            .render_vars(
+                "inline:r:reply",
+                vars("oABC", "课程", "课程 2026", Some("poster-metro")),
+            )
+            .expect("renders");
+        assert_eq!(fast, slow);
+        // No channel: the engine prints `none`, so the plain path steps aside.
+        let pv = PlainVars {
+            channel: None,
+            ..pv
+        };
+        assert_eq!(t.render_plain("inline:r:reply", &pv), None);
+    }
+
+    #[test]
+    fn anything_beyond_text_and_string_variables_is_left_to_the_engine() {
+        for (name, src) in [
+            ("inline:a", "{{- keyword }}"),
+            ("inline:a", "{{ keyword -}}"),
+            ("inline:a", "{{+ keyword }}"),
+            ("inline:a", "{{ keyword|upper }}"),
+            ("inline:a", "{{ now }}"),
+            ("inline:a", "{{ tags }}"),
+            ("inline:a", "{% if channel %}{{ channel }}{% endif %}"),
+            ("inline:a", "{# note #}{{ keyword }}"),
+            ("inline:a", "{{ keyword }"),
+            ("inline:a", "{{{ keyword }}"),
+            ("reply.html", "{{ keyword }}"),
+            ("reply.xml.j2", "{{ keyword }}"),
+        ] {
+            assert!(Plain::parse(name, src).is_none(), "{name}: {src}");
+        }
+        assert!(Plain::parse("reply.txt", "{{ keyword }}").is_some());
+        assert!(Plain::parse("inline:a", "only text, { and } and %").is_some());
+    }
+
+    #[test]
+    fn replacing_a_plain_template_with_one_that_is_not_drops_the_plain_copy() {
+        let mut t = Templates::new(Path::new("/nonexistent"));
+        t.add("inline:a", "{{ keyword }}".into()).expect("compiles");
+        t.add("inline:a", "{{ keyword|upper }}".into())
+            .expect("compiles");
+        let pv = PlainVars {
+            openid: "o",
+            keyword: "k",
+            text: "t",
+            channel: None,
+        };
+        assert_eq!(t.render_plain("inline:a", &pv), None);
+    }
+
+    mod plain_vs_engine {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn piece() -> impl Strategy<Value = String> {
+            let ws = prop::sample::select(vec!["", " ", "  ", "\t", "\n", "\r\n", "-", "+"]);
+            let name = prop::sample::select(vec![
+                "openid", "keyword", "text", "channel", "now", "tags", "nope", "",
+            ]);
+            prop_oneof![
+                "[a-z 中文😀{}%#+\\-\n\r\t]{0,6}",
+                (ws.clone(), name, ws).prop_map(|(a, n, b)| format!("{{{{{a}{n}{b}}}}}")),
+            ]
+        }
+
+        proptest! {
+            /// Whenever the plain reader takes a template, the engine compiles and renders it,
+            /// and prints exactly what the plain path prints.
+            #[test]
+            fn plain_templates_render_as_the_engine_does(
+                pieces in prop::collection::vec(piece(), 0..6),
+                name in prop::sample::select(vec!["inline:r:reply", "reply.txt", "page.html"]),
+                openid in "[a-zA-Z0-9_{}<>&-]{0,8}",
+                keyword in "[a-z 中文😀{}<>&]{0,6}",
+                text in "[a-z 中文😀{}<>&\n]{0,8}",
+                channel in prop::option::of("[a-z{}<>&-]{0,6}"),
+            ) {
+                let src: String = pieces.concat();
+                if let Some(plain) = Plain::parse(name, &src) {
+                    let slow = engine(name, &src, vars(&openid, &keyword, &text, channel.as_deref()));
+                    let slow = slow.map_err(|e| TestCaseError::fail(format!("{src:?}: {e}")))?;
+                    let pv = PlainVars {
+                        openid: &openid,
+                        keyword: &keyword,
+                        text: &text,
+                        channel: channel.as_deref(),
+                    };
+                    if let Some(fast) = plain.render(&pv) {
+                        prop_assert_eq!(fast, slow, "template {:?}", src);
+                    } else {
+                        prop_assert!(channel.is_none());
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use regex::{Regex, RegexSet};
 use super::compile::{Action, ReplySpec, TextSpec};
 use super::window::normalize;
 use super::{Decision, HandoffAction, RuleSet, Special, SubscriberView, WebhookAction, Why};
-use crate::render::{RenderError, Vars};
+use crate::render::{PlainVars, RenderError, Vars};
 use crate::wechat::message::{Event, Inbound, InboundKind};
 use crate::wechat::reply::{Article, Reply};
 
@@ -548,6 +548,12 @@ impl RuleSet {
         };
         let mut r = Renderer {
             set: self,
+            plain: PlainVars {
+                openid: msg.header.from_user.as_str(),
+                keyword,
+                text,
+                channel: m.channel.or(sub.channel),
+            },
             vars: None,
             make: &vars,
         };
@@ -611,6 +617,8 @@ impl RuleSet {
 /// Renders text specs, building the template variables only if a template is actually used.
 struct Renderer<'a, F: Fn() -> Vars> {
     set: &'a RuleSet,
+    /// Enough for a plain template, which needs no [`Vars`] at all.
+    plain: PlainVars<'a>,
     /// Built on first use and shared by every template of this reply.
     vars: Option<minijinja::Value>,
     make: &'a F,
@@ -621,6 +629,9 @@ impl<F: Fn() -> Vars> Renderer<'_, F> {
         match t {
             TextSpec::Literal(s) => Ok(s.clone()),
             TextSpec::Template(name) => {
+                if let Some(text) = self.set.templates.render_plain(name, &self.plain) {
+                    return Ok(text);
+                }
                 let make = self.make;
                 let vars = self
                     .vars
