@@ -23,8 +23,9 @@
 #   BENCH_ABLATION=1            after the floor, rebuild HEAD with scripts/bench/ablation.patch
 #                               (in a git worktree, into target/ablation) and send the standard
 #                               64-connection push set again with one part of mpgate switched off
-#                               per run (dedupe, routing, templates, handling, handling+dedupe), so
-#                               each row's CPU shows what that part costs (full runs only)
+#                               per run (dedupe, routing, decision, templates, handling,
+#                               handling+dedupe), so each row's CPU shows what that part costs
+#                               (full runs only)
 #   BENCH_ABLATION_ROUNDS=1     rounds of those runs (alternating rounds even out drift)
 #   BENCH_PERF=1                after the measured runs, profile one 64-connection push run
 #                               with `perf record -g` (report in the results dir)
@@ -260,7 +261,7 @@ fi
 # The same fresh pushes as the standard 64-connection run, each to a new server and data dir,
 # with one part of mpgate switched off (scripts/bench/ablation.patch): the drop in CPU per
 # push is what that part costs, measured in wall-clock CPU rather than instructions.
-ABL_PARTS=(none dedupe routing templates handling handling,dedupe)
+ABL_PARTS=(none dedupe routing decision templates handling handling,dedupe)
 if [[ $ABLATION == 1 ]]; then
   ABL_TREE=$WORK/ablation-tree
   log "bench: building HEAD with scripts/bench/ablation.patch into target/ablation"
