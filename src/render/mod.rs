@@ -164,7 +164,7 @@ pub struct PlainVars<'a> {
     pub channel: Option<&'a str>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 enum PlainVar {
     Openid,
     Keyword,
@@ -172,7 +172,7 @@ enum PlainVar {
     Channel,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Piece {
     Text(Box<str>),
     Var(PlainVar),
