@@ -3,8 +3,10 @@
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 dofile(dir .. "report.lua")
 
-function response(status, headers, body)
-  count_status(status, body)
+if bodies then
+  function response(status, headers, body)
+    count_status(status, body)
+  end
 end
 
 function done(summary, latency, requests)

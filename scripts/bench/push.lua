@@ -88,9 +88,11 @@ function request()
   return reqs[pos]
 end
 
-function response(status, headers, body)
-  count_status(status, body)
-  if body == "success" then successes = successes + 1 end
+if bodies then
+  function response(status, headers, body)
+    count_status(status, body)
+    if body == "success" then successes = successes + 1 end
+  end
 end
 
 function done(summary, latency, requests)
