@@ -47,6 +47,7 @@ fn bench_store(c: &mut Criterion) {
             let r = StoredReply {
                 at,
                 body: reply.into(),
+                headless: true,
             };
             store
                 .dedupe_put(&format!("{u}:{i}"), &r)

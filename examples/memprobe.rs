@@ -44,12 +44,19 @@ fn main() -> Result<()> {
     let now = chrono::Utc::now().timestamp();
     for i in 0..n {
         let key = format!("o{:027}{}subscribe", i % 700, 1_700_000_000 + i);
+        // What the server keeps: the reply without its head (addresses and time).
         let body: Arc<str> = Arc::from(format!(
-            "<xml><ToUserName><![CDATA[o{:027}]]></ToUserName><FromUserName><![CDATA[gh_0123456789ab]]></FromUserName><CreateTime>{now}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[欢迎关注！回复「课程」查看本周直播安排，回复「{}」获取资料 🎉]]></Content></xml>",
-            i % 700,
+            "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[欢迎关注！回复「课程」查看本周直播安排，回复「{}」获取资料 🎉]]></Content></xml>",
             i % 37
         ));
-        store.dedupe_put(&key, &StoredReply { at: now, body })?;
+        store.dedupe_put(
+            &key,
+            &StoredReply {
+                at: now,
+                body,
+                headless: true,
+            },
+        )?;
         if flush && i % 3300 == 3299 {
             store.flush_dedupe()?;
         }

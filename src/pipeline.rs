@@ -22,7 +22,7 @@ use crate::settings::Settings;
 use crate::store::{Counter, HandoffSession, HandoffState, Store, StoredReply};
 use crate::wechat::crypto::{Cipher, CryptoError};
 use crate::wechat::message::{self, Event, Inbound, InboundKind};
-use crate::wechat::reply::{self, Article, Reply, ReplyContext};
+use crate::wechat::reply::{self, Article, Rendered, Reply, ReplyContext};
 use crate::wechat::signature;
 use crate::wechat::types::{AppId, OpenId, Token};
 
@@ -84,7 +84,8 @@ struct Opened {
 /// every send): nearly every push has no retry waiting on it.
 #[derive(Default)]
 struct Inflight {
-    answer: OnceLock<Arc<str>>,
+    /// As the dedupe memory keeps it: a waiting retry rebuilds the reply as a later one would.
+    answer: OnceLock<StoredReply>,
     /// Set when the leader's future ends, answered or not; a waiter that sees it without an
     /// answer becomes the leader.
     ended: AtomicBool,
@@ -220,7 +221,7 @@ impl Gateway {
         let opened = self.open(q, body, now)?;
         let label = opened.inbound.type_label().to_string();
         let plain = self.answer(&opened.inbound, now).await?;
-        let body = match (plain.as_ref(), opened.key) {
+        let body = match (plain.as_str(), opened.key) {
             ("", _) => "success".to_string(),
             (xml, None) => xml.to_string(),
             (xml, Some(k)) => {
@@ -316,11 +317,7 @@ impl Gateway {
     /// A retry of an answered push gets the stored reply; a retry that arrives while the first
     /// attempt is still being handled waits for its answer. Side effects happen only in the
     /// leader.
-    async fn answer(
-        &self,
-        inbound: &Inbound,
-        now: DateTime<Utc>,
-    ) -> Result<Arc<str>, CallbackError> {
+    async fn answer(&self, inbound: &Inbound, now: DateTime<Utc>) -> Result<String, CallbackError> {
         let key = inbound.dedupe_key();
         loop {
             let (slot, leader) = {
@@ -346,8 +343,8 @@ impl Gateway {
                     // On timeout, loop: wait again, or lead if the leader is gone.
                     let _ = tokio::time::timeout(INFLIGHT_WAIT, rung).await;
                 }
-                if let Some(body) = slot.answer.get() {
-                    return Ok(body.clone());
+                if let Some(stored) = slot.answer.get() {
+                    return Ok(replay(stored, inbound));
                 }
                 // The leader failed or was cancelled: loop, and become the leader.
                 continue;
@@ -358,25 +355,25 @@ impl Gateway {
                 slot,
             };
             if let Some(stored) = self.store.dedupe_get(&key)? {
-                let _ = guard.slot.answer.set(stored.body.clone());
-                return Ok(stored.body);
+                let body = replay(&stored, inbound);
+                let _ = guard.slot.answer.set(stored);
+                return Ok(body);
             }
-            let body = match self.handle(inbound, now)? {
-                Handled::Done(body) => body,
+            let rendered = match self.handle(inbound, now)? {
+                Handled::Done(rendered) => rendered,
                 Handled::Webhook { call, payload } => {
                     self.webhook_answer(inbound, call, *payload, now).await
                 }
             };
-            let body: Arc<str> = Arc::from(body);
-            self.store.dedupe_put(
-                &key,
-                &StoredReply {
-                    at: now.timestamp(),
-                    body: body.clone(),
-                },
-            )?;
-            let _ = guard.slot.answer.set(body.clone());
-            return Ok(body);
+            // Every reply is rendered with `now` as its CreateTime, which `at` keeps.
+            let stored = StoredReply {
+                at: now.timestamp(),
+                body: Arc::from(rendered.as_ref().map_or("", Rendered::tail)),
+                headless: true,
+            };
+            self.store.dedupe_put(&key, &stored)?;
+            let _ = guard.slot.answer.set(stored);
+            return Ok(rendered.map(|r| r.xml).unwrap_or_default());
         }
     }
 
@@ -389,7 +386,7 @@ impl Gateway {
         call: WebhookAction,
         payload: WebhookPayload,
         now: DateTime<Utc>,
-    ) -> String {
+    ) -> Option<Rendered> {
         let client = self.webhook.clone();
         let url = call.url.clone();
         let origin = format!("webhook:{}", payload.rule);
@@ -434,13 +431,10 @@ impl Gateway {
                         (None, _) => {}
                     }
                 });
-                return String::new();
+                return None;
             }
         };
-        match text {
-            Some(content) => self.render(&Reply::Text { content }, inbound, now.timestamp()),
-            None => String::new(),
-        }
+        text.and_then(|content| self.render(&Reply::Text { content }, inbound, now.timestamp()))
     }
 
     /// The side effects and the decision for one new push: reply XML ("" = `success`), or a
@@ -480,7 +474,7 @@ impl Gateway {
                 self.store.on_unsubscribe(openid, at)?;
                 self.store.count(Counter::Unsubscribe { channel }, day, 1);
                 // Nothing can be shown to someone who just left.
-                return Ok(Handled::Done(String::new()));
+                return Ok(Handled::Done(None));
             }
             _ => (
                 self.store.touch(openid, at, inbound.is_user_message())?,
@@ -534,7 +528,8 @@ impl Gateway {
         Ok(Handled::Done(self.render(&reply, inbound, at)))
     }
 
-    fn render(&self, reply: &Reply, inbound: &Inbound, at: i64) -> String {
+    /// The reply's XML with `at` as its CreateTime; `None` for `success`.
+    fn render(&self, reply: &Reply, inbound: &Inbound, at: i64) -> Option<Rendered> {
         // A passive reply cuts text at TEXT_MAX_BYTES. With the platform client on, a longer
         // text goes out whole as customer-service messages instead, and the push is answered
         // `success`.
@@ -547,16 +542,10 @@ impl Gateway {
                     },
                     "long-reply",
                 );
-                return String::new();
+                return None;
             }
         }
-        let ctx = ReplyContext {
-            to_user: inbound.header.from_user.as_str(),
-            from_user: &inbound.header.to_user,
-            create_time: at,
-            after_user_message: inbound.is_user_message(),
-        };
-        reply::render(reply, &ctx).unwrap_or_default()
+        reply::render_parts(reply, &reply_context(inbound, at))
     }
 
     /// A `handoff` rule fired: within working hours the conversation goes to customer service
@@ -771,10 +760,31 @@ impl Gateway {
     }
 }
 
+/// Who a reply to `inbound` goes to, and its CreateTime.
+fn reply_context(inbound: &Inbound, at: i64) -> ReplyContext<'_> {
+    ReplyContext {
+        to_user: inbound.header.from_user.as_str(),
+        from_user: &inbound.header.to_user,
+        create_time: at,
+        after_user_message: inbound.is_user_message(),
+    }
+}
+
+/// The reply XML a stored answer stands for, for a retry of the push it answered: a headless
+/// one gets its head back from the retry's own addresses and the answer's time, which is what
+/// the first attempt got.
+fn replay(stored: &StoredReply, inbound: &Inbound) -> String {
+    if stored.headless {
+        reply::with_head(&stored.body, &reply_context(inbound, stored.at))
+    } else {
+        stored.body.to_string()
+    }
+}
+
 /// What [`Gateway::handle`] decided.
 enum Handled {
-    /// The reply XML, or "" for `success`.
-    Done(String),
+    /// The reply, or `None` for `success`.
+    Done(Option<Rendered>),
     /// The reply depends on the operator's endpoint.
     Webhook {
         call: WebhookAction,

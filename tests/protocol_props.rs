@@ -1,5 +1,5 @@
 //! Properties of the protocol layer over generated input: crypto round trips, no panics on
-//! hostile bytes, `parse(to_xml(m)) == m`, and reply hygiene.
+//! hostile bytes, `parse(to_xml(m)) == m`, reply hygiene, and the reply's head/tail split.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -347,6 +347,33 @@ proptest! {
         prop_assert_eq!(root.child_text("ToUserName"), Some("ox"));
     }
 
+    /// The dedupe memory keeps a reply's tail only and answers a retry with
+    /// `with_head(tail, retry's ctx)`: that must be the reply, byte for byte, and the tail must
+    /// not depend on the addresses or the time (or a retry would need them stored).
+    #[test]
+    fn a_reply_is_its_head_and_a_tail_that_does_not_depend_on_who_or_when(
+        reply in reply_strategy(),
+        to in text(30),
+        from in text(20),
+        at in any::<i64>(),
+        after in any::<bool>(),
+    ) {
+        let ctx = ReplyContext { to_user: &to, from_user: &from, create_time: at, after_user_message: after };
+        let other = ReplyContext { to_user: "oOther", from_user: "gh_other", create_time: 7, after_user_message: after };
+        let whole = reply::render(&reply, &ctx);
+        match reply::render_parts(&reply, &ctx) {
+            None => prop_assert!(whole.is_none()),
+            Some(parts) => {
+                prop_assert_eq!(Some(&parts.xml), whole.as_ref());
+                prop_assert!(!parts.tail().is_empty());
+                prop_assert_eq!(reply::with_head(parts.tail(), &ctx), parts.xml.clone());
+                let elsewhere = reply::render_parts(&reply, &other).expect("renders for anyone");
+                prop_assert_eq!(elsewhere.tail(), parts.tail());
+            }
+        }
+        prop_assert_eq!(reply::with_head("", &ctx), "");
+    }
+
     #[test]
     fn rendered_news_is_clean_and_limited(
         arts in prop::collection::vec((text(20), text(20), text(20), text(20)), 0..12),
@@ -372,4 +399,43 @@ proptest! {
             prop_assert_eq!(root.child_text("ArticleCount"), Some(count.as_str()));
         }
     }
+}
+
+/// Every kind of reply, with hostile text in every field.
+fn reply_strategy() -> impl Strategy<Value = Reply> {
+    let opt = || prop::option::of(text(12));
+    prop_oneof![
+        Just(Reply::None),
+        text(40).prop_map(|content| Reply::Text { content }),
+        text(12).prop_map(|media_id| Reply::Image { media_id }),
+        text(12).prop_map(|media_id| Reply::Voice { media_id }),
+        (text(12), opt(), opt()).prop_map(|(media_id, title, description)| Reply::Video {
+            media_id,
+            title,
+            description
+        }),
+        (opt(), opt(), opt(), opt(), text(12)).prop_map(
+            |(title, description, music_url, hq_music_url, thumb_media_id)| Reply::Music {
+                title,
+                description,
+                music_url,
+                hq_music_url,
+                thumb_media_id
+            }
+        ),
+        prop::collection::vec((text(8), text(8), text(8), text(8)), 0..10).prop_map(|arts| {
+            Reply::News {
+                articles: arts
+                    .into_iter()
+                    .map(|(title, description, pic_url, url)| Article {
+                        title,
+                        description,
+                        pic_url,
+                        url,
+                    })
+                    .collect(),
+            }
+        }),
+        opt().prop_map(|kf_account| Reply::TransferCustomerService { kf_account }),
+    ]
 }

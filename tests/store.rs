@@ -234,10 +234,12 @@ fn dedupe_put_get_and_sweep_respect_retention() {
     let old = StoredReply {
         at: T0,
         body: "<xml>old</xml>".into(),
+        headless: true,
     };
     let young = StoredReply {
         at: T0 + 50,
         body: "".into(),
+        headless: true,
     };
     store.dedupe_put("msg:1", &old).expect("put");
     store.dedupe_put("msg:2", &young).expect("put");
@@ -268,12 +270,14 @@ fn dedupe_re_put_moves_entry_in_time() {
             &StoredReply {
                 at: T0,
                 body: "a".into(),
+                headless: true,
             },
         )
         .expect("put");
     let newer = StoredReply {
         at: T0 + 100,
         body: "b".into(),
+        headless: true,
     };
     store.dedupe_put("k", &newer).expect("re-put");
     assert_eq!(store.sweep_dedupe(T0 + 50).expect("sweep"), 0);
@@ -292,6 +296,7 @@ fn sweep_handles_more_than_one_chunk() {
         let r = StoredReply {
             at: T0 + i,
             body: "".into(),
+            headless: true,
         };
         store.dedupe_put(&format!("m{i}"), &r).expect("put");
     }
@@ -308,6 +313,7 @@ fn dedupe_entries_are_found_before_and_after_their_batch_is_written() {
         let r = StoredReply {
             at: T0 + i,
             body: format!("{body}{i}").into(),
+            headless: true,
         };
         store.dedupe_put(&format!("msg:{i}"), &r).expect("put");
     }
@@ -339,6 +345,7 @@ fn flushed_dedupe_entries_survive_a_restart_and_pending_ones_are_flushed_by_flus
             let r = StoredReply {
                 at: now,
                 body: format!("<xml>{i}</xml>").into(),
+                headless: true,
             };
             store.dedupe_put(&format!("msg:{i}"), &r).expect("put");
             if i == 0 {
@@ -363,6 +370,7 @@ fn flushed_dedupe_entries_survive_a_restart_and_pending_ones_are_flushed_by_flus
             &StoredReply {
                 at: now + 1,
                 body: "new".into(),
+                headless: true,
             },
         )
         .expect("re-put");
@@ -384,12 +392,14 @@ fn entries_older_than_the_retention_are_not_reloaded_and_their_batches_are_delet
         let old = StoredReply {
             at: now - 4000,
             body: "old".into(),
+            headless: true,
         };
         store.dedupe_put("old", &old).expect("put");
         store.flush().expect("flush");
         let young = StoredReply {
             at: now,
             body: "young".into(),
+            headless: true,
         };
         store.dedupe_put("young", &young).expect("put");
         store.flush().expect("flush");
@@ -424,6 +434,7 @@ fn concurrent_puts_gets_and_flushes_lose_nothing() {
                     let r = StoredReply {
                         at: T0 + i,
                         body: key.clone().into(),
+                        headless: true,
                     };
                     store.dedupe_put(&key, &r).expect("put");
                     // Every entry put so far is visible, pending or flushed.
@@ -457,6 +468,7 @@ fn dedupe_keys_may_hold_any_bytes_but_not_be_empty_or_huge() {
     let r = StoredReply {
         at: T0,
         body: "x".into(),
+        headless: true,
     };
     store.dedupe_put("oA\0:1234", &r).expect("put");
     assert_eq!(store.dedupe_get("oA\0:1234").expect("get"), Some(r.clone()));
@@ -894,6 +906,7 @@ fn stats_and_size() {
             &StoredReply {
                 at: T0,
                 body: "".into(),
+                headless: true,
             },
         )
         .expect("put");

@@ -93,8 +93,14 @@ const PENDING: u32 = (1 << BATCH_BITS) - 1;
 pub struct StoredReply {
     /// When the push was answered (unix seconds).
     pub at: i64,
-    /// The plaintext reply XML, or `""` for the bare `success` answer.
+    /// The plaintext reply XML, or `""` for the bare `success` answer; without its head when
+    /// `headless`.
     pub body: Arc<str>,
+    /// The body is the reply's XML after its head (`<xml>`, the addresses and `CreateTime`),
+    /// which the retry's own push and `at` give back (`wechat::reply::with_head`). Kept this way
+    /// since the head is ~40 % of a reply: that much less to compress, write and hold. Entries
+    /// written before this existed are whole replies (`false`).
+    pub headless: bool,
 }
 
 /// Pending entries by key, each with its place in the order of [`Store::dedupe_put`] calls, so
@@ -325,7 +331,9 @@ fn next_after(seq: u64) -> u64 {
 
 /// One `dedupe_log` value: `max_at: i64 BE ‖ lz4(entries)` (lz4_flex block format with the
 /// inflated size prepended), entries being
-/// `key_len: u16 BE ‖ key ‖ at: i64 BE ‖ body_len: u32 BE ‖ body`.
+/// `key_len: u16 BE ‖ key ‖ at: i64 BE ‖ body_len: u32 BE ‖ body`, where the top bit of
+/// `body_len` is [`StoredReply::headless`] (bodies are far below 2 GiB; batches written before
+/// the flag have it clear, and read as whole replies).
 /// A parsed value holds only the inflated entries: [`Batch::max_at`] reads the head alone.
 struct Batch {
     rest: Vec<u8>,
@@ -334,6 +342,7 @@ struct Batch {
 struct Entry<'a> {
     key: &'a str,
     at: i64,
+    headless: bool,
     /// Checked as UTF-8 only by [`Entry::body`]: a lookup reads one body of the batch, and
     /// checking every body it scanned past was ~7 % of server CPU when answering retries.
     body: &'a [u8],
@@ -377,10 +386,13 @@ impl Batch {
                 let (at, r) = split(r, 8)?;
                 let (blen, r) = split(r, 4)?;
                 let blen = u32::from_be_bytes([blen[0], blen[1], blen[2], blen[3]]);
+                let headless = blen & HEADLESS != 0;
+                let blen = blen & !HEADLESS;
                 let (body, r) = split(r, usize::try_from(blen).map_err(|_| corrupt_batch())?)?;
                 let entry = Entry {
                     key: std::str::from_utf8(key).map_err(|_| corrupt_batch())?,
                     at: i64::from_be_bytes(at.try_into().map_err(|_| corrupt_batch())?),
+                    headless,
                     body,
                 };
                 Ok((entry, r))
@@ -419,16 +431,20 @@ fn pack(max_at: i64, raw: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The `body_len` bit of a headless body (see [`Batch`]).
+const HEADLESS: u32 = 1 << 31;
+
 /// Appends one entry to a batch under construction.
 fn encode_entry(out: &mut Vec<u8>, key: &str, reply: &StoredReply) {
     // Keys are MsgIds or openid+time+event (well under 64 KiB); replies are bounded by the
-    // platform's limits (a few KiB), far under 4 GiB.
+    // platform's limits (a few KiB), far under 2 GiB.
     let klen = u16::try_from(key.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&klen.to_be_bytes());
     out.extend_from_slice(&key.as_bytes()[..usize::from(klen)]);
     out.extend_from_slice(&reply.at.to_be_bytes());
-    let blen = u32::try_from(reply.body.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&blen.to_be_bytes());
+    let blen = u32::try_from(reply.body.len()).map_or(HEADLESS - 1, |n| n.min(HEADLESS - 1));
+    let flag = if reply.headless { HEADLESS } else { 0 };
+    out.extend_from_slice(&(blen | flag).to_be_bytes());
     out.extend_from_slice(&reply.body.as_bytes()[..blen as usize]);
 }
 
@@ -485,6 +501,7 @@ impl Store {
                     return Ok(Some(StoredReply {
                         at: e.at,
                         body: Arc::from(e.body()?),
+                        headless: e.headless,
                     }));
                 }
             }
@@ -762,6 +779,7 @@ mod tests {
         StoredReply {
             at,
             body: Arc::from(body),
+            headless: true,
         }
     }
 
@@ -778,17 +796,25 @@ mod tests {
         let a = StoredReply {
             at: 1_700_000_000,
             body: Arc::from("<xml>回复 🙂</xml>"),
+            headless: false,
         };
         let b = StoredReply {
             at: 1_700_000_005,
             body: Arc::from(""),
+            headless: true,
+        };
+        let c = StoredReply {
+            at: 1_700_000_004,
+            body: Arc::from("<MsgType><![CDATA[text]]></MsgType></xml>"),
+            headless: true,
         };
         encode_entry(&mut buf, "msg:1", &a);
         encode_entry(&mut buf, "oA\0:17", &b);
+        encode_entry(&mut buf, "msg:3", &c);
         let packed = pack(b.at, &buf);
         let batch = Batch::parse(&packed).expect("parses");
         assert_eq!(Batch::max_at(&packed).expect("head"), b.at);
-        let got: Vec<(String, i64, String)> = batch
+        let got: Vec<(String, i64, String, bool)> = batch
             .entries()
             .map(|e| {
                 let e = e.expect("entry");
@@ -796,15 +822,30 @@ mod tests {
                     e.key.to_string(),
                     e.at,
                     e.body().expect("utf-8").to_string(),
+                    e.headless,
                 )
             })
             .collect();
         assert_eq!(
             got,
             vec![
-                ("msg:1".into(), a.at, a.body.to_string()),
-                ("oA\0:17".into(), b.at, String::new()),
+                ("msg:1".into(), a.at, a.body.to_string(), false),
+                ("oA\0:17".into(), b.at, String::new(), true),
+                ("msg:3".into(), c.at, c.body.to_string(), true),
             ]
+        );
+        // A batch from before the flag: the same layout, the bit clear. Its entries are whole.
+        let mut old = Vec::new();
+        old.extend_from_slice(&5u16.to_be_bytes());
+        old.extend_from_slice(b"msg:9");
+        old.extend_from_slice(&7i64.to_be_bytes());
+        old.extend_from_slice(&11u32.to_be_bytes());
+        old.extend_from_slice(b"<xml></xml>");
+        let batch = Batch::parse(&pack(7, &old)).expect("parses");
+        let e = batch.entries().next().expect("one").expect("entry");
+        assert_eq!(
+            (e.key, e.at, e.body().expect("utf-8"), e.headless),
+            ("msg:9", 7, "<xml></xml>", false)
         );
     }
 
@@ -841,6 +882,7 @@ mod tests {
                 &StoredReply {
                     at: 1,
                     body: Arc::from("<xml>the same reply, again and again</xml>"),
+                    headless: false,
                 },
             );
         }

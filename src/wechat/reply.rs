@@ -79,9 +79,53 @@ pub struct ReplyContext<'a> {
     pub after_user_message: bool,
 }
 
+/// A rendered passive reply: its XML, and where the head ends (see [`with_head`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    pub xml: String,
+    head_len: usize,
+}
+
+impl Rendered {
+    /// The XML after the head: the reply's own elements and the closing `</xml>`. Depends only
+    /// on the reply (and on whether it answers a user message), not on who gets it or when.
+    pub fn tail(&self) -> &str {
+        &self.xml[self.head_len..]
+    }
+}
+
 /// Renders the passive-reply XML, or `None` when the answer should be the body `success`
 /// ([`Reply::None`], or a news reply with no articles).
 pub fn render(reply: &Reply, ctx: &ReplyContext) -> Option<String> {
+    render_parts(reply, ctx).map(|r| r.xml)
+}
+
+/// Puts a head back on a [`Rendered::tail`]: `with_head(r.tail(), ctx) == r.xml` for the `ctx`
+/// it was rendered with. The dedupe memory keeps replies without their head (the addresses and
+/// the time make up ~40 % of a typical reply) and a retry, which carries the same addresses,
+/// gets its reply back this way. An empty tail (`success`) stays empty.
+pub fn with_head(tail: &str, ctx: &ReplyContext) -> String {
+    if tail.is_empty() {
+        return String::new();
+    }
+    let mut out = String::with_capacity(128 + ctx.to_user.len() + ctx.from_user.len() + tail.len());
+    push_head(&mut out, ctx);
+    out.push_str(tail);
+    out
+}
+
+/// `<xml>`, both addresses and `CreateTime`: how every passive reply starts.
+fn push_head(out: &mut String, ctx: &ReplyContext) {
+    out.push_str("<xml>");
+    cdata_el(out, "ToUserName", ctx.to_user);
+    cdata_el(out, "FromUserName", ctx.from_user);
+    out.push_str("<CreateTime>");
+    push_i64(out, ctx.create_time);
+    out.push_str("</CreateTime>");
+}
+
+/// [`render`], keeping where the head ends.
+pub fn render_parts(reply: &Reply, ctx: &ReplyContext) -> Option<Rendered> {
     let (msg_type, body_hint) = match reply {
         Reply::None => return None,
         Reply::News { articles } if articles.is_empty() => return None,
@@ -96,12 +140,8 @@ pub fn render(reply: &Reply, ctx: &ReplyContext) -> Option<String> {
     let mut out = String::with_capacity(
         256 + ctx.to_user.len() + ctx.from_user.len() + body_hint.min(TEXT_MAX_BYTES),
     );
-    out.push_str("<xml>");
-    cdata_el(&mut out, "ToUserName", ctx.to_user);
-    cdata_el(&mut out, "FromUserName", ctx.from_user);
-    out.push_str("<CreateTime>");
-    push_i64(&mut out, ctx.create_time);
-    out.push_str("</CreateTime>");
+    push_head(&mut out, ctx);
+    let head_len = out.len();
     // Our own literal: nothing to strip or split.
     cdata_el_clean(&mut out, "MsgType", msg_type);
     match reply {
@@ -177,7 +217,7 @@ pub fn render(reply: &Reply, ctx: &ReplyContext) -> Option<String> {
         }
     }
     out.push_str("</xml>");
-    Some(out)
+    Some(Rendered { xml: out, head_len })
 }
 
 /// The safe-mode reply body around an already encrypted and signed reply, byte for byte the

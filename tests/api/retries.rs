@@ -40,6 +40,30 @@ async fn three_sequential_retries_get_one_handling_and_the_same_reply() {
     assert_eq!(counter(&app, "rule:lucky"), 1);
 }
 
+/// The dedupe memory keeps a reply without its head (addresses, CreateTime) and gives it back
+/// from the retry's push: a retry must still get the first reply byte for byte, whether it is
+/// answered from memory or, after the write-behind, from sled, and in a later second.
+#[tokio::test]
+async fn a_retry_gets_the_first_reply_whole_from_memory_and_from_disk() {
+    let app = spawn_app(Options::default()).await;
+    let xml = text_xml("oRetryWhole", "lucky", 8_000_000_000_000_000_050);
+    let retry = || seal_push(&xml, AES_KEY, APP_ID, now(), &nonce());
+    let first = app.send(&retry()).await;
+    assert_eq!(first.field("ToUserName").as_deref(), Some("oRetryWhole"));
+    assert_eq!(first.field("FromUserName").as_deref(), Some(ACCOUNT));
+    assert!(
+        first.content().is_some_and(|c| c.starts_with("lucky ")),
+        "{first:?}"
+    );
+    let from_memory = app.send(&retry()).await;
+    assert_eq!(from_memory.xml, first.xml);
+    // A later second, so a head rebuilt with the retry's time instead of the answer's would show.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.gateway.store().flush().unwrap();
+    let from_disk = app.send(&retry()).await;
+    assert_eq!(from_disk.xml, first.xml);
+}
+
 #[tokio::test]
 async fn three_concurrent_retries_get_one_handling_and_the_same_reply() {
     let app = spawn_app(Options::default()).await;
