@@ -13,7 +13,7 @@ use std::fmt::{Display, Write as _};
 use std::str::FromStr;
 
 use super::types::{MsgId, OpenId};
-use super::xml::{self, push_cdata, Doc, El, XmlError};
+use super::xml::{self, push_cdata, push_i64, push_u64, Doc, El, XmlError};
 
 /// One inbound push, parsed.
 #[derive(Clone, Debug, PartialEq)]
@@ -609,19 +609,28 @@ impl Inbound {
     /// The key retries of this push share (PROTOCOL §7): `m:{MsgId}`, else
     /// `e:{FromUserName}:{CreateTime}:{event}`.
     pub fn dedupe_key(&self) -> String {
+        // Built by hand: `format!` brings core::fmt's code into every push (see `push_u64`).
         match self.msg_id() {
-            Some(id) => format!("m:{id}"),
+            Some(id) => {
+                let mut key = String::with_capacity(22);
+                key.push_str("m:");
+                push_u64(&mut key, id.0);
+                key
+            }
             None => {
                 let what = match &self.kind {
                     InboundKind::Event(e) => e.name(),
                     other => other.msg_type(),
                 };
-                format!(
-                    "e:{}:{}:{}",
-                    self.header.from_user.as_str(),
-                    self.header.create_time,
-                    what
-                )
+                let from = self.header.from_user.as_str();
+                let mut key = String::with_capacity(26 + from.len() + what.len());
+                key.push_str("e:");
+                key.push_str(from);
+                key.push(':');
+                push_i64(&mut key, self.header.create_time);
+                key.push(':');
+                key.push_str(what);
+                key
             }
         }
     }

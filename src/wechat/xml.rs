@@ -520,6 +520,35 @@ fn append_text<'a>(
     Some(())
 }
 
+/// Appends `n` in decimal, as `Display` would, without the formatting machinery: `write!`
+/// pulls `core::fmt`'s code into the push path, and in the instruction-cache simulation
+/// (BENCHMARKS.md, "The code a push runs") one `format!` of a key cost ~50 cache misses.
+pub(crate) fn push_i64(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
+    }
+    push_u64(out, n.unsigned_abs());
+}
+
+/// [`push_i64`] for unsigned numbers.
+pub(crate) fn push_u64(out: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut rest = n;
+    loop {
+        i -= 1;
+        // `rest % 10` is a single digit, so the cast cannot truncate.
+        digits[i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
+}
+
 /// Appends `<![CDATA[text]]>`, splitting any `]]>` in `text` across two sections so the reader
 /// above gives `text` back unchanged. Shared by [`super::message`] and [`super::reply`].
 pub(crate) fn push_cdata(out: &mut String, text: &str) {
@@ -822,6 +851,14 @@ mod tests {
         #[test]
         fn find_cdata_end_is_find(s in "[\\]>a中]{0,40}") {
             proptest::prop_assert_eq!(find_cdata_end(&s), s.find("]]>"));
+        }
+
+        #[test]
+        fn push_numbers_is_display(i in proptest::num::i64::ANY, u in proptest::num::u64::ANY) {
+            let mut out = String::from("x");
+            push_i64(&mut out, i);
+            push_u64(&mut out, u);
+            proptest::prop_assert_eq!(out, format!("x{i}{u}"));
         }
     }
 
