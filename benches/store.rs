@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use mpgate::store::{Store, StoreConfig, StoredReply};
+use mpgate::store::{Store, StoreConfig};
 use mpgate::wechat::types::OpenId;
 
 const T0: i64 = 1_760_000_000;
@@ -44,13 +44,8 @@ fn bench_store(c: &mut Criterion) {
             let u = &ids[i % n];
             let at = T0 + i as i64;
             black_box(store.touch(u, at, true).expect("touch"));
-            let r = StoredReply {
-                at,
-                body: reply.into(),
-                headless: true,
-            };
             store
-                .dedupe_put(&format!("{u}:{i}"), &r)
+                .dedupe_put(&format!("{u}:{i}"), at, reply, true)
                 .expect("dedupe_put");
         })
     });

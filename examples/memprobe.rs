@@ -11,10 +11,8 @@
 //! Keys and replies are shaped like the benchmark's (an openid + time key, a ~300-byte text
 //! reply with Chinese and emoji); the store lives in a temp dir removed afterwards.
 
-use std::sync::Arc;
-
 use anyhow::{Context, Result};
-use mpgate::store::{Store, StoreConfig, StoredReply};
+use mpgate::store::{Store, StoreConfig};
 
 /// `VmHWM VmRSS` of this process, in KiB.
 fn memory() -> Result<String> {
@@ -45,18 +43,11 @@ fn main() -> Result<()> {
     for i in 0..n {
         let key = format!("o{:027}{}subscribe", i % 700, 1_700_000_000 + i);
         // What the server keeps: the reply without its head (addresses and time).
-        let body: Arc<str> = Arc::from(format!(
+        let body = format!(
             "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[欢迎关注！回复「课程」查看本周直播安排，回复「{}」获取资料 🎉]]></Content></xml>",
             i % 37
-        ));
-        store.dedupe_put(
-            &key,
-            &StoredReply {
-                at: now,
-                body,
-                headless: true,
-            },
-        )?;
+        );
+        store.dedupe_put(&key, now, &body, true)?;
         if flush && i % 3300 == 3299 {
             store.flush_dedupe()?;
         }

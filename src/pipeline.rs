@@ -7,7 +7,7 @@
 //! May depend on: `wechat`, `rules`, `reload`, `store`, `paywall`, `settings`; never actix.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -84,8 +84,9 @@ struct Opened {
 /// every send): nearly every push has no retry waiting on it.
 #[derive(Default)]
 struct Inflight {
-    /// As the dedupe memory keeps it: a waiting retry rebuilds the reply as a later one would.
-    answer: OnceLock<StoredReply>,
+    /// Set once the answer is in the dedupe memory: a waiting retry reads it from there, as a
+    /// later retry would. (Nearly no push has a waiter, so nothing is copied for one.)
+    answered: AtomicBool,
     /// Set when the leader's future ends, answered or not; a waiter that sees it without an
     /// answer becomes the leader.
     ended: AtomicBool,
@@ -339,12 +340,15 @@ impl Gateway {
                 let rung = slot.bell.notified();
                 tokio::pin!(rung);
                 rung.as_mut().enable();
-                if slot.answer.get().is_none() && !slot.ended.load(Ordering::Acquire) {
+                if !slot.answered.load(Ordering::Acquire) && !slot.ended.load(Ordering::Acquire) {
                     // On timeout, loop: wait again, or lead if the leader is gone.
                     let _ = tokio::time::timeout(INFLIGHT_WAIT, rung).await;
                 }
-                if let Some(stored) = slot.answer.get() {
-                    return Ok(replay(stored, inbound));
+                if slot.answered.load(Ordering::Acquire) {
+                    // Put before `answered` was set, and kept for the whole retention.
+                    if let Some(stored) = self.store.dedupe_get(&key)? {
+                        return Ok(replay(&stored, inbound));
+                    }
                 }
                 // The leader failed or was cancelled: loop, and become the leader.
                 continue;
@@ -355,9 +359,8 @@ impl Gateway {
                 slot,
             };
             if let Some(stored) = self.store.dedupe_get(&key)? {
-                let body = replay(&stored, inbound);
-                let _ = guard.slot.answer.set(stored);
-                return Ok(body);
+                guard.slot.answered.store(true, Ordering::Release);
+                return Ok(replay(&stored, inbound));
             }
             let rendered = match self.handle(inbound, now)? {
                 Handled::Done(rendered) => rendered,
@@ -365,14 +368,10 @@ impl Gateway {
                     self.webhook_answer(inbound, call, *payload, now).await
                 }
             };
-            // Every reply is rendered with `now` as its CreateTime, which `at` keeps.
-            let stored = StoredReply {
-                at: now.timestamp(),
-                body: Arc::from(rendered.as_ref().map_or("", Rendered::tail)),
-                headless: true,
-            };
-            self.store.dedupe_put(&key, &stored)?;
-            let _ = guard.slot.answer.set(stored);
+            // Every reply is rendered with `now` as its CreateTime: the stored time gives it back.
+            let tail = rendered.as_ref().map_or("", Rendered::tail);
+            self.store.dedupe_put(&key, now.timestamp(), tail, true)?;
+            guard.slot.answered.store(true, Ordering::Release);
             return Ok(rendered.map(|r| r.xml).unwrap_or_default());
         }
     }

@@ -13,6 +13,17 @@ use tempfile::TempDir;
 
 const T0: i64 = 1_760_000_000;
 
+/// `dedupe_put` of a whole [`StoredReply`].
+trait Put {
+    fn put(&self, key: &str, r: &StoredReply) -> Result<(), StoreError>;
+}
+
+impl Put for Store {
+    fn put(&self, key: &str, r: &StoredReply) -> Result<(), StoreError> {
+        self.dedupe_put(key, r.at, &r.body, r.headless)
+    }
+}
+
 fn open(dir: &Path) -> Store {
     Store::open(dir, StoreConfig::default()).expect("store opens")
 }
@@ -241,8 +252,8 @@ fn dedupe_put_get_and_sweep_respect_retention() {
         body: "".into(),
         headless: true,
     };
-    store.dedupe_put("msg:1", &old).expect("put");
-    store.dedupe_put("msg:2", &young).expect("put");
+    store.put("msg:1", &old).expect("put");
+    store.put("msg:2", &young).expect("put");
     assert_eq!(store.dedupe_get("msg:1").expect("get"), Some(old.clone()));
     assert_eq!(store.dedupe_get("msg:3").expect("get"), None);
     assert_eq!(store.stats().expect("stats").dedupe_entries, 2);
@@ -265,7 +276,7 @@ fn dedupe_re_put_moves_entry_in_time() {
     };
     let store = Store::open(dir.path(), cfg).expect("open");
     store
-        .dedupe_put(
+        .put(
             "k",
             &StoredReply {
                 at: T0,
@@ -279,7 +290,7 @@ fn dedupe_re_put_moves_entry_in_time() {
         body: "b".into(),
         headless: true,
     };
-    store.dedupe_put("k", &newer).expect("re-put");
+    store.put("k", &newer).expect("re-put");
     assert_eq!(store.sweep_dedupe(T0 + 50).expect("sweep"), 0);
     assert_eq!(store.dedupe_get("k").expect("get"), Some(newer));
 }
@@ -298,7 +309,7 @@ fn sweep_handles_more_than_one_chunk() {
             body: "".into(),
             headless: true,
         };
-        store.dedupe_put(&format!("m{i}"), &r).expect("put");
+        store.put(&format!("m{i}"), &r).expect("put");
     }
     assert_eq!(store.sweep_dedupe(T0 + 1200).expect("sweep"), 1200);
     assert_eq!(store.stats().expect("stats").dedupe_entries, 100);
@@ -315,7 +326,7 @@ fn dedupe_entries_are_found_before_and_after_their_batch_is_written() {
             body: format!("{body}{i}").into(),
             headless: true,
         };
-        store.dedupe_put(&format!("msg:{i}"), &r).expect("put");
+        store.put(&format!("msg:{i}"), &r).expect("put");
     }
     let check = |store: &Store| {
         for i in [0, 1, 199, 399] {
@@ -347,7 +358,7 @@ fn flushed_dedupe_entries_survive_a_restart_and_pending_ones_are_flushed_by_flus
                 body: format!("<xml>{i}</xml>").into(),
                 headless: true,
             };
-            store.dedupe_put(&format!("msg:{i}"), &r).expect("put");
+            store.put(&format!("msg:{i}"), &r).expect("put");
             if i == 0 {
                 store.flush_dedupe().expect("write behind");
             }
@@ -365,7 +376,7 @@ fn flushed_dedupe_entries_survive_a_restart_and_pending_ones_are_flushed_by_flus
     }
     // A re-put after the restart shadows the stored entry.
     store
-        .dedupe_put(
+        .put(
             "msg:1",
             &StoredReply {
                 at: now + 1,
@@ -394,14 +405,14 @@ fn entries_older_than_the_retention_are_not_reloaded_and_their_batches_are_delet
             body: "old".into(),
             headless: true,
         };
-        store.dedupe_put("old", &old).expect("put");
+        store.put("old", &old).expect("put");
         store.flush().expect("flush");
         let young = StoredReply {
             at: now,
             body: "young".into(),
             headless: true,
         };
-        store.dedupe_put("young", &young).expect("put");
+        store.put("young", &young).expect("put");
         store.flush().expect("flush");
     }
     {
@@ -436,7 +447,7 @@ fn concurrent_puts_gets_and_flushes_lose_nothing() {
                         body: key.clone().into(),
                         headless: true,
                     };
-                    store.dedupe_put(&key, &r).expect("put");
+                    store.put(&key, &r).expect("put");
                     // Every entry put so far is visible, pending or flushed.
                     let back = format!("t{t}:{}", i / 2);
                     let got = store.dedupe_get(&back).expect("get").expect("present");
@@ -470,21 +481,21 @@ fn dedupe_keys_may_hold_any_bytes_but_not_be_empty_or_huge() {
         body: "x".into(),
         headless: true,
     };
-    store.dedupe_put("oA\0:1234", &r).expect("put");
+    store.put("oA\0:1234", &r).expect("put");
     assert_eq!(store.dedupe_get("oA\0:1234").expect("get"), Some(r.clone()));
     assert_eq!(store.dedupe_get("oA").expect("get"), None);
     assert!(matches!(
-        store.dedupe_put("", &r),
+        store.put("", &r),
         Err(StoreError::InvalidKey { .. })
     ));
     // The longest key a batch can hold is 65,535 bytes; it round-trips through sled.
     let longest = "键".repeat(21_845);
     assert_eq!(longest.len(), 65_535);
-    store.dedupe_put(&longest, &r).expect("put");
+    store.put(&longest, &r).expect("put");
     store.flush_dedupe().expect("flush");
     assert_eq!(store.dedupe_get(&longest).expect("get"), Some(r.clone()));
     assert!(matches!(
-        store.dedupe_put(&format!("{longest}x"), &r),
+        store.put(&format!("{longest}x"), &r),
         Err(StoreError::InvalidKey { .. })
     ));
 }
@@ -901,7 +912,7 @@ fn stats_and_size() {
         .grant(&uid("o1"), "a", "admin", None, T0)
         .expect("grant");
     store
-        .dedupe_put(
+        .put(
             "k",
             &StoredReply {
                 at: T0,

@@ -6,7 +6,8 @@
 //! push path:
 //!
 //! - **In memory**, an index of one `u64` slot per entry (no keys, no reply bodies), split over
-//!   [`SHARDS`] independently locked tables, plus the entries answered since the last write.
+//!   [`SHARDS`] independently locked tables, plus the entries answered since the last write,
+//!   already encoded as a batch holds them ([`Pending`]).
 //! - **In sled** (`dedupe_log`), the entries in batches: every [`Store::flush_dedupe`] (the server
 //!   calls it every 100 ms, off the request path) appends the pending entries, in the order they
 //!   were answered, as values of about [`BATCH_BYTES`], keyed by a sequence number (u64 BE).
@@ -26,8 +27,8 @@
 //! it, stalling 1/16 of the pushes. Measured with 520,000 entries: 16 × 65,536 buckets, 9.4 MB
 //! against 17.8 MB, and the process's peak RSS 40 MB against 56 MB.
 //! Entries carry no time of their own in the index: a flushed entry is as old as its batch's
-//! newest entry (batches are written in time order), a pending one keeps its time in the
-//! pending map.
+//! newest entry (batches are written in time order), a pending one keeps its time in its
+//! [`PendingEntry`].
 //!
 //! Fingerprints collide (two keys, one fingerprint), so slots are never merged or overwritten
 //! because a fingerprint matches: a shard may hold several slots with one fingerprint, a
@@ -46,7 +47,7 @@
 //! Durability: an entry reaches sled at the next flush (≤ 100 ms) and disk at sled's next
 //! flush (≤ 200 ms later); a crash inside that window lets a retry be handled a second time.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -103,9 +104,128 @@ pub struct StoredReply {
     pub headless: bool,
 }
 
-/// Pending entries by key, each with its place in the order of [`Store::dedupe_put`] calls, so
-/// a flush writes them in answer order (see [`Dedupe::puts`]).
-type Pending = HashMap<Box<str>, (u64, StoredReply), foldhash::fast::RandomState>;
+/// The entries of one shard answered since the last flush: encoded as a batch holds them
+/// ([`encode_entry`]), back to back in one buffer, with an index by key. A put copies the answer
+/// once and allocates nothing of its own, and a flush writes the bytes as they are. (A
+/// `HashMap<Box<str>, StoredReply>` cost two allocations per push, freed by the writer thread
+/// into the workers' malloc arenas; dropping and rehashing it was a fifth of the writer's time.)
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    entries: Vec<PendingEntry>,
+    /// The live entries, as indices into `entries`, hashed by fingerprint ([`probe`]).
+    by_key: HashTable<usize>,
+}
+
+/// One entry of a [`Pending`] buffer.
+#[derive(Debug, Clone, Copy)]
+struct PendingEntry {
+    /// Its place in the order of [`Store::dedupe_put`] calls, so a flush writes entries in
+    /// answer order (see [`Dedupe::puts`]).
+    order: u64,
+    fp: u64,
+    at: i64,
+    /// Where its encoding lies in [`Pending::bytes`].
+    start: usize,
+    end: usize,
+    /// False once the key was answered again (the newer entry is live) or swept.
+    live: bool,
+}
+
+impl Pending {
+    /// An empty buffer sized like `other`: the next 100 ms usually hold as many answers.
+    fn sized_like(other: &Pending) -> Pending {
+        Pending {
+            bytes: Vec::with_capacity(other.bytes.len()),
+            entries: Vec::with_capacity(other.entries.len()),
+            by_key: HashTable::with_capacity(other.by_key.len()),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    fn encoded(&self, e: &PendingEntry) -> &[u8] {
+        &self.bytes[e.start..e.end]
+    }
+
+    /// The live entry for `key` (whose fingerprint is `fp`).
+    fn find(&self, key: &str, fp: u64) -> Option<usize> {
+        self.by_key
+            .find(probe(fp), |&i| {
+                let e = &self.entries[i];
+                e.fp == fp && entry_key(self.encoded(e)) == Some(key.as_bytes())
+            })
+            .copied()
+    }
+
+    fn contains(&self, key: &str, fp: u64) -> bool {
+        self.find(key, fp).is_some()
+    }
+
+    fn get(&self, key: &str, fp: u64) -> Result<Option<StoredReply>, StoreError> {
+        let Some(i) = self.find(key, fp) else {
+            return Ok(None);
+        };
+        let (e, _) = decode_entry(self.encoded(&self.entries[i]))?;
+        Ok(Some(e.to_reply()?))
+    }
+
+    /// Appends an encoded entry; a live entry for the same key is superseded. Returns whether
+    /// there was one.
+    fn push(&mut self, key: &str, fp: u64, order: u64, at: i64, encoded: &[u8]) -> bool {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(encoded);
+        self.append(key, fp, order, at, start)
+    }
+
+    /// [`Pending::push`] for an entry already encoded at the end of `bytes`, from `start`.
+    fn append(&mut self, key: &str, fp: u64, order: u64, at: i64, start: usize) -> bool {
+        let index = self.entries.len();
+        self.entries.push(PendingEntry {
+            order,
+            fp,
+            at,
+            start,
+            end: self.bytes.len(),
+            live: true,
+        });
+        match self.find(key, fp) {
+            Some(old) => {
+                self.entries[old].live = false;
+                if let Some(slot) = self.by_key.find_mut(probe(fp), |&i| i == old) {
+                    *slot = index;
+                }
+                true
+            }
+            None => {
+                let entries = &self.entries;
+                self.by_key
+                    .insert_unique(probe(fp), index, |&i| probe(entries[i].fp));
+                false
+            }
+        }
+    }
+
+    /// Forgets the live entry at `index`.
+    fn remove(&mut self, index: usize) {
+        let fp = self.entries[index].fp;
+        self.entries[index].live = false;
+        if let Ok(slot) = self.by_key.find_entry(probe(fp), |&i| i == index) {
+            slot.remove();
+        }
+    }
+
+    /// Indices of the live entries, in the order they were put.
+    fn live(&self) -> impl Iterator<Item = usize> + '_ {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.live)
+            .map(|(i, _)| i)
+    }
+}
 
 /// The in-memory side of the dedupe memory. Lock order: `flush_gate`, then `log`, then one
 /// shard at a time; every hold is a few hash probes except a sweep's pass over one shard. sled
@@ -138,9 +258,9 @@ pub(super) struct Dedupe {
 /// One part of the index with the entries it routes to memory.
 ///
 /// Invariant: for every fingerprint, the number of [`PENDING`] slots equals the number of
-/// distinct keys with that fingerprint in `pending` ∪ `flushing` (such slots are
-/// interchangeable), so a key in either map always finds a PENDING slot with its fingerprint
-/// and a lookup that finds none skips the map probe.
+/// distinct keys with that fingerprint live in `pending` ∪ `flushing` (such slots are
+/// interchangeable), so a key in either buffer always finds a PENDING slot with its fingerprint
+/// and a lookup that finds none skips the buffer probe.
 #[derive(Default)]
 struct Shard {
     slots: HashTable<u64>,
@@ -352,6 +472,14 @@ impl<'a> Entry<'a> {
     fn body(&self) -> Result<&'a str, StoreError> {
         std::str::from_utf8(self.body).map_err(|_| corrupt_batch())
     }
+
+    fn to_reply(&self) -> Result<StoredReply, StoreError> {
+        Ok(StoredReply {
+            at: self.at,
+            body: Arc::from(self.body()?),
+            headless: self.headless,
+        })
+    }
 }
 
 impl Batch {
@@ -380,24 +508,7 @@ impl Batch {
             if rest.is_empty() {
                 return None;
             }
-            let parsed = (|| {
-                let (len, r) = split(rest, 2)?;
-                let (key, r) = split(r, usize::from(u16::from_be_bytes([len[0], len[1]])))?;
-                let (at, r) = split(r, 8)?;
-                let (blen, r) = split(r, 4)?;
-                let blen = u32::from_be_bytes([blen[0], blen[1], blen[2], blen[3]]);
-                let headless = blen & HEADLESS != 0;
-                let blen = blen & !HEADLESS;
-                let (body, r) = split(r, usize::try_from(blen).map_err(|_| corrupt_batch())?)?;
-                let entry = Entry {
-                    key: std::str::from_utf8(key).map_err(|_| corrupt_batch())?,
-                    at: i64::from_be_bytes(at.try_into().map_err(|_| corrupt_batch())?),
-                    headless,
-                    body,
-                };
-                Ok((entry, r))
-            })();
-            match parsed {
+            match decode_entry(rest) {
                 Ok((entry, r)) => {
                     rest = r;
                     Some(Ok(entry))
@@ -409,6 +520,31 @@ impl Batch {
             }
         })
     }
+}
+
+/// The first entry encoded in `v` ([`encode_entry`]) and what follows it.
+fn decode_entry(v: &[u8]) -> Result<(Entry<'_>, &[u8]), StoreError> {
+    let (len, r) = split(v, 2)?;
+    let (key, r) = split(r, usize::from(u16::from_be_bytes([len[0], len[1]])))?;
+    let (at, r) = split(r, 8)?;
+    let (blen, r) = split(r, 4)?;
+    let blen = u32::from_be_bytes([blen[0], blen[1], blen[2], blen[3]]);
+    let headless = blen & HEADLESS != 0;
+    let blen = blen & !HEADLESS;
+    let (body, r) = split(r, usize::try_from(blen).map_err(|_| corrupt_batch())?)?;
+    let entry = Entry {
+        key: std::str::from_utf8(key).map_err(|_| corrupt_batch())?,
+        at: i64::from_be_bytes(at.try_into().map_err(|_| corrupt_batch())?),
+        headless,
+        body,
+    };
+    Ok((entry, r))
+}
+
+/// The key bytes of an encoded entry, unchecked: for comparing with a key in hand.
+fn entry_key(v: &[u8]) -> Option<&[u8]> {
+    let len = usize::from(u16::from_be_bytes([*v.first()?, *v.get(1)?]));
+    v.get(2..2 + len)
 }
 
 fn split(v: &[u8], n: usize) -> Result<(&[u8], &[u8]), StoreError> {
@@ -434,18 +570,18 @@ fn pack(max_at: i64, raw: &[u8]) -> Vec<u8> {
 /// The `body_len` bit of a headless body (see [`Batch`]).
 const HEADLESS: u32 = 1 << 31;
 
-/// Appends one entry to a batch under construction.
-fn encode_entry(out: &mut Vec<u8>, key: &str, reply: &StoredReply) {
-    // Keys are MsgIds or openid+time+event (well under 64 KiB); replies are bounded by the
-    // platform's limits (a few KiB), far under 2 GiB.
+/// Appends one entry to a batch (or a [`Pending`] buffer) under construction.
+fn encode_entry(out: &mut Vec<u8>, key: &str, at: i64, body: &str, headless: bool) {
+    // Keys are MsgIds or openid+time+event (well under 64 KiB, checked by `dedupe_put`);
+    // replies are bounded by the platform's limits (a few KiB), far under 2 GiB.
     let klen = u16::try_from(key.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&klen.to_be_bytes());
     out.extend_from_slice(&key.as_bytes()[..usize::from(klen)]);
-    out.extend_from_slice(&reply.at.to_be_bytes());
-    let blen = u32::try_from(reply.body.len()).map_or(HEADLESS - 1, |n| n.min(HEADLESS - 1));
-    let flag = if reply.headless { HEADLESS } else { 0 };
+    out.extend_from_slice(&at.to_be_bytes());
+    let blen = u32::try_from(body.len()).map_or(HEADLESS - 1, |n| n.min(HEADLESS - 1));
+    let flag = if headless { HEADLESS } else { 0 };
     out.extend_from_slice(&(blen | flag).to_be_bytes());
-    out.extend_from_slice(&reply.body.as_bytes()[..blen as usize]);
+    out.extend_from_slice(&body.as_bytes()[..blen as usize]);
 }
 
 impl Store {
@@ -467,15 +603,15 @@ impl Store {
                     b => candidates.push(b),
                 }
             }
-            // The pending maps hold the newest answers, so they are asked first.
+            // The pending buffers hold the newest answers, so they are asked first.
             if pending {
-                let found = s
-                    .pending
-                    .get(key)
-                    .or_else(|| s.flushing.as_ref().and_then(|f| f.get(key)))
-                    .map(|(_, reply)| reply);
-                if let Some(found) = found {
-                    return Ok(Some(found.clone()));
+                if let Some(found) = s.pending.get(key, p.fp)? {
+                    return Ok(Some(found));
+                }
+                if let Some(flushing) = &s.flushing {
+                    if let Some(found) = flushing.get(key, p.fp)? {
+                        return Ok(Some(found));
+                    }
                 }
             }
         }
@@ -498,11 +634,7 @@ impl Store {
             for e in batch.entries() {
                 let e = e?;
                 if e.key == key {
-                    return Ok(Some(StoredReply {
-                        at: e.at,
-                        body: Arc::from(e.body()?),
-                        headless: e.headless,
-                    }));
+                    return Ok(Some(e.to_reply()?));
                 }
             }
         }
@@ -533,23 +665,31 @@ impl Store {
         Ok(Some(batch))
     }
 
-    /// Remembers the answer for `key` (replacing any earlier one). Memory only until the next
-    /// [`Store::flush_dedupe`].
-    pub fn dedupe_put(&self, key: &str, reply: &StoredReply) -> Result<(), StoreError> {
+    /// Remembers the answer for `key` (replacing any earlier one): given at `at`, `body` as
+    /// [`StoredReply::body`], `headless` as [`StoredReply::headless`]. Memory only until the
+    /// next [`Store::flush_dedupe`].
+    pub fn dedupe_put(
+        &self,
+        key: &str,
+        at: i64,
+        body: &str,
+        headless: bool,
+    ) -> Result<(), StoreError> {
         // A batch stores the key's length in 16 bits; a longer key would make it unreadable.
         if key.is_empty() || key.len() > usize::from(u16::MAX) {
             return Err(StoreError::InvalidKey { what: "dedupe key" });
         }
         let d = &self.inner.dedupe;
         let p = d.place(key);
-        let owned: Box<str> = Box::from(key);
         let order = d.puts.fetch_add(1, Ordering::Relaxed);
         let mut guard = d.shard(p.shard)?;
         let s = &mut *guard;
-        let already_pending = s.pending.insert(owned, (order, reply.clone())).is_some()
-            || s.flushing.as_ref().is_some_and(|f| f.contains_key(key));
+        let start = s.pending.bytes.len();
+        encode_entry(&mut s.pending.bytes, key, at, body, headless);
+        let already_pending = s.pending.append(key, p.fp, order, at, start)
+            || s.flushing.as_ref().is_some_and(|f| f.contains(key, p.fp));
         // A key already pending or being flushed has its PENDING slot (the shard invariant).
-        // An older flushed slot for the key stays: lookups ask the pending maps first.
+        // An older flushed slot for the key stays: lookups ask the pending buffers first.
         if !already_pending {
             s.slots
                 .insert_unique(probe(p.fp), slot(p.fp, PENDING), rehash);
@@ -579,7 +719,8 @@ impl Store {
         for i in 0..SHARDS {
             let mut s = d.shard(i)?;
             if !s.pending.is_empty() {
-                let taken = Arc::new(std::mem::take(&mut s.pending));
+                let next = Pending::sized_like(&s.pending);
+                let taken = Arc::new(std::mem::replace(&mut s.pending, next));
                 s.flushing = Some(taken.clone());
                 work.push((i, taken));
             }
@@ -591,48 +732,55 @@ impl Store {
         let first_seq = d.log()?.next_seq;
         // Encode and write outside the locks: pushes keep being answered meanwhile.
         let mut batches: Vec<(u64, i64)> = Vec::new();
-        // Per shard: (fingerprint, batch number, key) of every entry written.
-        let mut written: Vec<Vec<(u64, u64, &str)>> = vec![Vec::new(); SHARDS];
+        // Per entry of `work`, in answer order: (order, work index, entry index).
+        let mut in_order: Vec<(u64, usize, usize)> = work
+            .iter()
+            .enumerate()
+            .flat_map(|(w, (_, p))| p.live().map(move |j| (p.entries[j].order, w, j)))
+            .collect();
+        in_order.sort_unstable_by_key(|&(o, ..)| o);
+        // Per work item: the entries written, with their batch number.
+        let mut written: Vec<Vec<(usize, u64)>> = vec![Vec::new(); work.len()];
         let mut buf: Vec<u8> = Vec::with_capacity(2 * BATCH_BYTES);
-        let mut keys: Vec<(usize, &str)> = Vec::new();
+        let mut in_buf: Vec<(usize, usize)> = Vec::new();
         let mut max_at = i64::MIN;
         let mut seq = first_seq;
         let mut result: Result<(), StoreError> = effects;
-        let mut in_order: Vec<(u64, usize, &Box<str>, &StoredReply)> = work
-            .iter()
-            .flat_map(|(i, p)| p.iter().map(move |(k, (o, r))| (*o, *i, k, r)))
-            .collect();
-        in_order.sort_unstable_by_key(|&(o, ..)| o);
-        let mut entries = in_order
-            .into_iter()
-            .map(|(_, i, k, r)| (i, k, r))
-            .peekable();
-        while result.is_ok() {
-            let Some((i, key, reply)) = entries.next() else {
-                break;
-            };
-            encode_entry(&mut buf, key, reply);
-            keys.push((i, &**key));
-            max_at = max_at.max(reply.at);
-            let next_fits = entries
-                .peek()
-                .is_some_and(|(_, k, r)| buf.len() + 14 + k.len() + r.body.len() <= BATCH_BYTES);
-            if !next_fits {
-                if let Err(e) = self
-                    .inner
-                    .dedupe_log
-                    .insert(seq.to_be_bytes(), pack(max_at, &buf))
-                {
-                    result = Err(e.into());
-                    break;
+        let mut write = |buf: &mut Vec<u8>,
+                         in_buf: &mut Vec<(usize, usize)>,
+                         max_at: &mut i64,
+                         seq: &mut u64|
+         -> Result<(), StoreError> {
+            self.inner
+                .dedupe_log
+                .insert(seq.to_be_bytes(), pack(*max_at, buf))?;
+            batches.push((*seq, *max_at));
+            for (w, j) in in_buf.drain(..) {
+                written[w].push((j, *seq));
+            }
+            *seq = next_after(*seq);
+            buf.clear();
+            *max_at = i64::MIN;
+            Ok(())
+        };
+        if result.is_ok() {
+            for &(_, w, j) in &in_order {
+                let p = &work[w].1;
+                let e = &p.entries[j];
+                let encoded = p.encoded(e);
+                // A batch ends before the entry that would take it past BATCH_BYTES.
+                if !buf.is_empty() && buf.len() + encoded.len() > BATCH_BYTES {
+                    if let Err(e) = write(&mut buf, &mut in_buf, &mut max_at, &mut seq) {
+                        result = Err(e);
+                        break;
+                    }
                 }
-                batches.push((seq, max_at));
-                for (i, key) in keys.drain(..) {
-                    written[i].push((d.place(key).fp, seq, key));
-                }
-                seq = next_after(seq);
-                buf.clear();
-                max_at = i64::MIN;
+                buf.extend_from_slice(encoded);
+                in_buf.push((w, j));
+                max_at = max_at.max(e.at);
+            }
+            if result.is_ok() && !buf.is_empty() {
+                result = write(&mut buf, &mut in_buf, &mut max_at, &mut seq);
             }
         }
         {
@@ -643,28 +791,35 @@ impl Store {
             log.batches.extend(batches);
         }
         let mut count = 0;
-        for (i, taken) in &work {
+        for (w, (i, taken)) in work.iter().enumerate() {
             let mut guard = d.shard(*i)?;
             let s = &mut *guard;
-            for &(fp, seq, key) in &written[*i] {
+            for &(j, seq) in &written[w] {
+                let e = &taken.entries[j];
+                let key = entry_key(taken.encoded(e)).unwrap_or_default();
                 // A re-put meanwhile is pending again and keeps the key's PENDING slot.
-                if s.pending.contains_key(key) {
+                if s.pending
+                    .contains(std::str::from_utf8(key).unwrap_or_default(), e.fp)
+                {
                     continue;
                 }
                 // Any PENDING slot with the fingerprint will do: they are interchangeable, one
                 // per pending key (the shard invariant).
-                if let Some(v) = s.slots.find_mut(probe(fp), |v| *v == slot(fp, PENDING)) {
-                    *v = slot(fp, low(seq));
+                if let Some(v) = s.slots.find_mut(probe(e.fp), |v| *v == slot(e.fp, PENDING)) {
+                    *v = slot(e.fp, low(seq));
                 }
                 count += 1;
             }
             if result.is_err() {
                 // Put back what was not written, with its PENDING slot, so the next flush
                 // retries it (newer re-puts win).
-                let done: HashSet<&str> = written[*i].iter().map(|&(_, _, k)| k).collect();
-                for (key, entry) in taken.iter() {
-                    if !done.contains(&**key) && !s.pending.contains_key(key) {
-                        s.pending.insert(key.clone(), entry.clone());
+                let done: HashSet<usize> = written[w].iter().map(|&(j, _)| j).collect();
+                for j in taken.live().filter(|j| !done.contains(j)) {
+                    let e = &taken.entries[j];
+                    let encoded = taken.encoded(e);
+                    let key = decode_entry(encoded)?.0.key;
+                    if !s.pending.contains(key, e.fp) {
+                        s.pending.push(key, e.fp, e.order, e.at, encoded);
                     }
                 }
             }
@@ -711,25 +866,26 @@ impl Store {
                 b => (1..=live_span).contains(&age(next_seq, b)),
             });
             removed += before - slots.len();
-            pending.retain(|key, (_, reply)| {
-                if reply.at >= cutoff {
-                    return true;
-                }
-                let p = d.place(key);
-                let older_in_a_batch = slots
-                    .find(probe(p.fp), |v| {
-                        slot_fp(*v) == p.fp && slot_batch(*v) != PENDING
-                    })
-                    .is_some();
-                if older_in_a_batch {
-                    return true;
-                }
-                if let Ok(entry) = slots.find_entry(probe(p.fp), |v| *v == slot(p.fp, PENDING)) {
+            let expired_pending: Vec<usize> = pending
+                .live()
+                .filter(|&j| {
+                    let e = &pending.entries[j];
+                    e.at < cutoff
+                        && slots
+                            .find(probe(e.fp), |v| {
+                                slot_fp(*v) == e.fp && slot_batch(*v) != PENDING
+                            })
+                            .is_none()
+                })
+                .collect();
+            for j in expired_pending {
+                let fp = pending.entries[j].fp;
+                pending.remove(j);
+                if let Ok(entry) = slots.find_entry(probe(fp), |v| *v == slot(fp, PENDING)) {
                     entry.remove();
                     removed += 1;
                 }
-                false
-            });
+            }
         }
         // Nothing names the expired batches any more, and flushes only write newer numbers.
         drop(gate);
@@ -755,6 +911,18 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::StoreConfig;
+    use std::collections::HashMap;
+
+    /// `dedupe_put` of a whole [`StoredReply`].
+    trait Put {
+        fn put(&self, key: &str, r: &StoredReply) -> Result<(), StoreError>;
+    }
+
+    impl Put for Store {
+        fn put(&self, key: &str, r: &StoredReply) -> Result<(), StoreError> {
+            self.dedupe_put(key, r.at, &r.body, r.headless)
+        }
+    }
     use proptest::prelude::*;
     use std::path::Path;
 
@@ -808,9 +976,9 @@ mod tests {
             body: Arc::from("<MsgType><![CDATA[text]]></MsgType></xml>"),
             headless: true,
         };
-        encode_entry(&mut buf, "msg:1", &a);
-        encode_entry(&mut buf, "oA\0:17", &b);
-        encode_entry(&mut buf, "msg:3", &c);
+        encode_entry(&mut buf, "msg:1", a.at, &a.body, a.headless);
+        encode_entry(&mut buf, "oA\0:17", b.at, &b.body, b.headless);
+        encode_entry(&mut buf, "msg:3", c.at, &c.body, c.headless);
         let packed = pack(b.at, &buf);
         let batch = Batch::parse(&packed).expect("parses");
         assert_eq!(Batch::max_at(&packed).expect("head"), b.at);
@@ -879,11 +1047,9 @@ mod tests {
             encode_entry(
                 &mut raw,
                 &format!("k{i}"),
-                &StoredReply {
-                    at: 1,
-                    body: Arc::from("<xml>the same reply, again and again</xml>"),
-                    headless: false,
-                },
+                1,
+                "<xml>the same reply, again and again</xml>",
+                false,
             );
         }
         let v = pack(1, &raw);
@@ -916,7 +1082,7 @@ mod tests {
         let store = open_narrow(dir.path(), 600, 0, 0);
         for i in 0..30 {
             store
-                .dedupe_put(&format!("k{i}"), &reply(T0, &format!("a{i}")))
+                .put(&format!("k{i}"), &reply(T0, &format!("a{i}")))
                 .expect("put");
             if i % 7 == 6 {
                 store.flush_dedupe().expect("flush");
@@ -936,7 +1102,7 @@ mod tests {
         // Re-answer every third key: some were flushed, some are still pending.
         for i in (0..30).step_by(3) {
             store
-                .dedupe_put(&format!("k{i}"), &reply(T0 + 1, &format!("b{i}")))
+                .put(&format!("k{i}"), &reply(T0 + 1, &format!("b{i}")))
                 .expect("re-put");
         }
         check(&store, "pending");
@@ -953,11 +1119,9 @@ mod tests {
         let dir = tempfile::TempDir::new().expect("tempdir");
         let store = open_narrow(dir.path(), 100, 0, 0);
         // Answered late, flushed; then answered again with an earlier time (clocks step back).
-        store
-            .dedupe_put("k", &reply(T0 + 500, "first"))
-            .expect("put");
+        store.put("k", &reply(T0 + 500, "first")).expect("put");
         store.flush_dedupe().expect("flush");
-        store.dedupe_put("k", &reply(T0, "second")).expect("re-put");
+        store.put("k", &reply(T0, "second")).expect("re-put");
         // "second" is past the retention, but forgetting it would bring back "first".
         store.sweep_dedupe(T0 + 300).expect("sweep");
         assert_eq!(body_of(&store, "k"), Some("second".into()));
@@ -978,7 +1142,7 @@ mod tests {
         assert!(n / 2 > INFLATED_KEEP);
         for i in 0..n {
             store
-                .dedupe_put(&format!("k{i}"), &reply(T0, &answer(i, "a")))
+                .put(&format!("k{i}"), &reply(T0, &answer(i, "a")))
                 .expect("put");
         }
         store.flush_dedupe().expect("flush");
@@ -993,7 +1157,7 @@ mod tests {
         }
         // A re-answer lands in a newer batch; the older, kept one must not win.
         store
-            .dedupe_put("k7", &reply(T0 + 50, &answer(7, "b")))
+            .put("k7", &reply(T0 + 50, &answer(7, "b")))
             .expect("re-put");
         store.flush_dedupe().expect("flush");
         assert_eq!(body_of(&store, "k7"), Some(answer(7, "b")));
@@ -1018,7 +1182,7 @@ mod tests {
         let n = 60;
         for i in 0..n {
             store
-                .dedupe_put(&format!("m:{i}"), &reply(T0, &"x".repeat(2000)))
+                .put(&format!("m:{i}"), &reply(T0, &"x".repeat(2000)))
                 .expect("put");
         }
         store.flush_dedupe().expect("flush");
@@ -1041,13 +1205,13 @@ mod tests {
     fn a_slot_read_as_the_wrong_batch_is_a_miss_not_a_wrong_answer() {
         let dir = tempfile::TempDir::new().expect("tempdir");
         let store = open_narrow(dir.path(), 600, 0, 0);
-        store.dedupe_put("a", &reply(T0, "for a")).expect("put");
+        store.put("a", &reply(T0, "for a")).expect("put");
         store.flush_dedupe().expect("flush");
         // Pretend 2²⁴ batches went by and the latest, with the same low bits as "a"'s batch,
         // holds another key: the slot for "a" now reads that batch.
         let later = 1u64 << BATCH_BITS;
         let mut raw = Vec::new();
-        encode_entry(&mut raw, "b", &reply(T0, "for b"));
+        encode_entry(&mut raw, "b", T0, "for b", true);
         store
             .inner
             .dedupe_log
@@ -1087,7 +1251,7 @@ mod tests {
                         for i in 0..20 {
                             let key = format!("t{t}:{i}");
                             let body = format!("{key}:{round}");
-                            store.dedupe_put(&key, &reply(T0, &body)).expect("put");
+                            store.put(&key, &reply(T0, &body)).expect("put");
                             // Keys of this thread are only written here: the newest is known.
                             for j in 0..20 {
                                 let back = format!("t{t}:{j}");
@@ -1222,7 +1386,7 @@ mod tests {
                         // Some bodies are large, so one flush writes several batches.
                         let pad = "回".repeat(usize::from(body % 4) * 700);
                         let r = reply(base + i64::from(at), &format!("<xml>{key}/{body}{pad}</xml>"));
-                        store.dedupe_put(&format!("key{key}"), &r).expect("put");
+                        store.put(&format!("key{key}"), &r).expect("put");
                         model.insert(key, (r, false));
                     }
                     Op::Get(key) => check_key(&store, &model, key, &after)?,
