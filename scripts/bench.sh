@@ -10,7 +10,7 @@
 #   BENCH_DURATION=10           seconds per wrk run
 #   BENCH_SUBSCRIBERS=1000000   also pre-fill a store with N subscribers and
 #                               BENCH_ENTITLEMENTS (default 100000) grants, then rerun
-#   BENCH_PUSHES_C1 / BENCH_PUSHES_C64   pushes generated per push run (default 24000/60000 per
+#   BENCH_PUSHES_C1 / BENCH_PUSHES_C64   pushes generated per push run (default 24000/80000 per
 #                               second of run: a push sent twice is answered from dedupe)
 #   BENCH_ROTATION_PUSHES=3000  distinct pushes of the rotation run (the literal standard
 #                               run: a few thousand pushes sent round and round, so all but the
@@ -49,7 +49,7 @@ if [[ $MODE == smoke ]]; then
   PUSHES_C64=${BENCH_PUSHES_C64:-16000}
 else
   PUSHES_C1=${BENCH_PUSHES_C1:-$((24000 * DURATION))}
-  PUSHES_C64=${BENCH_PUSHES_C64:-$((60000 * DURATION))}
+  PUSHES_C64=${BENCH_PUSHES_C64:-$((80000 * DURATION))}
 fi
 OUT=${BENCH_OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
