@@ -222,17 +222,17 @@ impl Gateway {
         let opened = self.open(q, body, now)?;
         let label = opened.inbound.type_label().to_string();
         let plain = self.answer(&opened.inbound, now).await?;
-        let body = match (plain.as_str(), opened.key) {
-            ("", _) => "success".to_string(),
-            (xml, None) => xml.to_string(),
-            (xml, Some(k)) => {
+        let body = match opened.key {
+            _ if plain.is_empty() => "success".to_string(),
+            None => plain,
+            Some(k) => {
                 // The platform's reference code echoes the URL nonce in the reply envelope.
                 let nonce = q.nonce.as_deref().unwrap_or_default();
                 reply::seal(
                     &self.ciphers[k],
                     &self.app_id,
                     &self.token,
-                    xml,
+                    &plain,
                     now.timestamp(),
                     nonce,
                 )
@@ -436,8 +436,8 @@ impl Gateway {
         text.and_then(|content| self.render(&Reply::Text { content }, inbound, now.timestamp()))
     }
 
-    /// The side effects and the decision for one new push: reply XML ("" = `success`), or a
-    /// webhook still to ask.
+    /// The side effects and the decision for one new push: the reply (`None` = `success`), or
+    /// a webhook still to ask.
     fn handle(&self, inbound: &Inbound, now: DateTime<Utc>) -> Result<Handled, CallbackError> {
         let rules = self.rules.current();
         let tz = rules.timezone();
