@@ -151,20 +151,20 @@ impl Pending {
     }
 
     /// The live entry for `key` (whose fingerprint is `fp`).
-    fn find(&self, key: &str, fp: u64) -> Option<usize> {
+    fn find(&self, key: &[u8], fp: u64) -> Option<usize> {
         self.by_key
             .find(probe(fp), |&i| {
                 let e = &self.entries[i];
-                e.fp == fp && entry_key(self.encoded(e)) == Some(key.as_bytes())
+                e.fp == fp && entry_key(self.encoded(e)) == Some(key)
             })
             .copied()
     }
 
-    fn contains(&self, key: &str, fp: u64) -> bool {
+    fn contains(&self, key: &[u8], fp: u64) -> bool {
         self.find(key, fp).is_some()
     }
 
-    fn get(&self, key: &str, fp: u64) -> Result<Option<StoredReply>, StoreError> {
+    fn get(&self, key: &[u8], fp: u64) -> Result<Option<StoredReply>, StoreError> {
         let Some(i) = self.find(key, fp) else {
             return Ok(None);
         };
@@ -191,7 +191,7 @@ impl Pending {
             end: self.bytes.len(),
             live: true,
         });
-        match self.find(key, fp) {
+        match self.find(key.as_bytes(), fp) {
             Some(old) => {
                 self.entries[old].live = false;
                 if let Some(slot) = self.by_key.find_mut(probe(fp), |&i| i == old) {
@@ -605,11 +605,11 @@ impl Store {
             }
             // The pending buffers hold the newest answers, so they are asked first.
             if pending {
-                if let Some(found) = s.pending.get(key, p.fp)? {
+                if let Some(found) = s.pending.get(key.as_bytes(), p.fp)? {
                     return Ok(Some(found));
                 }
                 if let Some(flushing) = &s.flushing {
-                    if let Some(found) = flushing.get(key, p.fp)? {
+                    if let Some(found) = flushing.get(key.as_bytes(), p.fp)? {
                         return Ok(Some(found));
                     }
                 }
@@ -687,7 +687,9 @@ impl Store {
         let start = s.pending.bytes.len();
         encode_entry(&mut s.pending.bytes, key, at, body, headless);
         let already_pending = s.pending.append(key, p.fp, order, at, start)
-            || s.flushing.as_ref().is_some_and(|f| f.contains(key, p.fp));
+            || s.flushing
+                .as_ref()
+                .is_some_and(|f| f.contains(key.as_bytes(), p.fp));
         // A key already pending or being flushed has its PENDING slot (the shard invariant).
         // An older flushed slot for the key stays: lookups ask the pending buffers first.
         if !already_pending {
@@ -798,9 +800,7 @@ impl Store {
                 let e = &taken.entries[j];
                 let key = entry_key(taken.encoded(e)).unwrap_or_default();
                 // A re-put meanwhile is pending again and keeps the key's PENDING slot.
-                if s.pending
-                    .contains(std::str::from_utf8(key).unwrap_or_default(), e.fp)
-                {
+                if s.pending.contains(key, e.fp) {
                     continue;
                 }
                 // Any PENDING slot with the fingerprint will do: they are interchangeable, one
@@ -818,7 +818,7 @@ impl Store {
                     let e = &taken.entries[j];
                     let encoded = taken.encoded(e);
                     let key = decode_entry(encoded)?.0.key;
-                    if !s.pending.contains(key, e.fp) {
+                    if !s.pending.contains(key.as_bytes(), e.fp) {
                         s.pending.push(key, e.fp, e.order, e.at, encoded);
                     }
                 }
