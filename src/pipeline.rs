@@ -372,7 +372,7 @@ impl Gateway {
             let tail = rendered.as_ref().map_or("", Rendered::tail);
             self.store.dedupe_put(&key, now.timestamp(), tail, true)?;
             guard.slot.answered.store(true, Ordering::Release);
-            return Ok(rendered.map(|r| r.xml).unwrap_or_default());
+            return Ok(rendered.map(Rendered::into_xml).unwrap_or_default());
         }
     }
 

@@ -172,16 +172,23 @@ impl Pending {
         Ok(Some(e.to_reply()?))
     }
 
-    /// Appends an encoded entry; a live entry for the same key is superseded. Returns whether
-    /// there was one.
-    fn push(&mut self, key: &str, fp: u64, order: u64, at: i64, encoded: &[u8]) -> bool {
+    /// Appends an answer for `key` (fingerprint `fp`, put `order`th); a live entry for the same
+    /// key is superseded. Returns whether there was one.
+    fn put(&mut self, key: &str, fp: u64, order: u64, at: i64, body: &str, headless: bool) -> bool {
         let start = self.bytes.len();
-        self.bytes.extend_from_slice(encoded);
-        self.append(key, fp, order, at, start)
+        encode_entry(&mut self.bytes, key, at, body, headless);
+        self.index(key.as_bytes(), fp, order, at, start)
     }
 
-    /// [`Pending::push`] for an entry already encoded at the end of `bytes`, from `start`.
-    fn append(&mut self, key: &str, fp: u64, order: u64, at: i64, start: usize) -> bool {
+    /// [`Pending::put`] of an entry already encoded (one a failed flush gives back).
+    fn push_encoded(&mut self, key: &[u8], fp: u64, order: u64, at: i64, encoded: &[u8]) -> bool {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(encoded);
+        self.index(key, fp, order, at, start)
+    }
+
+    /// Records the entry encoded at the end of `bytes`, from `start`.
+    fn index(&mut self, key: &[u8], fp: u64, order: u64, at: i64, start: usize) -> bool {
         let index = self.entries.len();
         self.entries.push(PendingEntry {
             order,
@@ -191,7 +198,7 @@ impl Pending {
             end: self.bytes.len(),
             live: true,
         });
-        match self.find(key.as_bytes(), fp) {
+        match self.find(key, fp) {
             Some(old) => {
                 self.entries[old].live = false;
                 if let Some(slot) = self.by_key.find_mut(probe(fp), |&i| i == old) {
@@ -684,9 +691,7 @@ impl Store {
         let order = d.puts.fetch_add(1, Ordering::Relaxed);
         let mut guard = d.shard(p.shard)?;
         let s = &mut *guard;
-        let start = s.pending.bytes.len();
-        encode_entry(&mut s.pending.bytes, key, at, body, headless);
-        let already_pending = s.pending.append(key, p.fp, order, at, start)
+        let already_pending = s.pending.put(key, p.fp, order, at, body, headless)
             || s.flushing
                 .as_ref()
                 .is_some_and(|f| f.contains(key.as_bytes(), p.fp));
@@ -748,42 +753,38 @@ impl Store {
         let mut max_at = i64::MIN;
         let mut seq = first_seq;
         let mut result: Result<(), StoreError> = effects;
-        let mut write = |buf: &mut Vec<u8>,
-                         in_buf: &mut Vec<(usize, usize)>,
-                         max_at: &mut i64,
-                         seq: &mut u64|
-         -> Result<(), StoreError> {
-            self.inner
+        for (k, &(_, w, j)) in in_order.iter().enumerate() {
+            if result.is_err() {
+                break;
+            }
+            let p = &work[w].1;
+            let e = &p.entries[j];
+            buf.extend_from_slice(p.encoded(e));
+            in_buf.push((w, j));
+            max_at = max_at.max(e.at);
+            // A batch ends before the entry that would take it past BATCH_BYTES.
+            let next_fits = in_order.get(k + 1).is_some_and(|&(_, w, j)| {
+                let next = &work[w].1.entries[j];
+                buf.len() + (next.end - next.start) <= BATCH_BYTES
+            });
+            if next_fits {
+                continue;
+            }
+            if let Err(e) = self
+                .inner
                 .dedupe_log
-                .insert(seq.to_be_bytes(), pack(*max_at, buf))?;
-            batches.push((*seq, *max_at));
+                .insert(seq.to_be_bytes(), pack(max_at, &buf))
+            {
+                result = Err(e.into());
+                break;
+            }
+            batches.push((seq, max_at));
             for (w, j) in in_buf.drain(..) {
-                written[w].push((j, *seq));
+                written[w].push((j, seq));
             }
-            *seq = next_after(*seq);
+            seq = next_after(seq);
             buf.clear();
-            *max_at = i64::MIN;
-            Ok(())
-        };
-        if result.is_ok() {
-            for &(_, w, j) in &in_order {
-                let p = &work[w].1;
-                let e = &p.entries[j];
-                let encoded = p.encoded(e);
-                // A batch ends before the entry that would take it past BATCH_BYTES.
-                if !buf.is_empty() && buf.len() + encoded.len() > BATCH_BYTES {
-                    if let Err(e) = write(&mut buf, &mut in_buf, &mut max_at, &mut seq) {
-                        result = Err(e);
-                        break;
-                    }
-                }
-                buf.extend_from_slice(encoded);
-                in_buf.push((w, j));
-                max_at = max_at.max(e.at);
-            }
-            if result.is_ok() && !buf.is_empty() {
-                result = write(&mut buf, &mut in_buf, &mut max_at, &mut seq);
-            }
+            max_at = i64::MIN;
         }
         {
             // Before any slot names the new batches, so a lookup reading such a slot reads a
@@ -817,9 +818,9 @@ impl Store {
                 for j in taken.live().filter(|j| !done.contains(j)) {
                     let e = &taken.entries[j];
                     let encoded = taken.encoded(e);
-                    let key = decode_entry(encoded)?.0.key;
-                    if !s.pending.contains(key.as_bytes(), e.fp) {
-                        s.pending.push(key, e.fp, e.order, e.at, encoded);
+                    let key = entry_key(encoded).unwrap_or_default();
+                    if !s.pending.contains(key, e.fp) {
+                        s.pending.push_encoded(key, e.fp, e.order, e.at, encoded);
                     }
                 }
             }

@@ -79,14 +79,23 @@ pub struct ReplyContext<'a> {
     pub after_user_message: bool,
 }
 
-/// A rendered passive reply: its XML, and where the head ends (see [`with_head`]).
+/// A rendered passive reply: its XML, and where the head ends (see [`with_head`]). The fields
+/// are private so the two cannot drift apart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rendered {
-    pub xml: String,
+    xml: String,
     head_len: usize,
 }
 
 impl Rendered {
+    pub fn xml(&self) -> &str {
+        &self.xml
+    }
+
+    pub fn into_xml(self) -> String {
+        self.xml
+    }
+
     /// The XML after the head: the reply's own elements and the closing `</xml>`. Depends only
     /// on the reply (and on whether it answers a user message), not on who gets it or when.
     pub fn tail(&self) -> &str {
@@ -97,10 +106,10 @@ impl Rendered {
 /// Renders the passive-reply XML, or `None` when the answer should be the body `success`
 /// ([`Reply::None`], or a news reply with no articles).
 pub fn render(reply: &Reply, ctx: &ReplyContext) -> Option<String> {
-    render_parts(reply, ctx).map(|r| r.xml)
+    render_parts(reply, ctx).map(Rendered::into_xml)
 }
 
-/// Puts a head back on a [`Rendered::tail`]: `with_head(r.tail(), ctx) == r.xml` for the `ctx`
+/// Puts a head back on a [`Rendered::tail`]: `with_head(r.tail(), ctx) == r.xml()` for the `ctx`
 /// it was rendered with. The dedupe memory keeps replies without their head (the addresses and
 /// the time make up ~40 % of a typical reply) and a retry, which carries the same addresses,
 /// gets its reply back this way. An empty tail (`success`) stays empty.
