@@ -17,7 +17,7 @@ fn sample_push() -> String {
             create_time: 1414387151,
         },
         kind: InboundKind::Text {
-            msg_id: MsgId(6074746557628292943),
+            msg_id: MsgId::new(6074746557628292943),
             content: "你好，请问今天的文章在哪里可以看到？谢谢".into(),
             msg_data_id: None,
             idx: None,

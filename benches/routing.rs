@@ -55,7 +55,7 @@ fn text(content: String) -> Inbound {
             create_time: 1_700_000_000,
         },
         kind: InboundKind::Text {
-            msg_id: MsgId(1),
+            msg_id: MsgId::new(1),
             content,
             msg_data_id: None,
             idx: None,

@@ -1281,7 +1281,7 @@ fn generate(seq_base: u64, count: u64, sealer: &Sealer) -> Result<Vec<Push>> {
             InboundKindSpec::Text(t) => {
                 let (rule, e) = predict(&rules, &regexes, &Input::Text(t));
                 let kind = InboundKind::Text {
-                    msg_id: MsgId(MSGID_BASE + seq),
+                    msg_id: MsgId::new(MSGID_BASE + seq),
                     content: t.clone(),
                     msg_data_id: None,
                     idx: None,

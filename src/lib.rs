@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod defaults;
+pub mod handoff;
 pub mod http;
 pub mod ops;
 pub mod paywall;
@@ -25,5 +26,6 @@ pub mod rules;
 pub mod settings;
 pub mod startup;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod wechat;

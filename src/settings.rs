@@ -211,7 +211,12 @@ impl Settings {
             Some(t) => (Token::new(t), false),
             None => (Token::new(DEMO_TOKEN), true),
         };
-        let app_id = AppId::new(get("APP_ID").unwrap_or(DEMO_APP_ID));
+        let app_id = AppId::parse(get("APP_ID").unwrap_or(DEMO_APP_ID)).map_err(|e| {
+            err(
+                &name("APP_ID"),
+                format!("{e} (the AppID from the console, e.g. wx2c2769f8efd9abc2)"),
+            )
+        })?;
         let key = |k: &str| -> Result<Option<EncodingAesKey>, SettingsError> {
             get(k)
                 .map(|v| EncodingAesKey::parse(v).map_err(|e| err(&name(k), e.to_string())))

@@ -234,14 +234,14 @@ fn check_sample(name: &str, m: &Inbound) {
             assert!(
                 matches!(&m.kind, InboundKind::Text { content, msg_data_id: None, .. } if content == "this is a test")
             );
-            assert_eq!(m.msg_id(), Some(MsgId(1234567890123456)));
+            assert_eq!(m.msg_id(), Some(MsgId::new(1234567890123456)));
             assert_eq!(m.header.create_time, 1348831860);
         }
         "text-with-msgdataid" => assert!(matches!(&m.kind,
             InboundKind::Text { msg_data_id: Some(d), idx: Some(i), .. } if d == "xxxx" && i == "xxxx")),
         "text-real-capture" => {
             assert_eq!(m.text_for_matching(), Some("你好"));
-            assert_eq!(m.msg_id(), Some(MsgId(6074746557628292943)));
+            assert_eq!(m.msg_id(), Some(MsgId::new(6074746557628292943)));
             assert_eq!(m.header.to_user, "gh_a96a4a619366");
             assert_eq!(m.header.from_user.as_str(), "olPjZjsXuQPJoV0HlruZkNzKc91E");
         }
@@ -263,13 +263,13 @@ fn check_sample(name: &str, m: &Inbound) {
                 if *latitude == 23.134521 && *longitude == 113.358803 && label == "位置信息")),
         "location-real-capture" => assert!(matches!(&m.kind,
             InboundKind::Location { latitude, longitude, scale: 19, msg_id, .. }
-                if *latitude == 31.285774 && *longitude == 120.597610 && msg_id.0 == 5832828233808572154)),
+                if *latitude == 31.285774 && *longitude == 120.597610 && msg_id.get() == 5832828233808572154)),
         "link" => assert!(matches!(&m.kind,
             InboundKind::Link { title, url, .. } if title == "公众平台官网链接" && url == "url")),
         "file" => assert!(matches!(&m.kind,
             InboundKind::File { title, description, file_key, file_total_len: 222, msg_id, .. }
                 if title == "test.zip" && description.is_empty() && file_key == "BAAAAAAAAACJHA0y"
-                    && msg_id.0 == 6526133992738756795)),
+                    && msg_id.get() == 6526133992738756795)),
         "event-subscribe" => {
             assert_eq!(
                 event(m),
@@ -384,14 +384,14 @@ fn check_sample(name: &str, m: &Inbound) {
         "event-TEMPLATESENDJOBFINISH" => assert_eq!(
             event(m),
             &Event::TemplateSendJobFinish {
-                msg_id: MsgId(200163836),
+                msg_id: MsgId::new(200163836),
                 status: "success".into()
             }
         ),
         "event-MASSSENDJOBFINISH" => assert_eq!(
             event(m),
             &Event::MassSendJobFinish {
-                msg_id: MsgId(1000001625),
+                msg_id: MsgId::new(1000001625),
                 status: "err(30003)".into(),
                 total_count: 0,
                 filter_count: 0,
@@ -402,7 +402,7 @@ fn check_sample(name: &str, m: &Inbound) {
         "event-MASSSENDJOBFINISH-simple" => assert_eq!(
             event(m),
             &Event::MassSendJobFinish {
-                msg_id: MsgId(1988),
+                msg_id: MsgId::new(1988),
                 status: "sendsuccess".into(),
                 total_count: 100,
                 filter_count: 80,

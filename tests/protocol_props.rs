@@ -136,7 +136,7 @@ fn event_strategy() -> impl Strategy<Value = Event> {
         )
             .prop_map(|(id, status, total, filter, sent, error)| {
                 Event::MassSendJobFinish {
-                    msg_id: MsgId(id),
+                    msg_id: MsgId::new(id),
                     status,
                     total_count: total,
                     filter_count: filter,
@@ -163,7 +163,7 @@ fn kind_strategy() -> impl Strategy<Value = InboundKind> {
     prop_oneof![
         (any::<u64>(), text(200), opt_text(), opt_text()).prop_map(
             |(id, content, msg_data_id, idx)| InboundKind::Text {
-                msg_id: MsgId(id),
+                msg_id: MsgId::new(id),
                 content,
                 msg_data_id,
                 idx,
@@ -171,7 +171,7 @@ fn kind_strategy() -> impl Strategy<Value = InboundKind> {
         ),
         (any::<u64>(), text(20), text(10), opt_text()).prop_map(
             |(id, media_id, format, recognition)| InboundKind::Voice {
-                msg_id: MsgId(id),
+                msg_id: MsgId::new(id),
                 media_id,
                 format,
                 recognition,
@@ -179,14 +179,14 @@ fn kind_strategy() -> impl Strategy<Value = InboundKind> {
         ),
         (any::<u64>(), text(20), text(20)).prop_map(|(id, pic_url, media_id)| {
             InboundKind::Image {
-                msg_id: MsgId(id),
+                msg_id: MsgId::new(id),
                 pic_url,
                 media_id,
             }
         }),
         (any::<u64>(), coord(), coord(), any::<i64>(), text(40)).prop_map(
             |(id, latitude, longitude, scale, label)| InboundKind::Location {
-                msg_id: MsgId(id),
+                msg_id: MsgId::new(id),
                 latitude,
                 longitude,
                 scale,
@@ -195,7 +195,7 @@ fn kind_strategy() -> impl Strategy<Value = InboundKind> {
         ),
         (any::<u64>(), text(20), text(40), text(40)).prop_map(|(id, title, description, url)| {
             InboundKind::Link {
-                msg_id: MsgId(id),
+                msg_id: MsgId::new(id),
                 title,
                 description,
                 url,
@@ -212,7 +212,7 @@ fn kind_strategy() -> impl Strategy<Value = InboundKind> {
             .prop_map(
                 |(id, title, description, file_key, file_md5, file_total_len)| {
                     InboundKind::File {
-                        msg_id: MsgId(id),
+                        msg_id: MsgId::new(id),
                         title,
                         description,
                         file_key,
@@ -227,23 +227,29 @@ fn kind_strategy() -> impl Strategy<Value = InboundKind> {
         )
             .prop_map(|(msg_type, id)| InboundKind::Unknown {
                 msg_type,
-                msg_id: id.map(MsgId)
+                msg_id: id.map(MsgId::new)
             }),
         event_strategy().prop_map(InboundKind::Event),
     ]
 }
 
 fn inbound_strategy() -> impl Strategy<Value = Inbound> {
-    (text(30), text(30), any::<i64>(), kind_strategy()).prop_map(
-        |(to_user, from_user, create_time, kind)| Inbound {
+    // Openids are parsed at the edge (1-64 of [A-Za-z0-9_-]); anything else is refused, which
+    // `a_push_from_a_malformed_openid_is_refused_naming_the_field` checks.
+    (
+        text(30),
+        "[A-Za-z0-9_-]{1,64}",
+        any::<i64>(),
+        kind_strategy(),
+    )
+        .prop_map(|(to_user, from_user, create_time, kind)| Inbound {
             header: Header {
                 to_user,
                 from_user: OpenId::new(from_user),
                 create_time,
             },
             kind,
-        },
-    )
+        })
 }
 
 /// Fragments that make random input look enough like XML to reach the reader's deeper paths.
@@ -438,4 +444,15 @@ fn reply_strategy() -> impl Strategy<Value = Reply> {
         }),
         opt().prop_map(|kf_account| Reply::TransferCustomerService { kf_account }),
     ]
+}
+
+#[test]
+fn a_push_from_a_malformed_openid_is_refused_naming_the_field() {
+    for from in ["", "o user", "o\u{1}x", "用户", &"o".repeat(65)] {
+        let xml = format!(
+            "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[{from}]]></FromUserName><CreateTime>1</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hi]]></Content><MsgId>1</MsgId></xml>"
+        );
+        let err = mpgate::wechat::message::parse(&xml).expect_err(from);
+        assert!(err.to_string().contains("FromUserName"), "{from:?}: {err}");
+    }
 }

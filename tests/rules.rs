@@ -54,7 +54,7 @@ fn text(s: &str) -> Inbound {
     Inbound {
         header: header(),
         kind: InboundKind::Text {
-            msg_id: MsgId(1),
+            msg_id: MsgId::new(1),
             content: s.into(),
             msg_data_id: None,
             idx: None,
@@ -66,7 +66,7 @@ fn voice(recognition: Option<&str>) -> Inbound {
     Inbound {
         header: header(),
         kind: InboundKind::Voice {
-            msg_id: MsgId(2),
+            msg_id: MsgId::new(2),
             media_id: "m".into(),
             format: "amr".into(),
             recognition: recognition.map(str::to_string),
@@ -78,7 +78,7 @@ fn image() -> Inbound {
     Inbound {
         header: header(),
         kind: InboundKind::Image {
-            msg_id: MsgId(3),
+            msg_id: MsgId::new(3),
             pic_url: "https://example.com/p.jpg".into(),
             media_id: "m".into(),
         },

@@ -34,34 +34,6 @@ pub enum AdminError {
     Store(#[from] crate::store::StoreError),
 }
 
-impl actix_web::ResponseError for AdminError {
-    fn status_code(&self) -> actix_web::http::StatusCode {
-        use actix_web::http::StatusCode as S;
-        match self {
-            AdminError::Off | AdminError::NotFound(_) => S::NOT_FOUND,
-            AdminError::Unauthorized => S::UNAUTHORIZED,
-            AdminError::BadRequest(_) => S::BAD_REQUEST,
-            AdminError::Conflict(_) => S::CONFLICT,
-            AdminError::Store(crate::store::StoreError::InvalidKey { .. }) => S::BAD_REQUEST,
-            AdminError::Store(_) => S::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "admin request failed");
-        } else {
-            tracing::warn!(status = status.as_u16(), reason = %self, "admin request refused");
-        }
-        let mut b = HttpResponse::build(status);
-        if matches!(self, AdminError::Unauthorized) {
-            b.insert_header(("WWW-Authenticate", "Bearer realm=\"mpgate-admin\""));
-        }
-        b.json(serde_json::json!({ "error": self.to_string() }))
-    }
-}
-
 fn authorize(req: &HttpRequest, token: &AdminToken) -> Result<(), AdminError> {
     let Some(expected) = &token.0 else {
         return Err(AdminError::Off);

@@ -1,20 +1,20 @@
 //! `GET /a/{article}?u=&e=&s=`: the article page a signed link opens in WeChat's in-app
 //! browser.
 //!
-//! Order of checks: the link's MAC (constant time) → expiry → the entitlement, read now (a
-//! revoked grant stops working at once). A tampered link gets 403, an expired one 410, both
-//! as a friendly page; a valid link without an entitlement gets the paywall page (403). The
-//! body is never rendered unless every check passes.
+//! Translation only: [`Paywall::open_page`](crate::paywall::Paywall::open_page) decides what the
+//! link gets (unknown article 404, tampered 403, expired 410, no grant: the paywall page 403,
+//! else the article), and this handler renders that with the operator's templates. Failures go
+//! through the one error mapping (`http::error`) and are shown as a friendly page; a broken
+//! template falls back to plain text, so a reader never sees an empty 500.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::paywall::LinkError;
+use super::error::{Class, Refusal};
+use crate::paywall::{LinkProof, Page};
 use crate::pipeline::Gateway;
-use crate::rules::{ArticleBody, ArticleDef};
-use crate::store::Counter;
-use crate::wechat::types::OpenId;
+use crate::rules::{ArticleBody, ArticleDef, RuleSet};
 
 #[derive(Deserialize)]
 pub struct LinkQuery {
@@ -60,7 +60,7 @@ fn html(status: StatusCode, body: String) -> HttpResponse {
 /// The friendly page for a link that cannot be honoured. Falls back to plain text if the
 /// operator's template is broken, so a subscriber never sees an empty 500.
 fn link_error(
-    gw: &Gateway,
+    rules: &RuleSet,
     status: StatusCode,
     icon: &str,
     heading: &str,
@@ -69,7 +69,7 @@ fn link_error(
     let ctx = serde_json::json!({
         "account_name": ACCOUNT_NAME, "icon": icon, "heading": heading, "message": message,
     });
-    match gw.rules().current().render_page("link_error.html", &ctx) {
+    match rules.render_page("link_error.html", &ctx) {
         Ok(body) => html(status, body),
         Err(e) => {
             tracing::error!(error = %e, "link_error.html failed to render");
@@ -80,6 +80,40 @@ fn link_error(
     }
 }
 
+/// A refusal from the one error mapping, as a reader sees it.
+fn refused(rules: &RuleSet, r: &Refusal) -> HttpResponse {
+    match (r.class, &r.request_id) {
+        (_, Some(id)) => link_error(
+            rules,
+            r.status(),
+            "🛠",
+            "暂时无法打开",
+            &format!("请稍后再试。（请求编号 {id}）"),
+        ),
+        (Class::Unavailable, None) => {
+            link_error(rules, r.status(), "🛠", "暂时无法打开", "请稍后再试。")
+        }
+        (_, None) => link_error(
+            rules,
+            r.status(),
+            "⚠️",
+            "链接无效",
+            "链接不完整或被修改过，请回到公众号重新获取。",
+        ),
+    }
+}
+
+/// A page that failed to render: our fault, through the one mapping.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} failed to render: {1}")]
+struct RenderFailed(&'static str, String);
+
+impl super::error::Classify for RenderFailed {
+    fn class(&self) -> Class {
+        Class::Internal
+    }
+}
+
 pub async fn article(
     gw: web::Data<Gateway>,
     path: web::Path<String>,
@@ -87,83 +121,66 @@ pub async fn article(
 ) -> HttpResponse {
     let id = path.into_inner();
     let rules = gw.rules().current();
-    let Some(article) = rules.article(&id) else {
-        return link_error(
-            &gw,
-            StatusCode::NOT_FOUND,
-            "🔍",
-            "文章不存在",
-            "这篇文章可能已下架。",
-        );
+    let now = chrono::Utc::now();
+    let day = now.with_timezone(&rules.timezone()).date_naive();
+    let proof = LinkProof {
+        u: q.u.as_deref(),
+        e: q.e.as_deref(),
+        s: q.s.as_deref(),
     };
-    let (Some(u), Some(e), Some(s)) = (q.u.as_deref(), q.e.as_deref(), q.s.as_deref()) else {
-        return paywall(
-            &gw,
-            article,
-            StatusCode::FORBIDDEN,
-            "在公众号内发送关键词获取阅读链接。",
-        );
+    let page = match gw
+        .paywall()
+        .open_page(&rules, &id, proof, now.timestamp(), day)
+    {
+        Ok(page) => page,
+        Err(e) => return refused(&rules, &Refusal::of(&e, "article page")),
     };
-    let now = chrono::Utc::now().timestamp();
-    let expires: i64 = match crate::paywall::parse_expires(e) {
-        Ok(v) => v,
-        Err(_) => {
+    let article = match page {
+        Page::UnknownArticle => {
             return link_error(
-                &gw,
+                &rules,
+                StatusCode::NOT_FOUND,
+                "🔍",
+                "文章不存在",
+                "这篇文章可能已下架。",
+            )
+        }
+        Page::NoLink(article) => {
+            return paywall(
+                &rules,
+                article,
+                StatusCode::FORBIDDEN,
+                "在公众号内发送关键词获取阅读链接。",
+            )
+        }
+        Page::BadLink => {
+            return link_error(
+                &rules,
                 StatusCode::FORBIDDEN,
                 "⚠️",
                 "链接无效",
                 "链接不完整或被修改过，请回到公众号重新获取。",
             )
         }
-    };
-    match gw.signer().verify(&id, u, expires, s, now) {
-        Ok(()) => {}
-        Err(LinkError::Expired) => {
+        Page::Expired => {
             return link_error(
-                &gw,
+                &rules,
                 StatusCode::GONE,
                 "⌛",
                 "链接已过期",
                 "请回到公众号重新发送关键词，获取新的阅读链接。",
             )
         }
-        Err(err) => {
-            tracing::warn!(reason = %err, "article link refused");
-            return link_error(
-                &gw,
+        Page::Locked(article) => {
+            return paywall(
+                &rules,
+                article,
                 StatusCode::FORBIDDEN,
-                "⚠️",
-                "链接无效",
-                "链接不完整或被修改过，请回到公众号重新获取。",
-            );
+                "你的阅读权限已失效。",
+            )
         }
-    }
-    let openid = OpenId::new(u);
-    match gw.store().is_entitled(&openid, &id) {
-        Ok(true) => {}
-        Ok(false) => return paywall(&gw, article, StatusCode::FORBIDDEN, "你的阅读权限已失效。"),
-        Err(e) => {
-            tracing::error!(error = %e, "entitlement check failed");
-            return link_error(
-                &gw,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "🛠",
-                "暂时无法打开",
-                "请稍后再试。",
-            );
-        }
-    }
-    let day = chrono::Utc::now()
-        .with_timezone(&rules.timezone())
-        .date_naive();
-    gw.store().count(
-        Counter::PageOpened {
-            article: id.clone(),
-        },
-        day,
-        1,
-    );
+        Page::Read(article) => article,
+    };
     match &article.body {
         ArticleBody::Url(url) => HttpResponse::SeeOther()
             .insert_header(("Location", url.as_str()))
@@ -171,35 +188,36 @@ pub async fn article(
             .finish(),
         ArticleBody::Template(_) => {
             let ctx = serde_json::json!({ "account_name": ACCOUNT_NAME, "article": PageArticle::from(article) });
-            let body = rules.render_article_body(&id, &ctx).and_then(Result::ok);
-            let page = body.and_then(|body| {
-                let ctx = serde_json::json!({
-                    "account_name": ACCOUNT_NAME, "article": PageArticle::from(article), "body": body,
-                });
-                rules
-                    .render_page("article.html", &ctx)
-                    .map_err(|e| tracing::error!(error = %e, "article.html failed to render"))
-                    .ok()
-            });
+            let page = match rules.render_article_body(&id, &ctx) {
+                Some(Ok(body)) => {
+                    let ctx = serde_json::json!({
+                        "account_name": ACCOUNT_NAME, "article": PageArticle::from(article), "body": body,
+                    });
+                    rules
+                        .render_page("article.html", &ctx)
+                        .map_err(|e| RenderFailed("article.html", e.to_string()))
+                }
+                Some(Err(e)) => Err(RenderFailed("the article body", e.to_string())),
+                None => Err(RenderFailed("the article body", "no template".into())),
+            };
             match page {
-                Some(p) => html(StatusCode::OK, p),
-                None => link_error(
-                    &gw,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "🛠",
-                    "暂时无法打开",
-                    "请稍后再试。",
-                ),
+                Ok(p) => html(StatusCode::OK, p),
+                Err(e) => refused(&rules, &Refusal::of(&e, "article page")),
             }
         }
     }
 }
 
-fn paywall(gw: &Gateway, article: &ArticleDef, status: StatusCode, reason: &str) -> HttpResponse {
+fn paywall(
+    rules: &RuleSet,
+    article: &ArticleDef,
+    status: StatusCode,
+    reason: &str,
+) -> HttpResponse {
     let ctx = serde_json::json!({
         "account_name": ACCOUNT_NAME, "article": PageArticle::from(article), "reason": reason,
     });
-    match gw.rules().current().render_page("paywall.html", &ctx) {
+    match rules.render_page("paywall.html", &ctx) {
         Ok(body) => html(status, body),
         Err(e) => {
             tracing::error!(error = %e, "paywall.html failed to render");

@@ -1,333 +1,185 @@
-//! Signed article links: `{base}/a/{article}?u={openid}&e={expires}&s={sig}`.
+//! Paid articles: who may read what, and the links that prove it.
 //!
-//! Pure: no sled, no I/O, no clock (callers pass `now`). Depends on std, `hmac` and `sha2`.
+//! - [`link`]: signed article links (pure: no store, no clock).
+//! - [`Paywall`]: the one access decision ([`Paywall::access`]) and the two places that use it:
+//!   the callback's answer to an `article` rule ([`Paywall::article_reply`]) and the page a link
+//!   opens, `GET /a/{article}` ([`Paywall::open_page`]). Both count what they showed (teaser,
+//!   link issued, page opened).
 //!
-//! The signature is lowercase hex of HMAC-SHA256 over
-//! `"mpgate-link-v1" ‖ len(article) ‖ article ‖ len(openid) ‖ openid ‖ expires_at`, lengths as
-//! u32 big-endian and `expires_at` as i64 big-endian. Length prefixes make the encoding
-//! unambiguous for any field contents, so no field needs validating before signing; the
-//! version tag keeps these MACs apart from anything else the same secret might ever sign.
-//!
-//! Only lowercase hex is accepted: [`LinkSigner::url`] never produces anything else, so an
-//! uppercase signature means the link was not ours as issued ([`LinkError::Malformed`]).
-//! A link is valid while `now < expires_at`.
+//! May depend on: `store` (entitlements, counters), `rules` (article definitions), `wechat`
+//! (reply and id types). Never on HTTP: the page handler renders what [`Page`] says.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+pub mod link;
 
-type HmacSha256 = Hmac<Sha256>;
+use std::time::Duration;
 
-/// Default link lifetime: 7 days.
-pub const DEFAULT_LINK_TTL_SECS: i64 = 7 * 24 * 60 * 60;
+use chrono::NaiveDate;
 
-const DOMAIN_TAG: &[u8] = b"mpgate-link-v1";
-const SIG_HEX_LEN: usize = 64;
+pub use link::{parse_expires, percent_encode, LinkError, LinkSigner, DEFAULT_LINK_TTL_SECS};
 
-/// Why a link was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum LinkError {
-    /// The signature does not match the link's fields (→ 403).
-    #[error("link signature does not match")]
-    Tampered,
-    /// The link was genuine but has expired (→ 410).
-    #[error("link has expired")]
+use crate::rules::{ArticleDef, RuleSet};
+use crate::store::{Counter, Store, StoreError};
+use crate::wechat::reply::{Article, Reply};
+use crate::wechat::types::OpenId;
+
+/// Whether a reader may read an article now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// An active grant: the article opens.
+    Granted,
+    /// No grant, or a revoked one: the teaser and the way to buy.
+    Locked,
+}
+
+/// What `GET /a/{article}` shows, decided before anything is rendered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Page<'r> {
+    /// No such article in the live rules (404).
+    UnknownArticle,
+    /// Opened without a link's proof (`u`, `e`, `s`): the paywall page, with how to get one.
+    NoLink(&'r ArticleDef),
+    /// The link's proof does not hold (403): tampered, truncated, or not ours.
+    BadLink,
+    /// A genuine link past its expiry (410).
     Expired,
-    /// A parameter is missing or not in the expected form (→ 403 as well, or 400).
-    #[error("link is malformed")]
-    Malformed,
+    /// A genuine link, but the reader has no grant (any more): the paywall page (403).
+    Locked(&'r ArticleDef),
+    /// Everything holds: the article (the open is counted).
+    Read(&'r ArticleDef),
 }
 
-/// Signs and verifies article links with a 32-byte secret.
+/// The paid-article service: signs and checks links, decides access, counts the funnel.
 #[derive(Clone)]
-pub struct LinkSigner {
-    secret: [u8; 32],
+pub struct Paywall {
+    store: Store,
+    signer: LinkSigner,
+    public_url: String,
+    link_ttl: Duration,
 }
 
-impl std::fmt::Debug for LinkSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LinkSigner(***)")
-    }
-}
-
-impl LinkSigner {
-    pub fn new(secret: [u8; 32]) -> Self {
-        LinkSigner { secret }
-    }
-
-    fn mac(&self, article: &str, openid: &str, expires_at: i64) -> HmacSha256 {
-        let mut mac =
-            HmacSha256::new_from_slice(&self.secret).expect("HMAC accepts keys of any length");
-        mac.update(DOMAIN_TAG);
-        for field in [article, openid] {
-            // A field over 4 GiB cannot occur in a URL; saturating keeps this total anyway.
-            let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
-            mac.update(&len.to_be_bytes());
-            mac.update(field.as_bytes());
+impl Paywall {
+    pub fn new(store: Store, signer: LinkSigner, public_url: String, link_ttl: Duration) -> Self {
+        Paywall {
+            store,
+            signer,
+            public_url,
+            link_ttl,
         }
-        mac.update(&expires_at.to_be_bytes());
-        mac
     }
 
-    /// Lowercase hex HMAC-SHA256 of the link's fields.
-    pub fn sign(&self, article: &str, openid: &str, expires_at: i64) -> String {
-        hex::encode(
-            self.mac(article, openid, expires_at)
-                .finalize()
-                .into_bytes(),
-        )
+    pub fn signer(&self) -> &LinkSigner {
+        &self.signer
     }
 
-    /// The full link; `base` is the public URL without a trailing slash.
-    pub fn url(&self, base: &str, article: &str, openid: &str, expires_at: i64) -> String {
-        format!(
-            "{base}/a/{}?u={}&e={expires_at}&s={}",
-            percent_encode(article),
-            percent_encode(openid),
-            self.sign(article, openid, expires_at)
-        )
-    }
-
-    /// Checks the MAC (in constant time) first, then expiry, so an expired forgery is
-    /// reported as tampered and a timing probe learns nothing about expiry.
-    pub fn verify(
-        &self,
-        article: &str,
-        openid: &str,
-        expires_at: i64,
-        sig_hex: &str,
-        now: i64,
-    ) -> Result<(), LinkError> {
-        if sig_hex.len() != SIG_HEX_LEN
-            || !sig_hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(LinkError::Malformed);
-        }
-        let sig = hex::decode(sig_hex).map_err(|_| LinkError::Malformed)?;
-        self.mac(article, openid, expires_at)
-            .verify_slice(&sig)
-            .map_err(|_| LinkError::Tampered)?;
-        if now >= expires_at {
-            return Err(LinkError::Expired);
-        }
-        Ok(())
-    }
-}
-
-/// Parses the `e` query parameter (decimal unix seconds, as [`LinkSigner::url`] writes it).
-pub fn parse_expires(e: &str) -> Result<i64, LinkError> {
-    let canonical = !e.is_empty()
-        && e.bytes()
-            .enumerate()
-            .all(|(i, b)| b.is_ascii_digit() || (i == 0 && b == b'-'));
-    if !canonical {
-        return Err(LinkError::Malformed);
-    }
-    e.parse().map_err(|_| LinkError::Malformed)
-}
-
-/// Percent-encodes everything outside RFC 3986's unreserved set (`A-Z a-z 0-9 - . _ ~`),
-/// which is safe in both a path segment and a query value.
-pub fn percent_encode(s: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
+    /// The one decision: may `openid` read `article` now? Read at the time of asking, so a
+    /// revoked grant stops working at once, in chats and on pages alike.
+    pub fn access(&self, openid: &OpenId, article: &str) -> Result<Access, StoreError> {
+        Ok(if self.store.is_entitled(openid, article)? {
+            Access::Granted
         } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+            Access::Locked
+        })
+    }
+
+    /// The callback's answer to an `article` rule: an entitled subscriber gets the article with
+    /// a link signed for them; anyone else the teaser and the way to buy.
+    pub fn article_reply(
+        &self,
+        rules: &RuleSet,
+        id: &str,
+        openid: &OpenId,
+        now: i64,
+        day: NaiveDate,
+    ) -> Result<Reply, StoreError> {
+        let Some(a) = rules.article(id) else {
+            // `check` refuses unknown ids, so this is a reload race at worst.
+            return Ok(Reply::None);
+        };
+        let article = match self.access(openid, id)? {
+            Access::Granted => {
+                let expires = now.saturating_add(self.link_ttl.as_secs() as i64);
+                let url = self
+                    .signer
+                    .url(&self.public_url, id, openid.as_str(), expires);
+                self.count(Counter::LinkIssued { article: id.into() }, day);
+                Article {
+                    title: a.title.clone(),
+                    description: a.teaser.clone(),
+                    pic_url: a.cover.clone(),
+                    url,
+                }
+            }
+            Access::Locked => {
+                self.count(Counter::TeaserShown { article: id.into() }, day);
+                let description = if a.price.is_empty() {
+                    a.teaser.clone()
+                } else {
+                    format!("{}\n{}", a.teaser, a.price)
+                };
+                Article {
+                    title: format!("🔒 {}", a.title),
+                    description,
+                    pic_url: a.cover.clone(),
+                    // Without a shop link, the paywall page explains how to buy.
+                    url: a
+                        .purchase_url
+                        .clone()
+                        .unwrap_or_else(|| format!("{}/a/{}", self.public_url, percent_encode(id))),
+                }
+            }
+        };
+        Ok(Reply::News {
+            articles: vec![article],
+        })
+    }
+
+    /// What the page a link opens shows. Order of checks: the article exists → the link's MAC
+    /// (constant time) → expiry → the entitlement, read now. The body is never shown unless
+    /// every check passes.
+    pub fn open_page<'r>(
+        &self,
+        rules: &'r RuleSet,
+        id: &str,
+        proof: LinkProof<'_>,
+        now: i64,
+        day: NaiveDate,
+    ) -> Result<Page<'r>, StoreError> {
+        let Some(article) = rules.article(id) else {
+            return Ok(Page::UnknownArticle);
+        };
+        let (Some(u), Some(e), Some(s)) = (proof.u, proof.e, proof.s) else {
+            return Ok(Page::NoLink(article));
+        };
+        let Ok(expires) = parse_expires(e) else {
+            return Ok(Page::BadLink);
+        };
+        match self.signer.verify(id, u, expires, s, now) {
+            Ok(()) => {}
+            Err(LinkError::Expired) => return Ok(Page::Expired),
+            Err(err) => {
+                tracing::warn!(reason = %err, "article link refused");
+                return Ok(Page::BadLink);
+            }
+        }
+        // The MAC holds, so `u` is an openid we signed for: no further shape check is needed.
+        match self.access(&OpenId::new(u), id)? {
+            Access::Locked => Ok(Page::Locked(article)),
+            Access::Granted => {
+                self.count(Counter::PageOpened { article: id.into() }, day);
+                Ok(Page::Read(article))
+            }
         }
     }
-    out
+
+    fn count(&self, c: Counter, day: NaiveDate) {
+        self.store.count(c, day, 1);
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const NOW: i64 = 1_760_000_000;
-
-    fn signer() -> LinkSigner {
-        LinkSigner::new(*b"0123456789abcdef0123456789abcdef")
-    }
-
-    /// Byte-level substitutions that keep a string valid UTF-8.
-    fn mutations(s: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for i in 0..s.len() {
-            for sub in [b'a', b'Z', b'0', b'-'] {
-                let mut b = s.as_bytes().to_vec();
-                if b[i] == sub || !b[i].is_ascii() {
-                    continue;
-                }
-                b[i] = sub;
-                if let Ok(m) = String::from_utf8(b) {
-                    out.push(m);
-                }
-            }
-        }
-        // Also lengthen and shorten.
-        out.push(format!("{s}x"));
-        if let Some((i, _)) = s.char_indices().last() {
-            out.push(s[..i].to_string());
-        }
-        out
-    }
-
-    #[test]
-    fn genuine_link_verifies() {
-        let s = signer();
-        let sig = s.sign("rust-101", "oUser_1", NOW + 60);
-        assert_eq!(sig.len(), 64);
-        assert_eq!(s.verify("rust-101", "oUser_1", NOW + 60, &sig, NOW), Ok(()));
-    }
-
-    #[test]
-    fn every_single_byte_change_is_rejected() {
-        let s = signer();
-        let (art, oid, exp) = ("rust-101", "oAbC_dEf-123", NOW + 3600);
-        let sig = s.sign(art, oid, exp);
-        let mut checked = 0;
-        for m in mutations(art) {
-            assert_eq!(
-                s.verify(&m, oid, exp, &sig, NOW),
-                Err(LinkError::Tampered),
-                "{m}"
-            );
-            checked += 1;
-        }
-        for m in mutations(oid) {
-            assert_eq!(
-                s.verify(art, &m, exp, &sig, NOW),
-                Err(LinkError::Tampered),
-                "{m}"
-            );
-            checked += 1;
-        }
-        for bit in 0..64 {
-            let e = exp ^ (1i64 << bit);
-            assert_eq!(
-                s.verify(art, oid, e, &sig, NOW),
-                Err(LinkError::Tampered),
-                "bit {bit}"
-            );
-            checked += 1;
-        }
-        for i in 0..sig.len() {
-            for sub in ['0', '7', 'a', 'f'] {
-                let mut m: Vec<char> = sig.chars().collect();
-                if m[i] == sub {
-                    continue;
-                }
-                m[i] = sub;
-                let m: String = m.into_iter().collect();
-                assert_eq!(
-                    s.verify(art, oid, exp, &m, NOW),
-                    Err(LinkError::Tampered),
-                    "{m}"
-                );
-                checked += 1;
-            }
-        }
-        assert!(checked > 300, "only {checked} mutations checked");
-    }
-
-    #[test]
-    fn fields_do_not_run_together() {
-        let s = signer();
-        assert_ne!(s.sign("ab", "c", NOW), s.sign("a", "bc", NOW));
-        assert_ne!(s.sign("a", "", NOW), s.sign("", "a", NOW));
-    }
-
-    #[test]
-    fn other_secret_is_tampered() {
-        let sig = signer().sign("a", "u", NOW + 5);
-        let other = LinkSigner::new([7u8; 32]);
-        assert_eq!(
-            other.verify("a", "u", NOW + 5, &sig, NOW),
-            Err(LinkError::Tampered)
-        );
-    }
-
-    #[test]
-    fn expiry_boundary() {
-        let s = signer();
-        let exp = NOW + 10;
-        let sig = s.sign("a", "u", exp);
-        assert_eq!(s.verify("a", "u", exp, &sig, exp - 1), Ok(()));
-        assert_eq!(s.verify("a", "u", exp, &sig, exp), Err(LinkError::Expired));
-        assert_eq!(
-            s.verify("a", "u", exp, &sig, exp + 1),
-            Err(LinkError::Expired)
-        );
-    }
-
-    #[test]
-    fn tampering_wins_over_expiry() {
-        let s = signer();
-        let sig = s.sign("a", "u", NOW - 10);
-        assert_eq!(
-            s.verify("a", "u", NOW - 9, &sig, NOW),
-            Err(LinkError::Tampered)
-        );
-        assert_eq!(
-            s.verify("a", "u", NOW - 10, &sig, NOW),
-            Err(LinkError::Expired)
-        );
-    }
-
-    #[test]
-    fn malformed_signatures() {
-        let s = signer();
-        let sig = s.sign("a", "u", NOW + 10);
-        for bad in [
-            String::new(),
-            sig[..63].to_string(),
-            format!("{sig}0"),
-            sig.to_uppercase(),
-            format!("{}g", &sig[..63]),
-            format!("{}é", &sig[..62]),
-        ] {
-            assert_eq!(
-                s.verify("a", "u", NOW + 10, &bad, NOW),
-                Err(LinkError::Malformed),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn url_shape_and_encoding() {
-        let s = signer();
-        let url = s.url("https://mp.example.com", "课程 1/2", "o+u=&", NOW);
-        let sig = s.sign("课程 1/2", "o+u=&", NOW);
-        assert_eq!(
-            url,
-            format!(
-                "https://mp.example.com/a/%E8%AF%BE%E7%A8%8B%201%2F2?u=o%2Bu%3D%26&e={NOW}&s={sig}"
-            )
-        );
-        assert_eq!(percent_encode("Az09-._~"), "Az09-._~");
-    }
-
-    #[test]
-    fn parse_expires_accepts_only_decimal() {
-        assert_eq!(parse_expires("1760000000"), Ok(1_760_000_000));
-        assert_eq!(parse_expires("-5"), Ok(-5));
-        for bad in [
-            "",
-            "+5",
-            "1e9",
-            " 5",
-            "5 ",
-            "0x10",
-            "-",
-            "99999999999999999999",
-        ] {
-            assert_eq!(parse_expires(bad), Err(LinkError::Malformed), "{bad:?}");
-        }
-    }
+/// The proof a signed link carries in its query: reader, expiry, signature.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkProof<'a> {
+    pub u: Option<&'a str>,
+    pub e: Option<&'a str>,
+    pub s: Option<&'a str>,
 }

@@ -5,7 +5,9 @@
 //!   [`PlatformError`]s).
 //! - [`message`]: [`CustomMessage`] and its `message/custom/send` body.
 //! - [`outbox`]: [`Outbox`], the delivery loop over the store's outbox, and [`OutboxHandle`].
-//! - [`webhook`]: the rule action that asks an operator's endpoint for the reply.
+//! - [`webhook`]: the rule action that asks an operator's endpoint for the reply, and the
+//!   late delivery of an answer that missed the passive reply's budget.
+//! - [`CustomerService`]: what the rest of mpgate sends outside a passive reply through.
 //! - [`menu_push`]: the `mpgate menu push` command.
 //!
 //! May depend on: `settings`, `store` (token cache and outbox trees), `rules` (the menu),
@@ -23,6 +25,40 @@ use anyhow::Context;
 pub use client::{PlatformClient, PlatformError, REFRESH_MARGIN_SECS};
 pub use message::{CustomMessage, NewsArticle, MAX_TEXT_CHARS};
 pub use outbox::{Outbox, OutboxHandle};
+
+/// Customer-service messages (hand-off notices, late answers, long texts), sent through the
+/// durable outbox; off without an AppSecret, when such a message is logged and dropped.
+#[derive(Clone, Debug, Default)]
+pub struct CustomerService {
+    outbox: Option<OutboxHandle>,
+}
+
+impl CustomerService {
+    pub fn new(outbox: Option<OutboxHandle>) -> Self {
+        CustomerService { outbox }
+    }
+
+    /// Whether messages outside the passive reply can be sent at all.
+    pub fn is_on(&self) -> bool {
+        self.outbox.is_some()
+    }
+
+    /// Queues `msg` (durably, in order per subscriber); `origin` names who sent it, for the
+    /// outbox listing and the logs. Without the platform client it is logged and dropped.
+    pub fn send(&self, msg: CustomMessage, origin: &str) {
+        match &self.outbox {
+            Some(o) => {
+                if let Err(e) = o.enqueue(msg, origin) {
+                    tracing::error!(error = %e, origin, "cannot queue a customer-service message");
+                }
+            }
+            None => tracing::warn!(
+                origin,
+                "customer-service message dropped: MPGATE_APP_SECRET is not set"
+            ),
+        }
+    }
+}
 
 use crate::rules::RuleSet;
 use crate::settings::Settings;

@@ -9,16 +9,21 @@
 //! The answer: HTTP 2xx with JSON `{"text": "…"}` (a text reply) or `{}` / `{"text": null}` /
 //! 204 (no reply). Anything else is a failure, answered with the rule's fallback.
 //!
-//! The 5-second budget is the pipeline's business (it waits at most the rule's timeout, then
-//! answers `success` and delivers the late answer as a customer-service message).
+//! The 5-second budget: [`WebhookClient::answer_within`] waits at most the rule's timeout. A
+//! late answer is not lost: the push is answered `success` and the answer follows as a
+//! customer-service message through [`CustomerService`] (when the AppSecret is set; otherwise
+//! it is logged and dropped). A failure, early or late, gets the rule's fallback.
 //!
-//! May depend on: reqwest, hmac/sha2, serde.
+//! May depend on: reqwest, hmac/sha2, serde, tokio, `rules::WebhookAction`, the platform's
+//! [`CustomerService`].
 
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::{CustomMessage, CustomerService};
+use crate::rules::WebhookAction;
 use crate::settings::Secret;
 
 /// What the operator's endpoint receives.
@@ -123,6 +128,57 @@ impl WebhookClient {
         let a: Answer =
             serde_json::from_slice(&bytes).map_err(|e| WebhookError::Decode(e.to_string()))?;
         Ok(a.text.filter(|t| !t.trim().is_empty()))
+    }
+}
+
+impl WebhookClient {
+    /// The text to answer the push with now, if the endpoint answers within `call.timeout`
+    /// (its fallback if it fails). `None`: no passive reply, either because the endpoint
+    /// answered "no reply" or because it is late, in which case its answer (or the fallback)
+    /// goes to `to` through `cs` once it comes.
+    pub async fn answer_within(
+        &self,
+        call: &WebhookAction,
+        payload: WebhookPayload,
+        to: &str,
+        cs: &CustomerService,
+    ) -> Option<String> {
+        let client = self.clone();
+        let url = call.url.clone();
+        let origin = format!("webhook:{}", payload.rule);
+        let mut task = tokio::spawn(async move { client.call(&url, &payload).await });
+        let fallback = |e: &dyn std::fmt::Display| {
+            tracing::warn!(error = %e, origin = %origin, "webhook failed; answering with the fallback");
+            call.fallback.clone()
+        };
+        match tokio::time::timeout(call.timeout, &mut task).await {
+            Ok(Ok(Ok(text))) => text,
+            Ok(Ok(Err(e))) => fallback(&e),
+            Ok(Err(e)) => fallback(&e),
+            Err(_) => {
+                tracing::info!(origin = %origin, "webhook slower than its budget; answering later");
+                let cs = cs.clone();
+                let to = to.to_string();
+                let late_fallback = call.fallback.clone();
+                tokio::spawn(async move {
+                    let text = match task.await {
+                        Ok(Ok(text)) => text,
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, origin = %origin, "late webhook failed");
+                            late_fallback
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, origin = %origin, "late webhook task failed");
+                            late_fallback
+                        }
+                    };
+                    if let Some(content) = text {
+                        cs.send(CustomMessage::Text { to, content }, &origin);
+                    }
+                });
+                None
+            }
+        }
     }
 }
 

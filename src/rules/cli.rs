@@ -72,7 +72,7 @@ pub fn check(path: &Path, out: &mut dyn Write) -> i32 {
 }
 
 fn build_message(args: &SimulateArgs) -> Result<Inbound, String> {
-    let msg_id = MsgId(1);
+    let msg_id = MsgId::new(1);
     let text = args.text.clone().unwrap_or_default();
     let key = || {
         args.click

@@ -231,7 +231,7 @@ fn parse_push(root: El<'_, '_>) -> Result<Inbound, ParseError> {
     let root = &root;
     let header = Header {
         to_user: required(root, "ToUserName")?.to_owned(),
-        from_user: OpenId::new(required(root, "FromUserName")?),
+        from_user: openid(root, "FromUserName")?,
         create_time: number(root, "CreateTime")?,
     };
     let msg_type = required(root, "MsgType")?;
@@ -292,7 +292,7 @@ fn parse_push(root: El<'_, '_>) -> Result<Inbound, ParseError> {
             msg_id: root
                 .child_text("MsgId")
                 .and_then(|t| t.trim().parse().ok())
-                .map(MsgId),
+                .map(MsgId::new),
         },
     };
     Ok(Inbound { header, kind })
@@ -450,6 +450,15 @@ fn parse_event(root: &El<'_, '_>) -> Result<Event, ParseError> {
 /// `EventKey` prefix of a follow through a parametric QR code.
 const QR_SCENE_PREFIX: &str = "qrscene_";
 
+/// An openid field: refused with the field's name when it is not of the accepted shape
+/// ([`OpenId::parse`]).
+fn openid(el: &El<'_, '_>, name: &'static str) -> Result<OpenId, ParseError> {
+    OpenId::parse(required(el, name)?).map_err(|_| ParseError::Invalid {
+        field: name,
+        expected: "openid (1-64 characters of A-Z a-z 0-9 - _)",
+    })
+}
+
 fn required<'d>(el: &El<'d, '_>, name: &'static str) -> Result<&'d str, ParseError> {
     el.child_text(name).ok_or(ParseError::Missing(name))
 }
@@ -487,15 +496,15 @@ fn float(el: &El<'_, '_>, name: &'static str) -> Result<f64, ParseError> {
 }
 
 fn msg_id(el: &El<'_, '_>) -> Result<MsgId, ParseError> {
-    number(el, "MsgId").map(MsgId)
+    number(el, "MsgId").map(MsgId::new)
 }
 
 /// Template and mass-send events spell it `MsgID`; accept the user-message spelling too.
 fn job_msg_id(el: &El<'_, '_>) -> Result<MsgId, ParseError> {
     if el.child("MsgID").is_some() {
-        number(el, "MsgID").map(MsgId)
+        number(el, "MsgID").map(MsgId::new)
     } else {
-        number(el, "MsgId").map(MsgId)
+        number(el, "MsgId").map(MsgId::new)
     }
 }
 
@@ -614,7 +623,7 @@ impl Inbound {
             Some(id) => {
                 let mut key = String::with_capacity(22);
                 key.push_str("m:");
-                push_u64(&mut key, id.0);
+                push_u64(&mut key, id.get());
                 key
             }
             None => {
@@ -942,13 +951,13 @@ mod tests {
         assert_eq!(
             m.kind,
             InboundKind::Text {
-                msg_id: MsgId(u64::MAX),
+                msg_id: MsgId::new(u64::MAX),
                 content: " hi ".into(),
                 msg_data_id: None,
                 idx: None
             }
         );
-        assert_eq!(m.msg_id(), Some(MsgId(u64::MAX)));
+        assert_eq!(m.msg_id(), Some(MsgId::new(u64::MAX)));
         assert_eq!(m.type_label(), "text");
         assert_eq!(m.dedupe_key(), "m:18446744073709551615");
         assert!(m.is_user_message());
@@ -997,7 +1006,7 @@ mod tests {
             m.kind,
             InboundKind::Unknown {
                 msg_type: "miniprogrampage".into(),
-                msg_id: Some(MsgId(7))
+                msg_id: Some(MsgId::new(7))
             }
         );
         assert_eq!(m.type_label(), "miniprogrampage");
@@ -1111,7 +1120,7 @@ mod tests {
                 create_time: 5,
             },
             kind: InboundKind::Text {
-                msg_id: MsgId(9),
+                msg_id: MsgId::new(9),
                 content: "a]]>b".into(),
                 msg_data_id: None,
                 idx: None,

@@ -1,0 +1,446 @@
+//! One push through mpgate, with no HTTP in sight: authenticate and open it ([`auth`]), lead it
+//! or wait for the attempt that does ([`single_flight`]), record what it changes about its
+//! subscriber ([`state`]), let an open hand-off take it ([`crate::handoff`]), route it through
+//! the rules, carry out the rule's action (a reply, the paywall's answer, a hand-off, a
+//! webhook), remember the answer for retries, and seal it.
+//!
+//! [`Gateway::post`] is what `POST /wechat` calls and what the in-process benchmark drives.
+//! The pipeline orchestrates: each decision lives in the module named above, and this file only
+//! puts them in order. Errors are [`CallbackError`]s, which the HTTP layer maps to statuses in
+//! one place (`http::error`).
+//!
+//! May depend on: `wechat`, `rules`, `reload`, `store`, `paywall`, `handoff`, `platform`,
+//! `settings`; never actix.
+
+pub mod auth;
+pub mod single_flight;
+mod state;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::handoff::Handoffs;
+use crate::paywall::{LinkSigner, Paywall};
+use crate::platform::webhook::{WebhookClient, WebhookPayload};
+use crate::platform::{CustomMessage, CustomerService};
+use crate::reload::LiveRules;
+use crate::rules::{Decision, Special, SubscriberView, WebhookAction};
+use crate::settings::Settings;
+use crate::store::{Store, StoredReply};
+use crate::wechat::message::{Event, Inbound, InboundKind};
+use crate::wechat::reply::{self, Rendered, Reply, ReplyContext};
+
+use auth::Auth;
+use single_flight::{SingleFlight, Turn};
+
+/// The query string of a callback request, as the platform sends it.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct CallbackQuery {
+    pub signature: Option<String>,
+    pub timestamp: Option<String>,
+    pub nonce: Option<String>,
+    pub echostr: Option<String>,
+    pub encrypt_type: Option<String>,
+    pub msg_signature: Option<String>,
+    pub openid: Option<String>,
+}
+
+/// Why a callback request is refused. Every variant is the client's fault except `Store`.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("missing query parameter `{0}`")]
+    MissingParam(&'static str),
+    #[error("query parameter `timestamp` is not a unix time")]
+    BadTimestamp,
+    #[error("timestamp outside the accepted window ({skew_secs} s from server time): refused as a replay")]
+    Replay { skew_secs: i64 },
+    #[error("signature mismatch")]
+    BadSignature,
+    #[error("body is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("encrypted push, but this server has no EncodingAESKey configured")]
+    NoAesKey,
+    #[error("plaintext push refused: this server is configured for encrypted (safe) mode")]
+    PlaintextRefused,
+    #[error("bad XML: {0}")]
+    BadXml(String),
+    #[error("no <Encrypt> element in an encrypted push")]
+    NoEncrypt,
+    #[error("cannot decrypt push ({code}): {reason}")]
+    Decrypt { code: i32, reason: String },
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Long-lived state for handling pushes: the services each step calls.
+pub struct Gateway {
+    auth: Auth,
+    store: Store,
+    rules: LiveRules,
+    paywall: Paywall,
+    handoffs: Handoffs,
+    /// Customer-service messages (hand-off notices, late answers, long texts); off without an
+    /// AppSecret.
+    cs: CustomerService,
+    webhook: WebhookClient,
+    /// Pushes being handled right now: a retry that arrives meanwhile waits there.
+    flights: SingleFlight,
+}
+
+impl Gateway {
+    pub fn new(
+        settings: &Settings,
+        store: Store,
+        rules: LiveRules,
+        link_secret: [u8; 32],
+    ) -> Gateway {
+        let cs = CustomerService::default();
+        Gateway {
+            auth: Auth::new(settings),
+            paywall: Paywall::new(
+                store.clone(),
+                LinkSigner::new(link_secret),
+                settings.public_url.clone(),
+                settings.link_ttl,
+            ),
+            handoffs: Handoffs::new(store.clone(), cs.clone()),
+            store,
+            rules,
+            cs,
+            webhook: WebhookClient::new(settings.webhook_secret.clone()),
+            flights: SingleFlight::default(),
+        }
+    }
+
+    /// Enables messages outside the passive reply (needs the platform client).
+    pub fn with_outbox(mut self, outbox: Option<crate::platform::OutboxHandle>) -> Gateway {
+        self.cs = CustomerService::new(outbox);
+        self.handoffs = Handoffs::new(self.store.clone(), self.cs.clone());
+        self
+    }
+
+    /// The store, for process wiring (start-up, shutdown flush) and the benchmark probes.
+    /// Request handlers use the narrow services below instead.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn rules(&self) -> &LiveRules {
+        &self.rules
+    }
+
+    pub fn paywall(&self) -> &Paywall {
+        &self.paywall
+    }
+
+    pub fn handoffs(&self) -> &Handoffs {
+        &self.handoffs
+    }
+
+    /// `GET /wechat`: URL verification.
+    pub fn verify_url(&self, q: &CallbackQuery) -> Result<String, CallbackError> {
+        self.auth.verify_url(q)
+    }
+
+    /// `POST /wechat`: the whole pipeline. Returns the response body.
+    pub async fn post(
+        &self,
+        q: &CallbackQuery,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Answer, CallbackError> {
+        let opened = self.auth.open(q, body, now)?;
+        let label = opened.inbound.type_label().to_string();
+        let plain = self.answer(&opened.inbound, now).await?;
+        Ok(Answer {
+            body: self.auth.seal(&opened, plain, q, now),
+            msg_type: label,
+            encrypted: opened.encrypted(),
+        })
+    }
+
+    /// The plaintext reply XML for a push ("" = `success`), exactly once per dedupe key.
+    ///
+    /// A retry of an answered push gets the stored reply; a retry that arrives while the first
+    /// attempt is still being handled waits for its answer. Side effects happen only in the
+    /// leader.
+    async fn answer(&self, inbound: &Inbound, now: DateTime<Utc>) -> Result<String, CallbackError> {
+        let key = inbound.dedupe_key();
+        let leader = loop {
+            match self.flights.join(&key).await {
+                Turn::Lead(leader) => break leader,
+                // Put before the leader said so, and kept for the whole retention.
+                Turn::Answered => {
+                    if let Some(stored) = self.store.dedupe_get(&key)? {
+                        return Ok(replay(&stored, inbound));
+                    }
+                }
+            }
+        };
+        if let Some(stored) = self.store.dedupe_get(&key)? {
+            leader.answered();
+            return Ok(replay(&stored, inbound));
+        }
+        let rendered = match self.handle(inbound, now)? {
+            Handled::Done(rendered) => rendered,
+            Handled::Webhook { call, payload } => {
+                let to = inbound.header.from_user.as_str();
+                let text = self
+                    .webhook
+                    .answer_within(&call, *payload, to, &self.cs)
+                    .await;
+                text.and_then(|content| {
+                    self.render(&Reply::Text { content }, inbound, now.timestamp())
+                })
+            }
+        };
+        // Every reply is rendered with `now` as its CreateTime: the stored time gives it back.
+        let tail = rendered.as_ref().map_or("", Rendered::tail);
+        self.store.dedupe_put(&key, now.timestamp(), tail, true)?;
+        leader.answered();
+        Ok(rendered.map(Rendered::into_xml).unwrap_or_default())
+    }
+
+    /// The side effects and the decision for one new push: the reply (`None` = `success`), or
+    /// a webhook still to ask.
+    fn handle(&self, inbound: &Inbound, now: DateTime<Utc>) -> Result<Handled, CallbackError> {
+        let rules = self.rules.current();
+        let day = rules
+            .timezone()
+            .from_utc_datetime(&now.naive_utc())
+            .date_naive();
+        let at = now.timestamp();
+        let openid = &inbound.header.from_user;
+        let Some(state::Recorded {
+            subscriber,
+            first_time,
+        }) = state::record(&self.store, inbound, at, day)?
+        else {
+            // Nothing can be shown to someone who just left.
+            return Ok(Handled::Done(None));
+        };
+
+        // While a person is handling the conversation, no bot rule fires.
+        if let Some(reply) = self.handoffs.step(&rules, inbound, at)? {
+            return Ok(Handled::Done(self.render(&reply, inbound, at)));
+        }
+
+        let view = SubscriberView {
+            openid,
+            first_time,
+            channel: subscriber.channel.as_deref(),
+            tags: &subscriber.tags,
+            subscribed_since: subscriber.first_subscribed,
+        };
+        let decision: Decision = rules.route(inbound, &view, now);
+        state::apply(&self.store, openid, &decision, day)?;
+        let reply = match &decision.special {
+            None => decision.reply.clone(),
+            Some(Special::Article { id }) => {
+                self.paywall.article_reply(&rules, id, openid, at, day)?
+            }
+            Some(Special::Handoff(h)) => {
+                self.handoffs
+                    .open(h, openid, decision.rule.as_deref(), at)?
+            }
+            Some(Special::Webhook(call)) => {
+                let payload = WebhookPayload {
+                    openid: openid.as_str().to_string(),
+                    msg_type: inbound.type_label().to_string(),
+                    text: inbound.text_for_matching().map(str::to_string),
+                    event_key: event_key(inbound),
+                    create_time: inbound.header.create_time,
+                    rule: decision.rule.clone().unwrap_or_default(),
+                    tags: subscriber.tags.clone(),
+                    channel: subscriber.channel.clone(),
+                };
+                return Ok(Handled::Webhook {
+                    call: call.clone(),
+                    payload: Box::new(payload),
+                });
+            }
+        };
+        Ok(Handled::Done(self.render(&reply, inbound, at)))
+    }
+
+    /// The reply's XML with `at` as its CreateTime; `None` for `success`.
+    fn render(&self, reply: &Reply, inbound: &Inbound, at: i64) -> Option<Rendered> {
+        // A passive reply cuts text at TEXT_MAX_BYTES. With the platform client on, a longer
+        // text goes out whole as customer-service messages instead, and the push is answered
+        // `success`.
+        if let Reply::Text { content } = reply {
+            if self.cs.is_on() && content.len() > reply::TEXT_MAX_BYTES {
+                self.cs.send(
+                    CustomMessage::Text {
+                        to: inbound.header.from_user.as_str().to_string(),
+                        content: content.clone(),
+                    },
+                    "long-reply",
+                );
+                return None;
+            }
+        }
+        reply::render_parts(reply, &reply_context(inbound, at))
+    }
+
+    /// Closes hand-off sessions idle for longer than the live rules allow; returns how many.
+    pub fn close_idle_handoffs(&self, now: i64) -> Result<usize, CallbackError> {
+        Ok(self.handoffs.close_idle(&self.rules.current(), now)?)
+    }
+}
+
+/// Who a reply to `inbound` goes to, and its CreateTime.
+fn reply_context(inbound: &Inbound, at: i64) -> ReplyContext<'_> {
+    ReplyContext {
+        to_user: inbound.header.from_user.as_str(),
+        from_user: &inbound.header.to_user,
+        create_time: at,
+        after_user_message: inbound.is_user_message(),
+    }
+}
+
+/// The reply XML a stored answer stands for, for a retry of the push it answered: a headless
+/// one gets its head back from the retry's own addresses and the answer's time, which is what
+/// the first attempt got.
+fn replay(stored: &StoredReply, inbound: &Inbound) -> String {
+    if stored.headless {
+        reply::with_head(&stored.body, &reply_context(inbound, stored.at))
+    } else {
+        stored.body.to_string()
+    }
+}
+
+/// What [`Gateway::handle`] decided.
+enum Handled {
+    /// The reply, or `None` for `success`.
+    Done(Option<Rendered>),
+    /// The reply depends on the operator's endpoint.
+    Webhook {
+        call: WebhookAction,
+        payload: Box<WebhookPayload>,
+    },
+}
+
+/// The key an event carries (menu key, QR scene), for webhook payloads.
+fn event_key(inbound: &Inbound) -> Option<String> {
+    match &inbound.kind {
+        InboundKind::Event(e) => match e {
+            Event::Subscribe {
+                scene, event_key, ..
+            } => scene.clone().or_else(|| event_key.clone()),
+            Event::Scan { scene, .. } => Some(scene.clone()),
+            Event::Click { key }
+            | Event::ScancodePush { key, .. }
+            | Event::ScancodeWaitmsg { key, .. }
+            | Event::PicSysphoto { key, .. }
+            | Event::PicPhotoOrAlbum { key, .. }
+            | Event::PicWeixin { key, .. }
+            | Event::LocationSelect { key, .. } => Some(key.clone()),
+            Event::View { url, .. } => Some(url.clone()),
+            Event::Unknown { event_key, .. } => event_key.clone(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A response body and what to log about it.
+#[derive(Debug)]
+pub struct Answer {
+    pub body: String,
+    pub msg_type: String,
+    pub encrypted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::RuleSet;
+    use crate::store::StoreConfig;
+    use crate::wechat::crypto::Cipher;
+    use crate::wechat::crypto::EncodingAesKey;
+    use crate::wechat::signature;
+    use crate::wechat::types::AppId;
+    use std::time::Duration;
+
+    const TOKEN: &str = "pipelinetoken";
+    const APP_ID: &str = "wx00000000000000aa";
+    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+    /// A gateway whose only rule calls a webhook that accepts the connection and never answers,
+    /// with a 600 ms budget.
+    fn gateway(dir: &std::path::Path, hook: &std::net::TcpListener) -> Gateway {
+        let rules = dir.join("keywords.toml");
+        std::fs::write(
+            &rules,
+            format!(
+                "[[rule]]\nname = \"hang\"\nwhen = {{ exact = [\"hang\"] }}\nwebhook = {{ url = \"http://{}/hook\", timeout_ms = 600, fallback = \"fallback\" }}\n",
+                hook.local_addr().unwrap()
+            ),
+        )
+        .unwrap();
+        let data = dir.join("data");
+        let settings = Settings::for_tests(&[
+            ("MPGATE_TOKEN", TOKEN),
+            ("MPGATE_APP_ID", APP_ID),
+            ("MPGATE_ENCODING_AES_KEY", KEY),
+            ("MPGATE_DATA_DIR", data.to_str().unwrap()),
+        ])
+        .unwrap();
+        let store = Store::open(&data, StoreConfig::default()).unwrap();
+        let rules = RuleSet::load(&rules).unwrap().rules;
+        let secret = store.link_secret().unwrap();
+        Gateway::new(&settings, store, LiveRules::new(rules), secret)
+    }
+
+    fn push(now: DateTime<Utc>, nonce: &str) -> (CallbackQuery, String) {
+        let xml = format!(
+            "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[oWaiter]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hang]]></Content><MsgId>424242</MsgId></xml>",
+            now.timestamp()
+        );
+        let cipher = Cipher::new(&EncodingAesKey::parse(KEY).unwrap());
+        let enc = cipher.encrypt(&xml, &AppId::new(APP_ID));
+        let ts = now.timestamp().to_string();
+        let q = CallbackQuery {
+            timestamp: Some(ts.clone()),
+            nonce: Some(nonce.into()),
+            encrypt_type: Some("aes".into()),
+            msg_signature: Some(signature::sign(&[TOKEN, &ts, nonce, &enc])),
+            ..Default::default()
+        };
+        (
+            q,
+            format!("<xml><ToUserName><![CDATA[gh_test]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt></xml>"),
+        )
+    }
+
+    /// The platform gives up on a connection after 5 s and retries; if the first attempt's
+    /// future is dropped meanwhile, the retry waiting on it must take over at once, not sit out
+    /// its whole wait.
+    #[tokio::test]
+    async fn a_retry_waiting_on_a_cancelled_first_attempt_takes_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let gw = gateway(dir.path(), &hook);
+        let now = Utc::now();
+        let (q1, b1) = push(now, "n1");
+        let (q2, b2) = push(now, "n2");
+        let started = std::time::Instant::now();
+        let first =
+            tokio::time::timeout(Duration::from_millis(150), gw.post(&q1, b1.as_bytes(), now));
+        let retry = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let a = gw.post(&q2, b2.as_bytes(), now).await;
+            (a, started.elapsed())
+        };
+        let (first, (retry, took)) = tokio::join!(first, retry);
+        assert!(first.is_err(), "the first attempt was cut off mid-webhook");
+        // Led by the retry from 150 ms: its own 600 ms budget runs out, so `success` now (the
+        // late answer would go out as a customer-service message).
+        assert_eq!(retry.unwrap().body, "success");
+        assert!(
+            took < Duration::from_millis(2500),
+            "the retry waited {took:?} for a leader that was gone"
+        );
+        assert!(gw.flights.is_empty(), "no entry is left behind");
+    }
+}

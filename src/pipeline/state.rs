@@ -1,0 +1,84 @@
+//! What a push changes about its subscriber: the push and subscribe/unsubscribe counters,
+//! subscribe and unsubscribe, activity, and the tags and rule-hit count a routing decision
+//! adds. The rules decide; this module only writes down the consequences, through the store.
+//!
+//! May depend on `store`, `rules` (the decision) and `wechat` (the message).
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+
+use crate::rules::Decision;
+use crate::store::{Counter, Store, StoreError, Subscriber};
+use crate::wechat::message::{Event, Inbound, InboundKind};
+use crate::wechat::types::OpenId;
+
+/// The subscriber as the rules see them after this push.
+pub(super) struct Recorded {
+    pub subscriber: Arc<Subscriber>,
+    /// A first-ever follow (not a return).
+    pub first_time: bool,
+}
+
+/// Counts the push and updates its subscriber. `None` for an unsubscribe: nothing can be shown
+/// to someone who just left.
+pub(super) fn record(
+    store: &Store,
+    inbound: &Inbound,
+    at: i64,
+    day: NaiveDate,
+) -> Result<Option<Recorded>, StoreError> {
+    let openid = &inbound.header.from_user;
+    store.count(
+        Counter::Push {
+            msg_type: inbound.type_label().to_string(),
+        },
+        day,
+        1,
+    );
+    Ok(Some(match &inbound.kind {
+        InboundKind::Event(Event::Subscribe { scene, .. }) => {
+            let out = store.on_subscribe(openid, scene.as_deref(), at)?;
+            store.count(
+                Counter::Subscribe {
+                    channel: scene.clone().unwrap_or_default(),
+                },
+                day,
+                1,
+            );
+            Recorded {
+                subscriber: out.subscriber,
+                first_time: out.first_time,
+            }
+        }
+        InboundKind::Event(Event::Unsubscribe) => {
+            let channel = store
+                .subscriber(openid)?
+                .and_then(|s| s.channel)
+                .unwrap_or_default();
+            store.on_unsubscribe(openid, at)?;
+            store.count(Counter::Unsubscribe { channel }, day, 1);
+            return Ok(None);
+        }
+        _ => Recorded {
+            subscriber: store.touch(openid, at, inbound.is_user_message())?,
+            first_time: false,
+        },
+    }))
+}
+
+/// Writes down what the rules decided about the subscriber: the rule hit and new tags.
+pub(super) fn apply(
+    store: &Store,
+    openid: &OpenId,
+    decision: &Decision,
+    day: NaiveDate,
+) -> Result<(), StoreError> {
+    if let Some(rule) = &decision.rule {
+        store.count(Counter::RuleHit { rule: rule.clone() }, day, 1);
+    }
+    if !decision.add_tags.is_empty() {
+        store.add_tags(openid, &decision.add_tags)?;
+    }
+    Ok(())
+}
