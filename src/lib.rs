@@ -1,16 +1,23 @@
 //! mpgate: a WeChat Official Account (公众号) callback server.
 //!
 //! # Layout
-//! - [`wechat`]: the wire protocol, pure (signature, crypto, XML in/out).
-//! - [`rules`]: keywords.toml → compiled rules → routing decisions, pure.
-//! - [`render`]: minijinja templates loaded at run time from `templates/`.
-//! - [`reload`]: the only module that watches files.
-//! - [`store`]: the only module that names sled.
-//! - [`paywall`]: signed article links and entitlement decisions.
-//! - [`platform`]: outbound client for the WeChat API.
-//! - [`pipeline`]: one push, decrypted, through dedupe, state, rules, into a reply.
-//! - [`http`]: thin actix handlers; one error → status mapping.
-//! - [`settings`], [`telemetry`], [`startup`]: process wiring; [`defaults`]: the embedded demo rules.
+//! Where each job lives, and what each part may use (the last column; nothing uses `http`,
+//! `startup` or `cli`):
+//!
+//! | part | owns | may use |
+//! |---|---|---|
+//! | [`wechat`] | the wire protocol, pure: signatures, AES, XML in/out, typed messages and replies, ids parsed once ([`wechat::types`]) | nothing of mpgate |
+//! | [`rules`] | keywords.toml → compiled rules → a routing decision, pure over a message and a subscriber view; `check`/`simulate` | `wechat`, `render` |
+//! | [`render`] | minijinja templates from `templates/` | — |
+//! | [`reload`] | the live rules and hot reload: the only module that watches files | `rules`, `render` |
+//! | [`store`] | all state (subscribers, dedupe, entitlements, hand-offs, counters, outbox); the only module that names sled; its own write-behind and sweeps | `wechat::types` |
+//! | [`paywall`] | signed article links and the one access decision, for chats and pages | `store`, `rules`, `wechat` |
+//! | [`handoff`] | the hand-off state machine | `store`, `rules`, `wechat`, `platform::CustomerService` |
+//! | [`platform`] | the outbound WeChat API: token, menu, customer-service outbox, webhook calls and late answers | `store`, `rules`, `settings`, `wechat::types` |
+//! | [`pipeline`] | one push: authenticate and open it, single flight over retries, subscriber state, then the rules and the action's module, the answer remembered and sealed; orchestrates, decides nothing itself | all of the above |
+//! | [`http`] | thin actix handlers and the one error → HTTP mapping ([`http::error`]) | `pipeline` and the services it lends (`paywall`, `handoff`, `store` views) |
+//! | [`ops`], [`cli`] | operator commands on the data dir or through the admin API | the services above |
+//! | [`settings`], [`telemetry`], [`startup`], [`sync`] | process wiring, logs, start-up, the one lock policy; [`defaults`]: the embedded demo rules | — |
 
 pub mod cli;
 pub mod defaults;
