@@ -72,6 +72,10 @@ pub enum Command {
         /// An order id or similar; a second grant with the same reference changes nothing.
         #[arg(long)]
         reference: Option<String>,
+        /// Grant although mpgate has never seen this openid, creating its subscriber record
+        /// (without it an unknown openid is refused: a typo guard).
+        #[arg(long)]
+        create: bool,
     },
     /// Revoke a subscriber's access to an article (refund).
     Revoke {
@@ -174,7 +178,10 @@ pub fn run(cli: Cli) -> ExitCode {
             article,
             source,
             reference,
-        } => state_tool(|s| crate::ops::grant(s, &openid, &article, &source, reference.as_deref())),
+            create,
+        } => state_tool(|s| {
+            crate::ops::grant(s, &openid, &article, &source, reference.as_deref(), create)
+        }),
         Command::Revoke { openid, article } => {
             state_tool(|s| crate::ops::revoke(s, &openid, &article))
         }

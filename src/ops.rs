@@ -3,7 +3,6 @@
 //! Each opens the store itself; while the server runs it holds sled's lock on the data dir,
 //! so these stop with [`crate::store::StoreError::Locked`] and say to use the admin API.
 
-use anyhow::Context;
 use chrono::{Duration, NaiveDate, Utc};
 
 use crate::rules::RuleSet;
@@ -42,24 +41,78 @@ fn known_article(s: &Settings, article: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An operator's grant, as the admin API and the CLI take it.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantRequest<'a> {
+    pub openid: &'a OpenId,
+    pub article: &'a str,
+    /// Who grants (e.g. `"admin"`, `"shop"`, `"cli"`).
+    pub source: &'a str,
+    /// An order id or similar: a second grant with the same reference changes nothing.
+    pub reference: Option<&'a str>,
+    /// Grant although mpgate has never seen this openid, creating its subscriber record.
+    pub create: bool,
+}
+
+/// Why [`grant_entitlement`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    /// The openid is unknown and the request did not ask to create it (a typo guard).
+    #[error("unknown subscriber `{0}` (never seen by mpgate)")]
+    UnknownSubscriber(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The one grant rule, for the admin API and the CLI alike: an openid mpgate has never seen is
+/// refused unless the request says `create`; then its subscriber record is created (marked as
+/// made by the operator) together with the grant. Both are durable on return. A grant refused
+/// for its reference ([`GrantOutcome::ReferenceConflict`]) creates nothing.
+pub fn grant_entitlement(
+    store: &Store,
+    req: &GrantRequest<'_>,
+    at: i64,
+) -> Result<GrantOutcome, GrantError> {
+    let known = store.subscriber(req.openid)?.is_some();
+    if !known && !req.create {
+        return Err(GrantError::UnknownSubscriber(
+            req.openid.as_str().to_owned(),
+        ));
+    }
+    // Grant first: a crash between the two leaves a grant without its record, which the
+    // operator's retry (with `create` again) completes, rather than a record without a grant.
+    let out = store.grant(req.openid, req.article, req.source, req.reference, at)?;
+    if !known && !matches!(out, GrantOutcome::ReferenceConflict(_)) {
+        store.create_subscriber_by_operator(req.openid)?;
+    }
+    Ok(out)
+}
+
 pub fn grant(
     s: &Settings,
     openid: &str,
     article: &str,
     source: &str,
     reference: Option<&str>,
+    create: bool,
 ) -> anyhow::Result<String> {
     known_article(s, article)?;
     let store = open(s)?;
-    let out = store
-        .grant(
-            &OpenId::new(openid),
-            article,
-            source,
-            reference,
-            Utc::now().timestamp(),
-        )
-        .context("grant failed")?;
+    let openid = OpenId::new(openid);
+    let req = GrantRequest {
+        openid: &openid,
+        article,
+        source,
+        reference,
+        create,
+    };
+    let out = match grant_entitlement(&store, &req, Utc::now().timestamp()) {
+        Ok(out) => out,
+        Err(e @ GrantError::UnknownSubscriber(_)) => {
+            anyhow::bail!("{e}; pass --create to grant anyway and create the subscriber")
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("grant failed")),
+    };
     Ok(match out {
         GrantOutcome::Granted(e) => format!("granted: {}", serde_json::to_string_pretty(&e)?),
         GrantOutcome::AlreadyGranted(e) => format!(

@@ -42,6 +42,16 @@ fn start(data: &std::path::Path, port: u16) -> Server {
 /// `start`, with the server's stderr going to `stderr` (a pipe nobody reads fills up after a
 /// few hundred log lines and then stalls the server's logging).
 fn start_with(data: &std::path::Path, port: u16, stderr: Stdio) -> Server {
+    start_with_rules(data, port, stderr, &fixture("keywords.toml"))
+}
+
+/// `start_with`, serving the rules file `keywords`.
+fn start_with_rules(
+    data: &std::path::Path,
+    port: u16,
+    stderr: Stdio,
+    keywords: &std::path::Path,
+) -> Server {
     let child = binary()
         .arg("serve")
         .env("MPGATE_TOKEN", TOKEN)
@@ -49,7 +59,7 @@ fn start_with(data: &std::path::Path, port: u16, stderr: Stdio) -> Server {
         .env("MPGATE_ENCODING_AES_KEY", AES_KEY)
         .env("MPGATE_LISTEN", format!("127.0.0.1:{port}"))
         .env("MPGATE_DATA_DIR", data)
-        .env("MPGATE_KEYWORDS", fixture("keywords.toml"))
+        .env("MPGATE_KEYWORDS", keywords)
         .env("MPGATE_ADMIN_TOKEN", ADMIN)
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -296,6 +306,20 @@ async fn every_acknowledged_grant_survives_a_sigkill() {
         lost.len(),
         &lost[..lost.len().min(5)]
     );
+    // Each grant created its subscriber, durably before its 200 as well.
+    for openid in acked.iter().rev().take(3) {
+        let r = client
+            .get(format!("{}/admin/subscribers/{openid}", server.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "the subscriber of an acknowledged grant: {openid}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -427,4 +451,60 @@ async fn after_a_sigkill_a_retry_is_answered_from_memory_only_if_its_effects_sur
         "no answer survived the crash ({} answered), so nothing was checked",
         answered.len()
     );
+}
+
+// ── operator commands (`mpgate grant|subscriber|stats|…`) ──────────────────────────────────
+
+/// `mpgate <args>` as an operator runs it on the host of the data dir `data`.
+fn operator(data: &std::path::Path, keywords: &std::path::Path, args: &[&str]) -> Command {
+    let mut c = binary();
+    c.args(args)
+        .env("MPGATE_TOKEN", TOKEN)
+        .env("MPGATE_APP_ID", APP_ID)
+        .env("MPGATE_ENCODING_AES_KEY", AES_KEY)
+        .env("MPGATE_DATA_DIR", data)
+        .env("MPGATE_KEYWORDS", keywords);
+    c
+}
+
+/// What a finished command printed: (success, stdout, stderr).
+fn run(mut c: Command) -> (bool, String, String) {
+    let out = c.output().expect("mpgate runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The defect: `mpgate grant` granted to any openid while the API refused unknown ones.
+#[test]
+fn cli_grant_refuses_an_unknown_openid_unless_told_to_create_it() {
+    let data = tempfile::tempdir().unwrap();
+    let kw = fixture("keywords.toml");
+    let grant = ["grant", "--openid", "oCliGift", "--article", "rust-101"];
+
+    let (ok, _, err) = run(operator(data.path(), &kw, &grant));
+    assert!(!ok, "an unknown openid is refused");
+    assert!(err.contains("unknown subscriber"), "{err}");
+    assert!(err.contains("--create"), "says how to go on: {err}");
+    let (ok, _, _) = run(operator(data.path(), &kw, &["subscriber", "oCliGift"]));
+    assert!(!ok, "the refusal created nothing");
+
+    let (ok, out, err) = run(operator(
+        data.path(),
+        &kw,
+        &[&grant[..], &["--create"]].concat(),
+    ));
+    assert!(ok, "{err}");
+    assert!(out.starts_with("granted:"), "{out}");
+    let (ok, out, err) = run(operator(data.path(), &kw, &["subscriber", "oCliGift"]));
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["subscriber"]["created_by_operator"], true);
+    assert_eq!(v["entitlements"][0]["article"], "rust-101");
+    // Known now: a second grant needs no `--create`.
+    let (ok, out, err) = run(operator(data.path(), &kw, &grant));
+    assert!(ok, "{err}");
+    assert!(out.starts_with("already granted"), "{out}");
 }
