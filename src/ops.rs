@@ -160,8 +160,15 @@ pub fn stats(
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
 ) -> anyhow::Result<String> {
+    // Counters are kept by the account's date (the rules' time zone), so "today" is that date,
+    // as in `GET /admin/stats`, not the UTC one.
+    let path = s.rules_path()?;
+    let tz = RuleSet::load(&path)
+        .map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", path.display()))?
+        .rules
+        .timezone();
     let store = open(s)?;
-    let to = to.unwrap_or_else(|| Utc::now().date_naive());
+    let to = to.unwrap_or_else(|| Utc::now().with_timezone(&tz).date_naive());
     let from = from.unwrap_or(to - Duration::days(6));
     if from > to {
         anyhow::bail!("--from {from} is after --to {to}");

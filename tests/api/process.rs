@@ -508,3 +508,56 @@ fn cli_grant_refuses_an_unknown_openid_unless_told_to_create_it() {
     assert!(ok, "{err}");
     assert!(out.starts_with("already granted"), "{out}");
 }
+
+/// A copy of the test rules in `dir`, in the time zone `tz`.
+fn rules_in_zone(dir: &std::path::Path, tz: &str) -> std::path::PathBuf {
+    let src = std::fs::read_to_string(fixture("keywords.toml")).unwrap();
+    assert!(src.contains("timezone = \"Asia/Shanghai\""));
+    let path = dir.join("keywords.toml");
+    std::fs::write(
+        &path,
+        src.replace(
+            "timezone = \"Asia/Shanghai\"",
+            &format!("timezone = \"{tz}\""),
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    for entry in std::fs::read_dir(fixture("templates")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join("templates").join(entry.file_name())).unwrap();
+    }
+    path
+}
+
+/// The defect: `mpgate stats` without dates ended on the UTC day, while counters are kept by
+/// the account's date, so the account's "today" was missing half the time.
+#[tokio::test]
+async fn stats_without_dates_uses_the_account_day() {
+    // A zone whose date differs from UTC's right now: UTC+14 from 10:00 UTC, UTC-12 before noon.
+    let utc = chrono::Utc::now();
+    let (tz, offset) = if chrono::Timelike::hour(&utc) >= 12 {
+        ("Etc/GMT-14", chrono::Duration::hours(14))
+    } else {
+        ("Etc/GMT+12", chrono::Duration::hours(-12))
+    };
+    let account_today = (utc + offset).date_naive().to_string();
+    assert_ne!(account_today, utc.date_naive().to_string());
+    let rules_dir = tempfile::tempdir().unwrap();
+    let kw = rules_in_zone(rules_dir.path(), tz);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start_with_rules(data.path(), port, Stdio::piped(), &kw);
+    wait_healthy(&server.base).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    say_sealed(&client, &server.base, &text_xml("oTz", "hello", 4242)).await;
+    stop(server).await;
+
+    let (ok, out, err) = run(operator(data.path(), &kw, &["stats"]));
+    assert!(ok, "{err}");
+    let days: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        days[&account_today]["rule:hello"], 1,
+        "the account's today is in the default range: {out}"
+    );
+}
