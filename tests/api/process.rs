@@ -561,3 +561,83 @@ async fn stats_without_dates_uses_the_account_day() {
         "the account's today is in the default range: {out}"
     );
 }
+
+/// The defect: `mpgate outbox` and `mpgate handoffs` (like grant, revoke, subscriber and stats)
+/// refused to run while the server held the data dir, though the README shows
+/// `mpgate outbox --state failed` as the way to see failures. With the admin token they now go
+/// through the running server and print what the direct path prints.
+#[tokio::test]
+async fn operator_commands_work_against_a_running_server_through_its_admin_api() {
+    let data = tempfile::tempdir().unwrap();
+    let kw = fixture("keywords.toml");
+    let port = free_port();
+    let server = start(data.path(), port);
+    wait_healthy(&server.base).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    say_sealed(&client, &server.base, &text_xml("oRunning", "hello", 5151)).await;
+    let remote = |args: &[&str]| {
+        let mut c = operator(data.path(), &kw, args);
+        c.env("MPGATE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("MPGATE_ADMIN_TOKEN", ADMIN);
+        run(c)
+    };
+
+    // Without the token: refused, saying what to do.
+    let (ok, _, err) = run(operator(data.path(), &kw, &["outbox", "--state", "failed"]));
+    assert!(!ok);
+    assert!(err.contains("MPGATE_ADMIN_TOKEN"), "{err}");
+
+    let (ok, out, err) = remote(&["outbox", "--state", "failed"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "[]");
+    let (ok, out, err) = remote(&["handoffs"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "no open or queued handoffs");
+    let (ok, _, err) = remote(&["handoffs", "--close", "oRunning"]);
+    assert!(!ok);
+    assert!(err.contains("no open or queued handoff"), "{err}");
+
+    let grant = ["grant", "--openid", "oRemote", "--article", "rust-101"];
+    let (ok, _, err) = remote(&grant);
+    assert!(
+        !ok,
+        "the same rule as the API: unknown openids need --create"
+    );
+    assert!(
+        err.contains("unknown subscriber") && err.contains("--create"),
+        "{err}"
+    );
+    let (ok, out, err) = remote(&[&grant[..], &["--create"]].concat());
+    assert!(ok, "{err}");
+    assert!(out.starts_with("granted:"), "{out}");
+    let (ok, remote_subscriber, err) = remote(&["subscriber", "oRemote"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = remote(&["revoke", "--openid", "oRemote", "--article", "rust-101"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("revoked:"), "{out}");
+    let (ok, remote_stats, err) = remote(&["stats"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = remote(&["subscriber", "oNobody"]);
+    assert!(!ok);
+    assert!(err.contains("no subscriber"), "{err}");
+
+    // The same commands on the data dir itself, once the server is gone, print the same.
+    stop(server).await;
+    let direct = |args: &[&str]| run(operator(data.path(), &kw, args));
+    let (ok, direct_stats, err) = direct(&["stats"]);
+    assert!(ok, "{err}");
+    assert_eq!(remote_stats, direct_stats);
+    assert!(direct_stats.contains("\"rule:hello\": 1"), "{direct_stats}");
+    let (ok, after_revoke, err) = direct(&["subscriber", "oRemote"]);
+    assert!(ok, "{err}");
+    let before: serde_json::Value = serde_json::from_str(&remote_subscriber).unwrap();
+    let after: serde_json::Value = serde_json::from_str(&after_revoke).unwrap();
+    assert_eq!(before["subscriber"], after["subscriber"]);
+    assert_eq!(
+        before["entitlements"][0]["granted_at"],
+        after["entitlements"][0]["granted_at"]
+    );
+    let (ok, direct_outbox, err) = direct(&["outbox", "--state", "failed"]);
+    assert!(ok, "{err}");
+    assert_eq!(direct_outbox.trim(), "[]");
+}
