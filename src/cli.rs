@@ -1,9 +1,10 @@
 //! The command line: `serve` (default), the operator's rule tools (`check`, `simulate`,
-//! `menu show`) and state tools (`grant`, `revoke`, `subscriber`, `stats`) that work on the
-//! data dir without HTTP.
+//! `menu show`) and state tools (`grant`, `revoke`, `subscriber`, `stats`, `handoffs`,
+//! `outbox`).
 //!
-//! State tools open the store directly. sled locks the data dir, so while the server runs
-//! they stop with a message saying so: use the admin API (`/admin/…`) then.
+//! State tools ([`crate::ops`]) open the store directly. While the server runs it holds the
+//! data dir; then, with `MPGATE_ADMIN_TOKEN` set, they go through its admin API
+//! (`MPGATE_ADMIN_URL`) and print the same; without a token they stop and say so.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +73,10 @@ pub enum Command {
         /// An order id or similar; a second grant with the same reference changes nothing.
         #[arg(long)]
         reference: Option<String>,
+        /// Grant although mpgate has never seen this openid, creating its subscriber record
+        /// (without it an unknown openid is refused: a typo guard).
+        #[arg(long)]
+        create: bool,
     },
     /// Revoke a subscriber's access to an article (refund).
     Revoke {
@@ -174,7 +179,10 @@ pub fn run(cli: Cli) -> ExitCode {
             article,
             source,
             reference,
-        } => state_tool(|s| crate::ops::grant(s, &openid, &article, &source, reference.as_deref())),
+            create,
+        } => state_tool(|s| {
+            crate::ops::grant(s, &openid, &article, &source, reference.as_deref(), create)
+        }),
         Command::Revoke { openid, article } => {
             state_tool(|s| crate::ops::revoke(s, &openid, &article))
         }

@@ -1,25 +1,21 @@
-//! Operator jobs on the data dir without HTTP (`mpgate grant|revoke|subscriber|stats`).
+//! Operator jobs (`mpgate grant|revoke|subscriber|stats|handoffs|outbox`) and the grant rule
+//! the admin API shares with them ([`grant_entitlement`]).
 //!
-//! Each opens the store itself; while the server runs it holds sled's lock on the data dir,
-//! so these stop with [`crate::store::StoreError::Locked`] and say to use the admin API.
+//! Each command opens the store itself. While the server runs it holds the data dir's lock
+//! ([`crate::store::StoreError::Locked`]); then, with `MPGATE_ADMIN_TOKEN` set, the command goes
+//! through the running server's admin API (`MPGATE_ADMIN_URL`) and prints what the direct path
+//! prints; without a token it stops and says so. May depend on the store, the rules (for
+//! article ids and the account's time zone), settings and reqwest.
 
 use anyhow::Context;
 use chrono::{Duration, NaiveDate, Utc};
 
 use crate::rules::RuleSet;
 use crate::settings::Settings;
-use crate::store::{GrantOutcome, RevokeOutcome, Store, StoreConfig};
+use crate::store::{
+    Entitlement, GrantOutcome, HandoffSession, RevokeOutcome, Store, StoreConfig, StoreError,
+};
 use crate::wechat::types::OpenId;
-
-fn open(s: &Settings) -> anyhow::Result<Store> {
-    Ok(Store::open(
-        &s.data_dir,
-        StoreConfig {
-            cache_capacity_bytes: s.cache_capacity_bytes,
-            dedupe_retention_secs: s.dedupe_retention.as_secs() as i64,
-        },
-    )?)
-}
 
 /// Article ids come from keywords.toml: refuse ids it does not declare.
 fn known_article(s: &Settings, article: &str) -> anyhow::Result<()> {
@@ -42,64 +38,298 @@ fn known_article(s: &Settings, article: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An operator's grant, as the admin API and the CLI take it.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantRequest<'a> {
+    pub openid: &'a OpenId,
+    pub article: &'a str,
+    /// Who grants (e.g. `"admin"`, `"shop"`, `"cli"`).
+    pub source: &'a str,
+    /// An order id or similar: a second grant with the same reference changes nothing.
+    pub reference: Option<&'a str>,
+    /// Grant although mpgate has never seen this openid, creating its subscriber record.
+    pub create: bool,
+}
+
+/// Why [`grant_entitlement`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    /// The openid is unknown and the request did not ask to create it (a typo guard).
+    #[error("unknown subscriber `{0}` (never seen by mpgate)")]
+    UnknownSubscriber(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The one grant rule, for the admin API and the CLI alike: an openid mpgate has never seen is
+/// refused unless the request says `create`; then its subscriber record is created (marked as
+/// made by the operator) together with the grant. Both are durable on return. A grant refused
+/// for its reference ([`GrantOutcome::ReferenceConflict`]) creates nothing.
+pub fn grant_entitlement(
+    store: &Store,
+    req: &GrantRequest<'_>,
+    at: i64,
+) -> Result<GrantOutcome, GrantError> {
+    let known = store.subscriber(req.openid)?.is_some();
+    if !known && !req.create {
+        return Err(GrantError::UnknownSubscriber(
+            req.openid.as_str().to_owned(),
+        ));
+    }
+    // Grant first: a crash between the two leaves a grant without its record, which the
+    // operator's retry (with `create` again) completes, rather than a record without a grant.
+    let out = store.grant(req.openid, req.article, req.source, req.reference, at)?;
+    if !known && !matches!(out, GrantOutcome::ReferenceConflict(_)) {
+        store.create_subscriber_by_operator(req.openid)?;
+    }
+    Ok(out)
+}
+
+/// Where a command runs: on the data dir itself, or through the running server that holds it.
+enum Target {
+    Local(Store),
+    Remote(AdminClient),
+}
+
+fn target(s: &Settings) -> anyhow::Result<Target> {
+    match open_store(s) {
+        Ok(store) => Ok(Target::Local(store)),
+        Err(e @ StoreError::Locked { .. }) => match &s.admin_token {
+            Some(token) => Ok(Target::Remote(AdminClient::new(
+                &s.admin_url,
+                token.expose(),
+            )?)),
+            None => Err(anyhow::anyhow!(
+                "{e}\n(the server holds the data dir; set MPGATE_ADMIN_TOKEN to go through its admin API at {}, or use the admin API)",
+                s.admin_url
+            )),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn open_store(s: &Settings) -> Result<Store, StoreError> {
+    Store::open(
+        &s.data_dir,
+        StoreConfig {
+            cache_capacity_bytes: s.cache_capacity_bytes,
+            dedupe_retention_secs: s.dedupe_retention.as_secs() as i64,
+        },
+    )
+}
+
+/// A blocking client of the running server's admin API (the commands are synchronous).
+struct AdminClient {
+    base: reqwest::Url,
+    token: String,
+    http: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+/// An admin API answer: its status and JSON body (`{"error": …}` when refused).
+struct Answer {
+    status: u16,
+    body: serde_json::Value,
+}
+
+impl Answer {
+    /// The server's short reason for a refusal.
+    fn error(&self) -> String {
+        self.body["error"]
+            .as_str()
+            .map_or_else(|| format!("HTTP {}", self.status), str::to_owned)
+    }
+
+    /// The body of a 200, else the server's reason as the error.
+    fn ok(self) -> anyhow::Result<serde_json::Value> {
+        if self.status == 200 {
+            Ok(self.body)
+        } else {
+            Err(anyhow::anyhow!("the server refused: {}", self.error()))
+        }
+    }
+}
+
+impl AdminClient {
+    fn new(base: &str, token: &str) -> anyhow::Result<AdminClient> {
+        Ok(AdminClient {
+            base: reqwest::Url::parse(base)
+                .with_context(|| format!("MPGATE_ADMIN_URL `{base}` is not a URL"))?,
+            token: token.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        })
+    }
+
+    /// `/admin/<segments…>`, each segment escaped (openids are operator input).
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> anyhow::Result<reqwest::Url> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("MPGATE_ADMIN_URL `{}` cannot take a path", self.base))?
+            .pop_if_empty()
+            .push("admin")
+            .extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
+
+    fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Answer> {
+        self.rt.block_on(async {
+            let r = req
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the admin API at {}", self.base))?;
+            let status = r.status().as_u16();
+            let body = r.json().await.unwrap_or(serde_json::Value::Null);
+            Ok(Answer { status, body })
+        })
+    }
+
+    fn get(&self, segments: &[&str], query: &[(&str, String)]) -> anyhow::Result<Answer> {
+        self.send(self.http.get(self.url(segments, query)?))
+    }
+
+    fn post(&self, segments: &[&str], body: serde_json::Value) -> anyhow::Result<Answer> {
+        self.send(self.http.post(self.url(segments, &[])?).json(&body))
+    }
+}
+
+fn pretty(v: &impl serde::Serialize) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(v)?)
+}
+
+fn entitlement(v: &serde_json::Value) -> anyhow::Result<Entitlement> {
+    serde_json::from_value(v["entitlement"].clone())
+        .context("the server's answer has no entitlement")
+}
+
+const CREATE_HINT: &str = "pass --create to grant anyway and create the subscriber";
+
 pub fn grant(
     s: &Settings,
     openid: &str,
     article: &str,
     source: &str,
     reference: Option<&str>,
+    create: bool,
 ) -> anyhow::Result<String> {
     known_article(s, article)?;
-    let store = open(s)?;
-    let out = store
-        .grant(
-            &OpenId::new(openid),
-            article,
-            source,
-            reference,
-            Utc::now().timestamp(),
-        )
-        .context("grant failed")?;
+    let out = match target(s)? {
+        Target::Local(store) => {
+            let openid = OpenId::new(openid);
+            let req = GrantRequest {
+                openid: &openid,
+                article,
+                source,
+                reference,
+                create,
+            };
+            match grant_entitlement(&store, &req, Utc::now().timestamp()) {
+                Ok(out) => out,
+                Err(e @ GrantError::UnknownSubscriber(_)) => anyhow::bail!("{e}; {CREATE_HINT}"),
+                Err(e) => return Err(anyhow::Error::new(e).context("grant failed")),
+            }
+        }
+        Target::Remote(api) => {
+            let a = api.post(
+                &["grants"],
+                serde_json::json!({
+                    "openid": openid, "article": article, "source": source,
+                    "reference": reference, "create": create,
+                }),
+            )?;
+            match a.status {
+                // The server's 404 names an unknown subscriber (the article was checked above).
+                404 => anyhow::bail!("{}; {CREATE_HINT}", a.error()),
+                409 => anyhow::bail!("reference already used for another grant: {}", a.error()),
+                _ => {}
+            }
+            let v = a.ok()?;
+            let e = entitlement(&v)?;
+            if v["status"] == "granted" {
+                GrantOutcome::Granted(e)
+            } else {
+                GrantOutcome::AlreadyGranted(e)
+            }
+        }
+    };
     Ok(match out {
-        GrantOutcome::Granted(e) => format!("granted: {}", serde_json::to_string_pretty(&e)?),
-        GrantOutcome::AlreadyGranted(e) => format!(
-            "already granted (same reference): {}",
-            serde_json::to_string_pretty(&e)?
-        ),
-        GrantOutcome::ReferenceConflict(e) => anyhow::bail!(
-            "reference already used for another grant: {}",
-            serde_json::to_string_pretty(&e)?
-        ),
+        GrantOutcome::Granted(e) => format!("granted: {}", pretty(&e)?),
+        GrantOutcome::AlreadyGranted(e) => {
+            format!("already granted (same reference): {}", pretty(&e)?)
+        }
+        GrantOutcome::ReferenceConflict(e) => {
+            anyhow::bail!("reference already used for another grant: {}", pretty(&e)?)
+        }
     })
 }
 
 pub fn revoke(s: &Settings, openid: &str, article: &str) -> anyhow::Result<String> {
     known_article(s, article)?;
-    let store = open(s)?;
-    Ok(
-        match store.revoke(&OpenId::new(openid), article, Utc::now().timestamp())? {
-            RevokeOutcome::Revoked(e) => format!("revoked: {}", serde_json::to_string_pretty(&e)?),
-            RevokeOutcome::AlreadyRevoked(e) => {
-                format!("already revoked: {}", serde_json::to_string_pretty(&e)?)
+    let out = match target(s)? {
+        Target::Local(store) => {
+            store.revoke(&OpenId::new(openid), article, Utc::now().timestamp())?
+        }
+        Target::Remote(api) => {
+            let a = api.post(
+                &["revocations"],
+                serde_json::json!({"openid": openid, "article": article}),
+            )?;
+            // The article was checked above: a 404 means no grant to revoke.
+            if a.status == 404 {
+                RevokeOutcome::NotGranted
+            } else {
+                let v = a.ok()?;
+                let e = entitlement(&v)?;
+                if v["status"] == "revoked" {
+                    RevokeOutcome::Revoked(e)
+                } else {
+                    RevokeOutcome::AlreadyRevoked(e)
+                }
             }
-            RevokeOutcome::NotGranted => {
-                "nothing to revoke: no grant for this subscriber and article".to_string()
-            }
-        },
-    )
+        }
+    };
+    Ok(match out {
+        RevokeOutcome::Revoked(e) => format!("revoked: {}", pretty(&e)?),
+        RevokeOutcome::AlreadyRevoked(e) => format!("already revoked: {}", pretty(&e)?),
+        RevokeOutcome::NotGranted => {
+            "nothing to revoke: no grant for this subscriber and article".to_string()
+        }
+    })
 }
 
 pub fn subscriber(s: &Settings, openid: &str) -> anyhow::Result<String> {
-    let store = open(s)?;
-    let id = OpenId::new(openid);
-    let Some(sub) = store.subscriber(&id)? else {
-        anyhow::bail!("no subscriber with openid `{openid}`");
+    let found = match target(s)? {
+        Target::Local(store) => {
+            let id = OpenId::new(openid);
+            match store.subscriber(&id)? {
+                Some(sub) => Some(serde_json::json!({
+                    "subscriber": sub,
+                    "entitlements": store.entitlements_of(&id)?,
+                })),
+                None => None,
+            }
+        }
+        Target::Remote(api) => {
+            let a = api.get(&["subscribers", openid], &[])?;
+            if a.status == 404 {
+                None
+            } else {
+                Some(a.ok()?)
+            }
+        }
     };
-    let ents = store.entitlements_of(&id)?;
-    Ok(serde_json::to_string_pretty(&serde_json::json!({
-        "subscriber": sub,
-        "entitlements": ents,
-    }))?)
+    match found {
+        Some(v) => pretty(&v),
+        None => anyhow::bail!("no subscriber with openid `{openid}`"),
+    }
 }
 
 pub fn stats(
@@ -107,19 +337,50 @@ pub fn stats(
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
 ) -> anyhow::Result<String> {
-    let store = open(s)?;
-    let to = to.unwrap_or_else(|| Utc::now().date_naive());
+    // Counters are kept by the account's date (the rules' time zone), so "today" is that date,
+    // as in `GET /admin/stats`, not the UTC one.
+    let path = s.rules_path()?;
+    let tz = RuleSet::load(&path)
+        .map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", path.display()))?
+        .rules
+        .timezone();
+    let to = to.unwrap_or_else(|| Utc::now().with_timezone(&tz).date_naive());
     let from = from.unwrap_or(to - Duration::days(6));
     if from > to {
         anyhow::bail!("--from {from} is after --to {to}");
     }
-    Ok(serde_json::to_string_pretty(&store.counters(from, to)?)?)
+    match target(s)? {
+        Target::Local(store) => pretty(&store.counters(from, to)?),
+        Target::Remote(api) => {
+            let v = api
+                .get(
+                    &["stats"],
+                    &[("from", from.to_string()), ("to", to.to_string())],
+                )?
+                .ok()?;
+            pretty(&v["days"])
+        }
+    }
 }
 
 pub fn handoffs(s: &Settings) -> anyhow::Result<String> {
-    let store = open(s)?;
+    let mut list: Vec<HandoffSession> = match target(s)? {
+        Target::Local(store) => store.handoffs()?,
+        Target::Remote(api) => {
+            let v = api.get(&["handoffs"], &[])?.ok()?;
+            v["handoffs"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|i| serde_json::from_value(i["session"].clone()))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?
+                .unwrap_or_default()
+        }
+    };
     let now = Utc::now().timestamp();
-    let mut list = store.handoffs()?;
     list.sort_by_key(|h| h.opened_at);
     if list.is_empty() {
         return Ok("no open or queued handoffs".to_string());
@@ -143,10 +404,22 @@ pub fn handoffs(s: &Settings) -> anyhow::Result<String> {
 }
 
 pub fn close_handoff(s: &Settings, openid: &str) -> anyhow::Result<String> {
-    let store = open(s)?;
-    match store.handoff_close(&OpenId::new(openid))? {
-        Some(_) => Ok(format!("closed the handoff of {openid}")),
-        None => anyhow::bail!("no open or queued handoff for `{openid}`"),
+    let closed = match target(s)? {
+        Target::Local(store) => store.handoff_close(&OpenId::new(openid))?.is_some(),
+        Target::Remote(api) => {
+            let a = api.post(&["handoffs", openid, "close"], serde_json::json!({}))?;
+            if a.status == 404 {
+                false
+            } else {
+                a.ok()?;
+                true
+            }
+        }
+    };
+    if closed {
+        Ok(format!("closed the handoff of {openid}"))
+    } else {
+        anyhow::bail!("no open or queued handoff for `{openid}`")
     }
 }
 
@@ -154,6 +427,13 @@ pub fn outbox(s: &Settings, state: &str) -> anyhow::Result<String> {
     let filter: crate::store::platform::OutboxFilter = state
         .parse()
         .map_err(|e: String| anyhow::anyhow!("--{e}"))?;
-    let store = open(s)?;
-    Ok(serde_json::to_string_pretty(&store.outbox_list(filter)?)?)
+    match target(s)? {
+        Target::Local(store) => pretty(&store.outbox_list(filter)?),
+        Target::Remote(api) => {
+            let v = api
+                .get(&["outbox"], &[("state", state.to_string())])?
+                .ok()?;
+            pretty(&v["items"])
+        }
+    }
 }

@@ -67,6 +67,10 @@ pub struct Settings {
     pub public_url: String,
     /// Absent: the admin API is off.
     pub admin_token: Option<Secret>,
+    /// Base URL of the running server's admin API, for operator commands (`mpgate grant`, …)
+    /// while the server holds the data dir (`MPGATE_ADMIN_URL`; default `http://<listen>`,
+    /// with an unspecified listen address read as 127.0.0.1).
+    pub admin_url: String,
     /// Pushes whose timestamp is further than this from the server clock are refused as
     /// replays. `None`: check disabled (`MPGATE_REPLAY_WINDOW_SECS=0`).
     pub replay_window: Option<Duration>,
@@ -118,6 +122,7 @@ const KEYS: &[&str] = &[
     "KEYWORDS",
     "PUBLIC_URL",
     "ADMIN_TOKEN",
+    "ADMIN_URL",
     "REPLAY_WINDOW_SECS",
     "MAX_BODY_BYTES",
     "ALLOW_PLAINTEXT",
@@ -250,6 +255,22 @@ impl Settings {
             ));
         }
         let admin_token = get("ADMIN_TOKEN").map(Secret::new);
+        let admin_url = match get("ADMIN_URL") {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => {
+                let mut local = listen;
+                if local.ip().is_unspecified() {
+                    local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                format!("http://{local}")
+            }
+        };
+        if !(admin_url.starts_with("http://") || admin_url.starts_with("https://")) {
+            return Err(err(
+                &name("ADMIN_URL"),
+                "must start with http:// or https://",
+            ));
+        }
         let num = |k: &str, default: u64| -> Result<u64, SettingsError> {
             match get(k) {
                 None => Ok(default),
@@ -313,6 +334,7 @@ impl Settings {
             keywords_explicit,
             public_url,
             admin_token,
+            admin_url,
             replay_window: (window > 0).then(|| Duration::from_secs(window)),
             max_body_bytes: max_body_bytes as usize,
             allow_plaintext: boolean("ALLOW_PLAINTEXT")?,

@@ -166,11 +166,13 @@ fn spawn_jobs(
     shutdown: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut jobs = Vec::new();
-    // Rules watcher.
-    jobs.push(tokio::spawn(gw.rules().clone().watch(
+    // Rules watcher: the one reloader; SIGHUP (below) only asks it.
+    let reload_requests = crate::reload::ReloadRequests::new();
+    jobs.push(tokio::spawn(gw.rules().clone().watch_with_requests(
         settings.keywords.clone(),
         Duration::from_millis(500),
         shutdown.clone(),
+        reload_requests.clone(),
     )));
     // Every minute: drop expired dedupe keys (bounded space) and close idle handoffs.
     {
@@ -198,11 +200,9 @@ fn spawn_jobs(
             }
         }));
     }
-    // SIGHUP: reload now.
+    // SIGHUP: ask the watcher to reload now (it orders reloads; see `reload`).
     #[cfg(unix)]
     {
-        let gw = gw.clone();
-        let path = settings.keywords.clone();
         let mut stop = shutdown;
         jobs.push(tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
@@ -214,7 +214,7 @@ fn spawn_jobs(
                 tokio::select! {
                     _ = hup.recv() => {
                         tracing::info!("SIGHUP: reloading rules");
-                        let _ = gw.rules().reload(&path);
+                        reload_requests.request();
                     }
                     _ = stop.changed() => break,
                 }

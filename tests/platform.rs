@@ -14,7 +14,7 @@ use mpgate::settings::{Secret, Settings};
 use mpgate::store::platform::{OutboxFilter, OutboxItem, OutboxState};
 use mpgate::store::{Store, StoreConfig};
 use mpgate::wechat::types::AppId;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::watch;
 
 const SEND: &str = "/cgi-bin/message/custom/send";
@@ -452,6 +452,99 @@ async fn a_permanent_error_fails_the_item_with_the_reason_and_is_not_retried() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(fake.received(SEND).len(), 1);
     assert_eq!(store.outbox_list(OutboxFilter::Failed).unwrap().len(), 1);
+    outbox.stop().await;
+}
+
+/// A 4,200-character reply goes as two parts.
+fn long_reply() -> String {
+    let first: String = std::iter::repeat_n('甲', 4_000).collect();
+    let second: String = std::iter::repeat_n('乙', 200).collect();
+    format!("{first}{second}")
+}
+
+#[tokio::test]
+async fn a_split_reply_whose_first_part_meets_a_503_still_arrives_in_order() {
+    let fake = FakePlatform::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    fake.fail_next_http(1, 503);
+    let outbox = start_outbox(&fake, &store);
+
+    let first = outbox
+        .handle
+        .enqueue(text("oLong", &long_reply()), "test")
+        .unwrap();
+    let later = outbox
+        .handle
+        .enqueue(text("oLong", "and one more thing"), "test")
+        .unwrap();
+    wait_for(&store, later, is_sent).await;
+
+    assert_eq!(wait_for(&store, first, is_sent).await.attempts, 2);
+    let answers: Vec<i64> = fake.received(SEND).iter().map(|r| r.answered).collect();
+    assert_eq!(
+        answers,
+        vec![-503, 0, 0, 0],
+        "one 503, then everything once"
+    );
+    // (first character, length) of each text delivered: short enough to read in a failure.
+    let delivered: Vec<(char, usize)> = fake
+        .delivered()
+        .iter()
+        .map(|b| {
+            let t = b["text"]["content"].as_str().unwrap();
+            (t.chars().next().unwrap(), t.chars().count())
+        })
+        .collect();
+    assert_eq!(
+        delivered,
+        vec![('甲', 4_000), ('乙', 200), ('a', 18)],
+        "the first part, the second, then the later message"
+    );
+    outbox.stop().await;
+}
+
+#[tokio::test]
+async fn a_split_reply_whose_first_part_is_refused_fails_its_second_part_with_the_reason() {
+    let fake = FakePlatform::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    fake.fail_next(1, 45015);
+    let outbox = start_outbox(&fake, &store);
+
+    let first = outbox
+        .handle
+        .enqueue(text("oLong", &long_reply()), "test")
+        .unwrap();
+    let later = outbox
+        .handle
+        .enqueue(text("oLong", "a new question answered"), "test")
+        .unwrap();
+    wait_for(&store, later, is_sent).await;
+
+    let failed = store.outbox_list(OutboxFilter::Failed).unwrap();
+    let ids: Vec<u64> = failed.iter().map(|i| i.id).collect();
+    assert_eq!(ids.len(), 2, "both parts failed: {ids:?}");
+    assert_eq!(failed[0].id, first);
+    let OutboxState::Failed { reason, .. } = &failed[1].state else {
+        panic!("expected Failed, got {:?}", failed[1].state);
+    };
+    assert!(
+        reason.contains(&first.to_string()),
+        "names the earlier part: {reason}"
+    );
+    assert!(reason.contains("45015"), "{reason}");
+    assert_eq!(failed[1].attempts, 0, "the second part was never sent");
+    let contents: Vec<Value> = fake
+        .delivered()
+        .iter()
+        .map(|b| b["text"]["content"].clone())
+        .collect();
+    assert_eq!(
+        contents,
+        vec![json!("a new question answered")],
+        "a later message still goes"
+    );
     outbox.stop().await;
 }
 

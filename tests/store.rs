@@ -928,3 +928,45 @@ fn stats_and_size() {
     );
     assert!(store.size_on_disk().expect("size") > 0);
 }
+
+/// An operator's grant with `create` makes the record of someone mpgate has never seen.
+#[test]
+fn an_operator_created_subscriber_survives_a_restart_and_still_follows_for_the_first_time() {
+    let dir = TempDir::new().expect("tempdir");
+    let u = OpenId::new("oGiftee");
+    {
+        let store = open(dir.path());
+        assert!(store.create_subscriber_by_operator(&u).expect("create"));
+        assert!(
+            !store.create_subscriber_by_operator(&u).expect("again"),
+            "an existing record is left alone"
+        );
+        // No flush, no shutdown: creation is durable on return.
+    }
+    let store = open(dir.path());
+    let sub = store
+        .subscriber(&u)
+        .expect("read")
+        .expect("the record survived");
+    assert!(sub.created_by_operator);
+    assert!(!sub.subscribed);
+    assert_eq!(sub.first_subscribed, None);
+
+    let out = store
+        .on_subscribe(&u, Some("qr-gift"), T0)
+        .expect("subscribe");
+    assert!(out.first_time, "they had never followed");
+    assert_eq!(out.subscriber.channel.as_deref(), Some("qr-gift"));
+    assert!(out.subscriber.subscribed);
+}
+
+#[test]
+fn a_record_made_by_a_push_is_not_marked_as_made_by_the_operator() {
+    let (_dir, store) = fresh();
+    let u = OpenId::new("oFollower");
+    store.touch(&u, T0, true).expect("touch");
+    assert!(!store.create_subscriber_by_operator(&u).expect("create"));
+    let sub = store.subscriber(&u).expect("read").expect("record");
+    assert!(!sub.created_by_operator);
+    assert!(sub.subscribed);
+}

@@ -132,16 +132,23 @@ async fn grant(
     non_empty("openid", &b.openid)?;
     known_article(&gw, &b.article)?;
     let openid = OpenId::new(b.openid.clone());
-    if !b.create && gw.store().subscriber(&openid)?.is_none() {
-        return Err(AdminError::NotFound(format!(
-            "unknown subscriber `{}` (never seen by mpgate); send \"create\": true to grant anyway",
-            b.openid
-        )));
-    }
+    let req = crate::ops::GrantRequest {
+        openid: &openid,
+        article: &b.article,
+        source: &b.source,
+        reference: b.reference.as_deref(),
+        create: b.create,
+    };
     let now = chrono::Utc::now().timestamp();
-    let out = gw
-        .store()
-        .grant(&openid, &b.article, &b.source, b.reference.as_deref(), now)?;
+    let out = match crate::ops::grant_entitlement(gw.store(), &req, now) {
+        Ok(out) => out,
+        Err(crate::ops::GrantError::UnknownSubscriber(id)) => {
+            return Err(AdminError::NotFound(format!(
+                "unknown subscriber `{id}` (never seen by mpgate); send \"create\": true to grant anyway"
+            )))
+        }
+        Err(crate::ops::GrantError::Store(e)) => return Err(e.into()),
+    };
     let (status, ent) = match out {
         GrantOutcome::Granted(e) => ("granted", e),
         GrantOutcome::AlreadyGranted(e) => ("already_granted", e),

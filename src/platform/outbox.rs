@@ -2,10 +2,14 @@
 //!
 //! Messages are queued in the store ([`Store::outbox_enqueue`], flushed) through an
 //! [`OutboxHandle`], and sent by one [`Outbox::run`] task: every [`POLL_EVERY`], and at once when
-//! a handle enqueues. Success marks the item sent; a permanent refusal
+//! a handle enqueues. Messages to one openid leave in the order they were queued: an item waits
+//! while an earlier one to the same openid is pending, even backing off ([`Store::outbox_due`]).
+//! Success marks the item sent; a permanent refusal
 //! ([`PlatformError::is_permanent`]) marks it failed with the platform's errcode and errmsg; any
 //! other error reschedules it with exponential backoff (base, 2×, 4×, … capped at
-//! [`MAX_BACKOFF`]) and gives up as failed after [`MAX_ATTEMPTS`] sends. Delivery is at least
+//! [`MAX_BACKOFF`]) and gives up as failed after [`MAX_ATTEMPTS`] sends. A part of a split message that fails fails the
+//! parts after it, with a reason naming it ([`Store::outbox_fail_later_parts`]); later messages
+//! to that openid go on. Delivery is at least
 //! once: a crash between the platform's `ok` and the store's flush sends that message again.
 //!
 //! Exactly one runner per data dir (sled's lock already means one process): two runners would
@@ -87,15 +91,17 @@ impl OutboxHandle {
     /// Blocks on the store's flush (≈0.2 ms per item measured on the dev VM, test profile),
     /// which the callers — rules answering a push, the admin API — can afford.
     pub fn enqueue(&self, msg: CustomMessage, origin: &str) -> Result<u64, StoreError> {
-        let now = now_ms();
-        let mut first = None;
-        for part in msg.into_parts() {
-            let id = self.store.outbox_enqueue(part.to_body(), origin, now)?;
-            first.get_or_insert(id);
-        }
+        let parts = msg
+            .into_parts()
+            .iter()
+            .map(CustomMessage::to_body)
+            .collect();
+        let ids = self.store.outbox_enqueue_parts(parts, origin, now_ms())?;
         self.notify.notify_one();
         // `into_parts` returns at least one message, so an id was assigned.
-        first.ok_or_else(|| StoreError::Corrupt("a message without parts".into()))
+        ids.first()
+            .copied()
+            .ok_or_else(|| StoreError::Corrupt("a message without parts".into()))
     }
 }
 
@@ -148,13 +154,16 @@ impl Outbox {
                 }
             };
             let full_batch = due.len() == BATCH;
+            let mut done_any = false;
             for item in due {
                 if *shutdown.borrow() {
                     break 'outer;
                 }
-                self.deliver(&client, &store, item).await;
+                done_any |= self.deliver(&client, &store, item).await;
             }
-            if full_batch {
+            // A full batch means more may be due; an item done may have let its recipient's
+            // next one through (see `Store::outbox_due`): look again at once.
+            if full_batch || done_any {
                 continue;
             }
             tokio::select! {
@@ -170,7 +179,8 @@ impl Outbox {
         tracing::info!("outbox stopped");
     }
 
-    async fn deliver(&self, client: &PlatformClient, store: &Store, mut item: OutboxItem) {
+    /// Sends `item` and records the outcome; returns whether it is done (sent or failed).
+    async fn deliver(&self, client: &PlatformClient, store: &Store, mut item: OutboxItem) -> bool {
         let result = client.send_custom_body(&item.msg).await;
         item.attempts = item.attempts.saturating_add(1);
         let now = now_ms();
@@ -211,6 +221,21 @@ impl Outbox {
         if let Err(e) = store.outbox_update(&item) {
             // The item stays pending as it was, so it is sent again: at least once.
             tracing::error!(outbox_id = item.id, error = %e, "cannot record an outbox send");
+            return false;
+        }
+        if outcome == "failed" {
+            // The rest of a split message would arrive without its start: fail it too.
+            match store.outbox_fail_later_parts(&item, now) {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    outbox_id = item.id,
+                    failed_parts = n,
+                    "outbox: the later parts of a failed message failed too"
+                ),
+                Err(e) => {
+                    tracing::error!(outbox_id = item.id, error = %e, "cannot fail later parts")
+                }
+            }
         }
         tracing::debug!(
             outbox_id = item.id,
@@ -218,6 +243,7 @@ impl Outbox {
             outcome,
             "outbox item"
         );
+        outcome != "retry"
     }
 }
 

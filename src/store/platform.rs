@@ -120,6 +120,17 @@ pub struct OutboxItem {
     pub state: OutboxState,
     /// Who asked for the message, e.g. `webhook:rule-name` (for operators, not for routing).
     pub origin: String,
+    /// For a part of a message split in several (a long text): the id of its first part.
+    /// A part that fails for good fails the parts after it ([`Store::outbox_fail_later_parts`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_of: Option<u64>,
+}
+
+impl OutboxItem {
+    /// The openid the message goes to; messages to one recipient leave in enqueue order.
+    pub fn recipient(&self) -> Option<&str> {
+        self.msg.get("touser").and_then(serde_json::Value::as_str)
+    }
 }
 
 fn id_key(id: u64) -> [u8; 8] {
@@ -226,7 +237,48 @@ impl Store {
         origin: &str,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
+        self.outbox_enqueue_item(msg, origin, now_ms, None)
+    }
+
+    /// Queues the parts of one split message, in order, each marked with the first part's id
+    /// ([`OutboxItem::part_of`]); flushed before returning. Returns their ids.
+    pub fn outbox_enqueue_parts(
+        &self,
+        parts: Vec<serde_json::Value>,
+        origin: &str,
+        now_ms: i64,
+    ) -> Result<Vec<u64>, StoreError> {
+        let ids = parts
+            .iter()
+            .map(|_| self.inner.db.generate_id())
+            .collect::<Result<Vec<u64>, _>>()?;
+        let part_of = (ids.len() > 1).then(|| ids[0]);
+        for (id, msg) in ids.iter().zip(parts) {
+            self.outbox_put_new(*id, msg, origin, now_ms, part_of)?;
+        }
+        Ok(ids)
+    }
+
+    fn outbox_enqueue_item(
+        &self,
+        msg: serde_json::Value,
+        origin: &str,
+        now_ms: i64,
+        part_of: Option<u64>,
+    ) -> Result<u64, StoreError> {
         let id = self.inner.db.generate_id()?;
+        self.outbox_put_new(id, msg, origin, now_ms, part_of)?;
+        Ok(id)
+    }
+
+    fn outbox_put_new(
+        &self,
+        id: u64,
+        msg: serde_json::Value,
+        origin: &str,
+        now_ms: i64,
+        part_of: Option<u64>,
+    ) -> Result<(), StoreError> {
         let item = OutboxItem {
             id,
             msg,
@@ -235,31 +287,90 @@ impl Store {
             next_attempt_at: now_ms,
             state: OutboxState::Pending,
             origin: origin.to_string(),
+            part_of,
         };
-        self.outbox_update(&item)?;
-        Ok(id)
+        self.outbox_update(&item)
     }
 
-    /// Pending items with `next_attempt_at <= now_ms`, oldest due first, at most `limit`.
-    /// A range scan over the due index, whatever the number of sent or failed items.
-    pub fn outbox_due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+    /// Every pending item (due or backing off), in no particular order.
+    fn outbox_pending(&self) -> Result<Vec<OutboxItem>, StoreError> {
         let due = self.platform_tree(TREE_DUE)?;
         let outbox = self.platform_tree(TREE_OUTBOX)?;
-        // Every key of the instant `now_ms` sorts below the first key of `now_ms + 1`.
-        let end = due_key(now_ms.saturating_add(1), 0);
         let mut items = Vec::new();
-        for key in due.range(..end).keys().take(limit) {
+        for key in due.iter().keys() {
             let id = id_from_suffix(&key?)?;
             // The index and the records change in one transaction, but the scan and this read
             // are not one snapshot: an item updated in between is simply skipped this round.
             if let Some(v) = outbox.get(id_key(id))? {
                 let item: OutboxItem = decode_json(TREE_OUTBOX, &v)?;
-                if item.state == OutboxState::Pending && item.next_attempt_at <= now_ms {
+                if item.state == OutboxState::Pending {
                     items.push(item);
                 }
             }
         }
         Ok(items)
+    }
+
+    /// Pending items with `next_attempt_at <= now_ms`, oldest due first, at most `limit`, and
+    /// of each recipient only the earliest pending item: a message is not sent while an
+    /// earlier one to the same openid still waits (for its first try or a retry), so one
+    /// subscriber's messages arrive in the order they were queued.
+    ///
+    /// Scans every pending item (not only the due ones) to see what waits before what. Pending
+    /// items are a handful unless the platform has been refusing for a while; the sent and
+    /// failed ones, which pile up, are not read.
+    pub fn outbox_due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        let pending = self.outbox_pending()?;
+        let mut head: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for item in &pending {
+            if let Some(to) = item.recipient() {
+                let h = head.entry(to).or_insert(item.id);
+                *h = (*h).min(item.id);
+            }
+        }
+        let mut due: Vec<&OutboxItem> = pending
+            .iter()
+            .filter(|i| i.next_attempt_at <= now_ms)
+            .filter(|i| i.recipient().is_none_or(|to| head.get(to) == Some(&i.id)))
+            .collect();
+        due.sort_by_key(|i| (i.next_attempt_at, i.id));
+        Ok(due.into_iter().take(limit).cloned().collect())
+    }
+
+    /// After `failed` (a part of a split message) failed for good: marks the pending parts
+    /// queued after it failed too, with a reason naming it (the rest of a sentence without its
+    /// start would only confuse). Returns how many. Other messages are not touched.
+    pub fn outbox_fail_later_parts(
+        &self,
+        failed: &OutboxItem,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let Some(first) = failed.part_of else {
+            return Ok(0);
+        };
+        let why = match &failed.state {
+            OutboxState::Failed { reason, .. } => reason.as_str(),
+            _ => "failed",
+        };
+        let mut n = 0;
+        let mut later: Vec<OutboxItem> = self
+            .outbox_pending()?
+            .into_iter()
+            .filter(|i| i.part_of == Some(first) && i.id > failed.id)
+            .collect();
+        later.sort_by_key(|i| i.id);
+        for mut item in later {
+            item.state = OutboxState::Failed {
+                at: now_ms,
+                reason: format!(
+                    "not sent: an earlier part of this message (outbox item {}) failed: {why}",
+                    failed.id
+                ),
+            };
+            self.outbox_update(&item)?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Writes `item` (creating or replacing the record with its id) and moves its index entry
@@ -368,8 +479,68 @@ mod tests {
         (dir, store)
     }
 
+    /// A text to its own recipient (`o<n>`).
     fn body(n: u32) -> serde_json::Value {
-        serde_json::json!({"touser": "o1", "msgtype": "text", "text": {"content": n.to_string()}})
+        serde_json::json!({"touser": format!("o{n}"), "msgtype": "text", "text": {"content": n.to_string()}})
+    }
+
+    fn text_to(openid: &str, n: u32) -> serde_json::Value {
+        serde_json::json!({"touser": openid, "msgtype": "text", "text": {"content": n.to_string()}})
+    }
+
+    #[test]
+    fn a_recipients_later_message_waits_while_an_earlier_one_backs_off() {
+        let (_d, s) = store();
+        let ids = |v: Vec<OutboxItem>| v.into_iter().map(|i| i.id).collect::<Vec<_>>();
+        let parts = s
+            .outbox_enqueue_parts(vec![text_to("oA", 1), text_to("oA", 2)], "t", 1_000)
+            .unwrap();
+        let other = s.outbox_enqueue(text_to("oB", 3), "t", 1_000).unwrap();
+        assert_eq!(ids(s.outbox_due(1_000, 10).unwrap()), vec![parts[0], other]);
+        // The first part met a transient error and backs off: its second part still waits.
+        let mut first = s.outbox_get(parts[0]).unwrap().unwrap();
+        first.attempts = 1;
+        first.next_attempt_at = 2_000;
+        s.outbox_update(&first).unwrap();
+        assert_eq!(ids(s.outbox_due(1_500, 10).unwrap()), vec![other]);
+        // Oldest due first: `other` has waited since 1 000.
+        assert_eq!(ids(s.outbox_due(2_000, 10).unwrap()), vec![other, parts[0]]);
+        first.state = OutboxState::Sent { at: 2_000 };
+        s.outbox_update(&first).unwrap();
+        assert_eq!(ids(s.outbox_due(2_000, 10).unwrap()), vec![parts[1], other]);
+    }
+
+    #[test]
+    fn a_part_that_fails_for_good_fails_the_parts_after_it_and_nothing_else() {
+        let (_d, s) = store();
+        let parts = s
+            .outbox_enqueue_parts(
+                vec![text_to("oA", 1), text_to("oA", 2), text_to("oA", 3)],
+                "t",
+                1_000,
+            )
+            .unwrap();
+        let later = s.outbox_enqueue(text_to("oA", 4), "t", 1_000).unwrap();
+        let mut second = s.outbox_get(parts[1]).unwrap().unwrap();
+        assert_eq!(second.part_of, Some(parts[0]));
+        second.state = OutboxState::Failed {
+            at: 1_100,
+            reason: "errcode 45047".into(),
+        };
+        s.outbox_update(&second).unwrap();
+        assert_eq!(s.outbox_fail_later_parts(&second, 1_100).unwrap(), 1);
+        let third = s.outbox_get(parts[2]).unwrap().unwrap();
+        let OutboxState::Failed { reason, .. } = third.state else {
+            panic!("the third part should have failed: {third:?}");
+        };
+        assert!(reason.contains(&parts[1].to_string()), "{reason}");
+        assert!(reason.contains("errcode 45047"), "{reason}");
+        for id in [parts[0], later] {
+            assert_eq!(
+                s.outbox_get(id).unwrap().unwrap().state,
+                OutboxState::Pending
+            );
+        }
     }
 
     #[test]

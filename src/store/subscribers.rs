@@ -59,6 +59,11 @@ pub struct Subscriber {
     /// Whether the follower currently follows the account.
     #[serde(default)]
     pub subscribed: bool,
+    /// True when an operator made this record (a grant with `create` for an openid mpgate had
+    /// never seen) rather than a push. Such a record starts unsubscribed and without a
+    /// subscribe time: the person's first follow is still a first-time follow.
+    #[serde(default)]
+    pub created_by_operator: bool,
 }
 
 impl Subscriber {
@@ -75,6 +80,7 @@ impl Subscriber {
             last_seen: 0,
             message_count: 0,
             subscribed: true,
+            created_by_operator: false,
         }
     }
 }
@@ -203,6 +209,36 @@ impl Store {
         })
     }
 
+    /// Creates the record of an openid mpgate has never seen, on an operator's word (a grant
+    /// with `create`): marked [`Subscriber::created_by_operator`], not subscribed (nothing says
+    /// the person follows the account) and with no subscribe time, so their first subscribe is
+    /// a first-time one. An existing record is left as it is. Returns whether a record was
+    /// created; durable on return (the operator is told "done" only then).
+    pub fn create_subscriber_by_operator(&self, openid: &OpenId) -> Result<bool, StoreError> {
+        check_part("openid", openid.as_str())?;
+        {
+            let mut shard = self.inner.subscriber_cache.shard(openid.as_str())?;
+            if shard.contains_key(openid.as_str()) || self.load_subscriber(openid)?.is_some() {
+                return Ok(false);
+            }
+            let sub = Subscriber {
+                subscribed: false,
+                created_by_operator: true,
+                ..Subscriber::new(openid)
+            };
+            shard.insert(
+                Box::from(openid.as_str()),
+                Cached {
+                    sub: Arc::new(sub),
+                    dirty: Dirty::State,
+                    used: true,
+                },
+            );
+        }
+        self.flush()?;
+        Ok(true)
+    }
+
     /// Records an unsubscribe event.
     pub fn on_unsubscribe(&self, openid: &OpenId, at: i64) -> Result<(), StoreError> {
         self.update_subscriber(openid, Dirty::State, |s| {
@@ -230,6 +266,11 @@ impl Store {
                 return false;
             }
             let s = Arc::make_mut(s);
+            if s.last_seen == 0 && !s.subscribed && s.created_by_operator {
+                // The first push from a record an operator made: the platform only delivers
+                // pushes from followers, so this person follows the account.
+                s.subscribed = true;
+            }
             s.last_seen = s.last_seen.max(at);
             if is_user_message {
                 s.message_count = s.message_count.saturating_add(1);

@@ -219,3 +219,79 @@ async fn daily_counters_show_subscribes_rule_hits_and_teasers() {
     assert_eq!(today["rule:hello"], 1);
     assert_eq!(today["teaser:rust-101"], 1);
 }
+
+/// The defect: a grant with `"create": true` answered 200 but left no subscriber behind, so the
+/// subscriber was 404, a second grant without `create` was refused and the CLI knew nothing.
+#[tokio::test]
+async fn grant_with_create_creates_the_subscriber() {
+    let app = admin_app().await;
+    let r = app
+        .admin_post(
+            "/admin/grants",
+            serde_json::json!({"openid": "oGift", "article": "rust-101", "create": true, "reference": "gift-1"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+
+    let r = app.admin_get("/admin/subscribers/oGift").await;
+    assert_eq!(r.status(), 200, "the grant created the subscriber");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["subscriber"]["created_by_operator"], true);
+    assert_eq!(
+        v["subscriber"]["subscribed"], false,
+        "nothing says they follow"
+    );
+    assert_eq!(v["subscriber"]["first_subscribed"], serde_json::Value::Null);
+    assert_eq!(v["entitlements"].as_array().unwrap().len(), 1);
+
+    // Known now: the shop's retry, without `create`, is the same grant.
+    let r = app
+        .admin_post(
+            "/admin/grants",
+            serde_json::json!({"openid": "oGift", "article": "rust-101", "reference": "gift-1"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "already_granted");
+
+    // The person never followed: their first follow is a first-time follow.
+    let r = app.push(&event_xml("oGift", "subscribe", "", now())).await;
+    assert_eq!(r.content().as_deref(), Some("Welcome!"), "{}", r.raw);
+    let v: serde_json::Value = app
+        .admin_get("/admin/subscribers/oGift")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["subscriber"]["subscribed"], true);
+    assert_eq!(
+        v["subscriber"]["created_by_operator"], true,
+        "the record keeps its origin"
+    );
+    assert!(v["subscriber"]["first_subscribed"].is_i64());
+}
+
+#[tokio::test]
+async fn a_grant_refused_for_its_reference_creates_no_subscriber() {
+    let app = admin_app().await;
+    app.say("oPayer", "hello").await;
+    let r = app
+        .admin_post(
+            "/admin/grants",
+            serde_json::json!({"openid": "oPayer", "article": "rust-101", "reference": "order-7"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = app
+        .admin_post(
+            "/admin/grants",
+            serde_json::json!({"openid": "oStranger", "article": "rust-101", "reference": "order-7", "create": true}),
+        )
+        .await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(
+        app.admin_get("/admin/subscribers/oStranger").await.status(),
+        404
+    );
+}

@@ -42,6 +42,16 @@ fn start(data: &std::path::Path, port: u16) -> Server {
 /// `start`, with the server's stderr going to `stderr` (a pipe nobody reads fills up after a
 /// few hundred log lines and then stalls the server's logging).
 fn start_with(data: &std::path::Path, port: u16, stderr: Stdio) -> Server {
+    start_with_rules(data, port, stderr, &fixture("keywords.toml"))
+}
+
+/// `start_with`, serving the rules file `keywords`.
+fn start_with_rules(
+    data: &std::path::Path,
+    port: u16,
+    stderr: Stdio,
+    keywords: &std::path::Path,
+) -> Server {
     let child = binary()
         .arg("serve")
         .env("MPGATE_TOKEN", TOKEN)
@@ -49,7 +59,7 @@ fn start_with(data: &std::path::Path, port: u16, stderr: Stdio) -> Server {
         .env("MPGATE_ENCODING_AES_KEY", AES_KEY)
         .env("MPGATE_LISTEN", format!("127.0.0.1:{port}"))
         .env("MPGATE_DATA_DIR", data)
-        .env("MPGATE_KEYWORDS", fixture("keywords.toml"))
+        .env("MPGATE_KEYWORDS", keywords)
         .env("MPGATE_ADMIN_TOKEN", ADMIN)
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -296,6 +306,20 @@ async fn every_acknowledged_grant_survives_a_sigkill() {
         lost.len(),
         &lost[..lost.len().min(5)]
     );
+    // Each grant created its subscriber, durably before its 200 as well.
+    for openid in acked.iter().rev().take(3) {
+        let r = client
+            .get(format!("{}/admin/subscribers/{openid}", server.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "the subscriber of an acknowledged grant: {openid}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -427,4 +451,193 @@ async fn after_a_sigkill_a_retry_is_answered_from_memory_only_if_its_effects_sur
         "no answer survived the crash ({} answered), so nothing was checked",
         answered.len()
     );
+}
+
+// ── operator commands (`mpgate grant|subscriber|stats|…`) ──────────────────────────────────
+
+/// `mpgate <args>` as an operator runs it on the host of the data dir `data`.
+fn operator(data: &std::path::Path, keywords: &std::path::Path, args: &[&str]) -> Command {
+    let mut c = binary();
+    c.args(args)
+        .env("MPGATE_TOKEN", TOKEN)
+        .env("MPGATE_APP_ID", APP_ID)
+        .env("MPGATE_ENCODING_AES_KEY", AES_KEY)
+        .env("MPGATE_DATA_DIR", data)
+        .env("MPGATE_KEYWORDS", keywords);
+    c
+}
+
+/// What a finished command printed: (success, stdout, stderr).
+fn run(mut c: Command) -> (bool, String, String) {
+    let out = c.output().expect("mpgate runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The defect: `mpgate grant` granted to any openid while the API refused unknown ones.
+#[test]
+fn cli_grant_refuses_an_unknown_openid_unless_told_to_create_it() {
+    let data = tempfile::tempdir().unwrap();
+    let kw = fixture("keywords.toml");
+    let grant = ["grant", "--openid", "oCliGift", "--article", "rust-101"];
+
+    let (ok, _, err) = run(operator(data.path(), &kw, &grant));
+    assert!(!ok, "an unknown openid is refused");
+    assert!(err.contains("unknown subscriber"), "{err}");
+    assert!(err.contains("--create"), "says how to go on: {err}");
+    let (ok, _, _) = run(operator(data.path(), &kw, &["subscriber", "oCliGift"]));
+    assert!(!ok, "the refusal created nothing");
+
+    let (ok, out, err) = run(operator(
+        data.path(),
+        &kw,
+        &[&grant[..], &["--create"]].concat(),
+    ));
+    assert!(ok, "{err}");
+    assert!(out.starts_with("granted:"), "{out}");
+    let (ok, out, err) = run(operator(data.path(), &kw, &["subscriber", "oCliGift"]));
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["subscriber"]["created_by_operator"], true);
+    assert_eq!(v["entitlements"][0]["article"], "rust-101");
+    // Known now: a second grant needs no `--create`.
+    let (ok, out, err) = run(operator(data.path(), &kw, &grant));
+    assert!(ok, "{err}");
+    assert!(out.starts_with("already granted"), "{out}");
+}
+
+/// A copy of the test rules in `dir`, in the time zone `tz`.
+fn rules_in_zone(dir: &std::path::Path, tz: &str) -> std::path::PathBuf {
+    let src = std::fs::read_to_string(fixture("keywords.toml")).unwrap();
+    assert!(src.contains("timezone = \"Asia/Shanghai\""));
+    let path = dir.join("keywords.toml");
+    std::fs::write(
+        &path,
+        src.replace(
+            "timezone = \"Asia/Shanghai\"",
+            &format!("timezone = \"{tz}\""),
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    for entry in std::fs::read_dir(fixture("templates")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join("templates").join(entry.file_name())).unwrap();
+    }
+    path
+}
+
+/// The defect: `mpgate stats` without dates ended on the UTC day, while counters are kept by
+/// the account's date, so the account's "today" was missing half the time.
+#[tokio::test]
+async fn stats_without_dates_uses_the_account_day() {
+    // A zone whose date differs from UTC's right now: UTC+14 from 10:00 UTC, UTC-12 before noon.
+    let utc = chrono::Utc::now();
+    let (tz, offset) = if chrono::Timelike::hour(&utc) >= 12 {
+        ("Etc/GMT-14", chrono::Duration::hours(14))
+    } else {
+        ("Etc/GMT+12", chrono::Duration::hours(-12))
+    };
+    let account_today = (utc + offset).date_naive().to_string();
+    assert_ne!(account_today, utc.date_naive().to_string());
+    let rules_dir = tempfile::tempdir().unwrap();
+    let kw = rules_in_zone(rules_dir.path(), tz);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start_with_rules(data.path(), port, Stdio::piped(), &kw);
+    wait_healthy(&server.base).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    say_sealed(&client, &server.base, &text_xml("oTz", "hello", 4242)).await;
+    stop(server).await;
+
+    let (ok, out, err) = run(operator(data.path(), &kw, &["stats"]));
+    assert!(ok, "{err}");
+    let days: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        days[&account_today]["rule:hello"], 1,
+        "the account's today is in the default range: {out}"
+    );
+}
+
+/// The defect: `mpgate outbox` and `mpgate handoffs` (like grant, revoke, subscriber and stats)
+/// refused to run while the server held the data dir, though the README shows
+/// `mpgate outbox --state failed` as the way to see failures. With the admin token they now go
+/// through the running server and print what the direct path prints.
+#[tokio::test]
+async fn operator_commands_work_against_a_running_server_through_its_admin_api() {
+    let data = tempfile::tempdir().unwrap();
+    let kw = fixture("keywords.toml");
+    let port = free_port();
+    let server = start(data.path(), port);
+    wait_healthy(&server.base).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    say_sealed(&client, &server.base, &text_xml("oRunning", "hello", 5151)).await;
+    let remote = |args: &[&str]| {
+        let mut c = operator(data.path(), &kw, args);
+        c.env("MPGATE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("MPGATE_ADMIN_TOKEN", ADMIN);
+        run(c)
+    };
+
+    // Without the token: refused, saying what to do.
+    let (ok, _, err) = run(operator(data.path(), &kw, &["outbox", "--state", "failed"]));
+    assert!(!ok);
+    assert!(err.contains("MPGATE_ADMIN_TOKEN"), "{err}");
+
+    let (ok, out, err) = remote(&["outbox", "--state", "failed"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "[]");
+    let (ok, out, err) = remote(&["handoffs"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "no open or queued handoffs");
+    let (ok, _, err) = remote(&["handoffs", "--close", "oRunning"]);
+    assert!(!ok);
+    assert!(err.contains("no open or queued handoff"), "{err}");
+
+    let grant = ["grant", "--openid", "oRemote", "--article", "rust-101"];
+    let (ok, _, err) = remote(&grant);
+    assert!(
+        !ok,
+        "the same rule as the API: unknown openids need --create"
+    );
+    assert!(
+        err.contains("unknown subscriber") && err.contains("--create"),
+        "{err}"
+    );
+    let (ok, out, err) = remote(&[&grant[..], &["--create"]].concat());
+    assert!(ok, "{err}");
+    assert!(out.starts_with("granted:"), "{out}");
+    let (ok, remote_subscriber, err) = remote(&["subscriber", "oRemote"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = remote(&["revoke", "--openid", "oRemote", "--article", "rust-101"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("revoked:"), "{out}");
+    let (ok, remote_stats, err) = remote(&["stats"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = remote(&["subscriber", "oNobody"]);
+    assert!(!ok);
+    assert!(err.contains("no subscriber"), "{err}");
+
+    // The same commands on the data dir itself, once the server is gone, print the same.
+    stop(server).await;
+    let direct = |args: &[&str]| run(operator(data.path(), &kw, args));
+    let (ok, direct_stats, err) = direct(&["stats"]);
+    assert!(ok, "{err}");
+    assert_eq!(remote_stats, direct_stats);
+    assert!(direct_stats.contains("\"rule:hello\": 1"), "{direct_stats}");
+    let (ok, after_revoke, err) = direct(&["subscriber", "oRemote"]);
+    assert!(ok, "{err}");
+    let before: serde_json::Value = serde_json::from_str(&remote_subscriber).unwrap();
+    let after: serde_json::Value = serde_json::from_str(&after_revoke).unwrap();
+    assert_eq!(before["subscriber"], after["subscriber"]);
+    assert_eq!(
+        before["entitlements"][0]["granted_at"],
+        after["entitlements"][0]["granted_at"]
+    );
+    let (ok, direct_outbox, err) = direct(&["outbox", "--state", "failed"]);
+    assert!(ok, "{err}");
+    assert_eq!(direct_outbox.trim(), "[]");
 }

@@ -33,6 +33,8 @@ pub struct State {
     expires_in: AtomicI64,
     token_delay_ms: AtomicU64,
     fail_next: Mutex<VecDeque<i64>>,
+    /// HTTP statuses (e.g. 503) for the next POSTs carrying a valid token, before `fail_next`.
+    fail_next_http: Mutex<VecDeque<u16>>,
     received: Mutex<Vec<Received>>,
     /// The account whose AppID the token endpoint accepts.
     app_id: Mutex<String>,
@@ -106,6 +108,12 @@ impl FakePlatform {
         lock(&self.state.fail_next).extend(std::iter::repeat_n(errcode, n));
     }
 
+    /// The next `n` POSTs carrying a valid token are answered with HTTP `status` and no JSON
+    /// (a proxy in front of the platform having a bad moment); recorded as `-status`.
+    pub fn fail_next_http(&self, n: usize, status: u16) {
+        lock(&self.state.fail_next_http).extend(std::iter::repeat_n(status, n));
+    }
+
     pub fn received(&self, path: &str) -> Vec<Received> {
         lock(&self.state.received)
             .iter()
@@ -172,6 +180,19 @@ async fn post_api(
     let token_ok = q
         .get("access_token")
         .is_some_and(|t| lock(&state.valid_tokens).contains(t));
+    if token_ok {
+        let status = lock(&state.fail_next_http).pop_front();
+        if let Some(status) = status {
+            lock(&state.received).push(Received {
+                path: req.path().to_string(),
+                raw,
+                body: parsed,
+                answered: -i64::from(status),
+            });
+            let status = actix_web::http::StatusCode::from_u16(status).expect("a valid status");
+            return HttpResponse::build(status).body("busy");
+        }
+    }
     let code = if !token_ok {
         40001
     } else if parsed.is_null() || !json_type {
