@@ -23,6 +23,7 @@ pub mod cli;
 pub mod defaults;
 pub mod handoff;
 pub mod http;
+pub mod operator;
 pub mod ops;
 pub mod paywall;
 pub mod pipeline;

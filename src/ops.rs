@@ -1,5 +1,5 @@
-//! Operator jobs (`mpgate grant|revoke|subscriber|stats|handoffs|outbox`) and the grant rule
-//! the admin API shares with them ([`grant_entitlement`]).
+//! Operator jobs (`mpgate grant|revoke|subscriber|stats|handoffs|outbox`), on the data dir through
+//! the same service the admin API uses ([`crate::operator`]).
 //!
 //! Each command opens the store itself. While the server runs it holds the data dir's lock
 //! ([`crate::store::StoreError::Locked`]); then, with `MPGATE_ADMIN_TOKEN` set, the command goes
@@ -10,6 +10,7 @@
 use anyhow::Context;
 use chrono::{Duration, NaiveDate, Utc};
 
+use crate::operator::{GrantError, GrantRequest, Operator};
 use crate::rules::RuleSet;
 use crate::settings::Settings;
 use crate::store::{
@@ -36,53 +37,6 @@ fn known_article(s: &Settings, article: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// An operator's grant, as the admin API and the CLI take it.
-#[derive(Debug, Clone, Copy)]
-pub struct GrantRequest<'a> {
-    pub openid: &'a OpenId,
-    pub article: &'a str,
-    /// Who grants (e.g. `"admin"`, `"shop"`, `"cli"`).
-    pub source: &'a str,
-    /// An order id or similar: a second grant with the same reference changes nothing.
-    pub reference: Option<&'a str>,
-    /// Grant although mpgate has never seen this openid, creating its subscriber record.
-    pub create: bool,
-}
-
-/// Why [`grant_entitlement`] refused.
-#[derive(Debug, thiserror::Error)]
-pub enum GrantError {
-    /// The openid is unknown and the request did not ask to create it (a typo guard).
-    #[error("unknown subscriber `{0}` (never seen by mpgate)")]
-    UnknownSubscriber(String),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-}
-
-/// The one grant rule, for the admin API and the CLI alike: an openid mpgate has never seen is
-/// refused unless the request says `create`; then its subscriber record is created (marked as
-/// made by the operator) together with the grant. Both are durable on return. A grant refused
-/// for its reference ([`GrantOutcome::ReferenceConflict`]) creates nothing.
-pub fn grant_entitlement(
-    store: &Store,
-    req: &GrantRequest<'_>,
-    at: i64,
-) -> Result<GrantOutcome, GrantError> {
-    let known = store.subscriber(req.openid)?.is_some();
-    if !known && !req.create {
-        return Err(GrantError::UnknownSubscriber(
-            req.openid.as_str().to_owned(),
-        ));
-    }
-    // Grant first: a crash between the two leaves a grant without its record, which the
-    // operator's retry (with `create` again) completes, rather than a record without a grant.
-    let out = store.grant(req.openid, req.article, req.source, req.reference, at)?;
-    if !known && !matches!(out, GrantOutcome::ReferenceConflict(_)) {
-        store.create_subscriber_by_operator(req.openid)?;
-    }
-    Ok(out)
 }
 
 /// Where a command runs: on the data dir itself, or through the running server that holds it.
@@ -231,7 +185,7 @@ pub fn grant(
                 reference,
                 create,
             };
-            match grant_entitlement(&store, &req, Utc::now().timestamp()) {
+            match Operator::new(store).grant(&req, Utc::now().timestamp()) {
                 Ok(out) => out,
                 Err(e @ GrantError::UnknownSubscriber(_)) => anyhow::bail!("{e}; {CREATE_HINT}"),
                 Err(e) => return Err(anyhow::Error::new(e).context("grant failed")),

@@ -112,13 +112,13 @@ fn default_source() -> String {
     "admin".to_string()
 }
 
-fn non_empty(field: &str, v: &str) -> Result<(), AdminError> {
-    if v.trim().is_empty() {
-        return Err(AdminError::BadRequest(format!(
-            "`{field}` must not be empty"
-        )));
-    }
-    Ok(())
+/// An openid from the operator, parsed at the edge: a 400 names the field and the shape.
+fn openid(field: &str, v: &str) -> Result<OpenId, AdminError> {
+    OpenId::parse(v).map_err(|e| {
+        AdminError::BadRequest(format!(
+            "`{field}` {e} (an openid is 1-64 characters of A-Z a-z 0-9 - _)"
+        ))
+    })
 }
 
 async fn grant(
@@ -129,10 +129,9 @@ async fn grant(
 ) -> Result<HttpResponse, AdminError> {
     authorize(&req, &token)?;
     let b: GrantBody = json(&body)?;
-    non_empty("openid", &b.openid)?;
+    let openid = openid("openid", &b.openid)?;
     known_article(&gw, &b.article)?;
-    let openid = OpenId::new(b.openid.clone());
-    let req = crate::ops::GrantRequest {
+    let req = crate::operator::GrantRequest {
         openid: &openid,
         article: &b.article,
         source: &b.source,
@@ -140,14 +139,14 @@ async fn grant(
         create: b.create,
     };
     let now = chrono::Utc::now().timestamp();
-    let out = match crate::ops::grant_entitlement(gw.store(), &req, now) {
+    let out = match gw.operator().grant(&req, now) {
         Ok(out) => out,
-        Err(crate::ops::GrantError::UnknownSubscriber(id)) => {
+        Err(crate::operator::GrantError::UnknownSubscriber(id)) => {
             return Err(AdminError::NotFound(format!(
                 "unknown subscriber `{id}` (never seen by mpgate); send \"create\": true to grant anyway"
             )))
         }
-        Err(crate::ops::GrantError::Store(e)) => return Err(e.into()),
+        Err(crate::operator::GrantError::Store(e)) => return Err(e.into()),
     };
     let (status, ent) = match out {
         GrantOutcome::Granted(e) => ("granted", e),
@@ -178,10 +177,10 @@ async fn revoke(
 ) -> Result<HttpResponse, AdminError> {
     authorize(&req, &token)?;
     let b: RevokeBody = json(&body)?;
-    non_empty("openid", &b.openid)?;
+    let openid = openid("openid", &b.openid)?;
     known_article(&gw, &b.article)?;
     let now = chrono::Utc::now().timestamp();
-    let out = gw.store().revoke(&OpenId::new(b.openid), &b.article, now)?;
+    let out = gw.operator().revoke(&openid, &b.article, now)?;
     let (status, ent) = match out {
         RevokeOutcome::Revoked(e) => ("revoked", e),
         RevokeOutcome::AlreadyRevoked(e) => ("already_revoked", e),
@@ -202,12 +201,11 @@ async fn subscriber(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     authorize(&req, &token)?;
-    let openid = OpenId::new(path.into_inner());
-    let Some(sub) = gw.store().subscriber(&openid)? else {
+    let openid = openid("openid", &path.into_inner())?;
+    let Some(view) = gw.operator().subscriber(&openid)? else {
         return Err(AdminError::NotFound("unknown subscriber".into()));
     };
-    let ents = gw.store().entitlements_of(&openid)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "subscriber": sub, "entitlements": ents })))
+    Ok(HttpResponse::Ok().json(view))
 }
 
 async fn article_subscribers(
@@ -219,7 +217,7 @@ async fn article_subscribers(
     authorize(&req, &token)?;
     let id = path.into_inner();
     known_article(&gw, &id)?;
-    let ents = gw.store().entitled_subscribers(&id)?;
+    let ents = gw.operator().readers(&id)?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({ "article": id, "count": ents.len(), "entitlements": ents })))
 }
@@ -262,7 +260,7 @@ async fn stats(
     if (to - from).num_days() > 366 {
         return Err(AdminError::BadRequest("at most 366 days at once".into()));
     }
-    let counters = gw.store().counters(from, to)?;
+    let counters = gw.operator().counters(from, to)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "from": from, "to": to, "days": counters })))
 }
 
@@ -274,18 +272,7 @@ async fn handoffs(
 ) -> Result<HttpResponse, AdminError> {
     authorize(&req, &token)?;
     let now = chrono::Utc::now().timestamp();
-    let mut list = gw.store().handoffs()?;
-    list.sort_by_key(|s| s.opened_at);
-    let items: Vec<serde_json::Value> = list
-        .into_iter()
-        .map(|s| {
-            serde_json::json!({
-                "waiting_secs": now - s.opened_at,
-                "idle_secs": now - s.last_activity,
-                "session": s,
-            })
-        })
-        .collect();
+    let items = gw.handoffs().list(now)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "count": items.len(), "handoffs": items })))
 }
 
@@ -296,7 +283,8 @@ async fn close_handoff(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     authorize(&req, &token)?;
-    match gw.store().handoff_close(&OpenId::new(path.into_inner()))? {
+    let openid = openid("openid", &path.into_inner())?;
+    match gw.handoffs().close(&openid)? {
         Some(s) => {
             Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "closed", "session": s })))
         }
@@ -326,6 +314,6 @@ async fn outbox(
         .unwrap_or("all")
         .parse()
         .map_err(AdminError::BadRequest)?;
-    let items = gw.store().outbox_list(filter)?;
+    let items = gw.operator().outbox(filter)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "count": items.len(), "items": items })))
 }

@@ -19,6 +19,7 @@ mod state;
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::handoff::Handoffs;
+use crate::operator::Operator;
 use crate::paywall::{LinkSigner, Paywall};
 use crate::platform::webhook::{WebhookClient, WebhookPayload};
 use crate::platform::{CustomMessage, CustomerService};
@@ -78,6 +79,7 @@ pub struct Gateway {
     rules: LiveRules,
     paywall: Paywall,
     handoffs: Handoffs,
+    operator: Operator,
     /// Customer-service messages (hand-off notices, late answers, long texts); off without an
     /// AppSecret.
     cs: CustomerService,
@@ -103,6 +105,7 @@ impl Gateway {
                 settings.link_ttl,
             ),
             handoffs: Handoffs::new(store.clone(), cs.clone()),
+            operator: Operator::new(store.clone()),
             store,
             rules,
             cs,
@@ -134,6 +137,10 @@ impl Gateway {
 
     pub fn handoffs(&self) -> &Handoffs {
         &self.handoffs
+    }
+
+    pub fn operator(&self) -> &Operator {
+        &self.operator
     }
 
     /// `GET /wechat`: URL verification.

@@ -295,3 +295,30 @@ async fn a_grant_refused_for_its_reference_creates_no_subscriber() {
         404
     );
 }
+
+/// Openids are parsed at the edge: an operator's typo with a space or a stray character is a
+/// 400 that names the field, not a grant to a subscriber who can never exist.
+#[tokio::test]
+async fn an_openid_of_the_wrong_shape_is_refused_naming_the_field() {
+    let app = admin_app().await;
+    for bad in ["o user", "", "o\u{0}x", "用户"] {
+        let r = app
+            .admin_post(
+                "/admin/grants",
+                serde_json::json!({"openid": bad, "article": "rust-101", "create": true}),
+            )
+            .await;
+        assert_eq!(r.status(), 400, "{bad:?}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("`openid`"),
+            "{bad:?}: {body}"
+        );
+    }
+    let r = app.admin_get("/admin/subscribers/o%20user").await;
+    assert_eq!(r.status(), 400);
+    let r = app
+        .admin_post("/admin/handoffs/o%2Fx/close", serde_json::json!({}))
+        .await;
+    assert_eq!(r.status(), 400);
+}

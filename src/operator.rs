@@ -1,0 +1,117 @@
+//! The operator's side of the state: grants and revocations (with the one grant rule), a
+//! subscriber and their entitlements, who may read an article, daily counters and the outbox.
+//! One service for the admin API and the CLI's direct path, so both follow the same rules.
+//!
+//! May depend on `store` and `wechat::types`; never on HTTP.
+
+use chrono::NaiveDate;
+
+use crate::store::platform::{OutboxFilter, OutboxItem};
+use crate::store::{Entitlement, GrantOutcome, RevokeOutcome, Store, StoreError, Subscriber};
+use crate::wechat::types::OpenId;
+
+/// The operator's service over the store. Cheap to clone.
+#[derive(Clone)]
+pub struct Operator {
+    store: Store,
+}
+
+/// A subscriber as operators see them.
+#[derive(Debug, serde::Serialize)]
+pub struct SubscriberView {
+    pub subscriber: Subscriber,
+    pub entitlements: Vec<Entitlement>,
+}
+
+/// An operator's grant, as the admin API and the CLI take it.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantRequest<'a> {
+    pub openid: &'a OpenId,
+    pub article: &'a str,
+    /// Who grants (e.g. `"admin"`, `"shop"`, `"cli"`).
+    pub source: &'a str,
+    /// An order id or similar: a second grant with the same reference changes nothing.
+    pub reference: Option<&'a str>,
+    /// Grant although mpgate has never seen this openid, creating its subscriber record.
+    pub create: bool,
+}
+
+/// Why [`Operator::grant`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    /// The openid is unknown and the request did not ask to create it (a typo guard).
+    #[error("unknown subscriber `{0}` (never seen by mpgate)")]
+    UnknownSubscriber(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl Operator {
+    pub fn new(store: Store) -> Self {
+        Operator { store }
+    }
+
+    /// The one grant rule, for the admin API and the CLI alike: an openid mpgate has never seen is
+    /// refused unless the request says `create`; then its subscriber record is created (marked as
+    /// made by the operator) together with the grant. Both are durable on return. A grant refused
+    /// for its reference ([`GrantOutcome::ReferenceConflict`]) creates nothing.
+    pub fn grant(&self, req: &GrantRequest<'_>, at: i64) -> Result<GrantOutcome, GrantError> {
+        let store = &self.store;
+        let known = store.subscriber(req.openid)?.is_some();
+        if !known && !req.create {
+            return Err(GrantError::UnknownSubscriber(
+                req.openid.as_str().to_owned(),
+            ));
+        }
+        // Grant first: a crash between the two leaves a grant without its record, which the
+        // operator's retry (with `create` again) completes, rather than a record without a grant.
+        let out = store.grant(req.openid, req.article, req.source, req.reference, at)?;
+        if !known && !matches!(out, GrantOutcome::ReferenceConflict(_)) {
+            store.create_subscriber_by_operator(req.openid)?;
+        }
+        Ok(out)
+    }
+
+    /// Revokes a grant (a refund): links already sent stop working at once.
+    pub fn revoke(
+        &self,
+        openid: &OpenId,
+        article: &str,
+        at: i64,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.store.revoke(openid, article, at)
+    }
+
+    /// The subscriber and their entitlements; `None` for an openid mpgate has never seen.
+    pub fn subscriber(&self, openid: &OpenId) -> Result<Option<SubscriberView>, StoreError> {
+        let Some(subscriber) = self.store.subscriber(openid)? else {
+            return Ok(None);
+        };
+        Ok(Some(SubscriberView {
+            subscriber,
+            entitlements: self.store.entitlements_of(openid)?,
+        }))
+    }
+
+    /// Who may read `article` now.
+    pub fn readers(&self, article: &str) -> Result<Vec<Entitlement>, StoreError> {
+        self.store.entitled_subscribers(article)
+    }
+
+    /// Daily counters from `from` to `to`, both included (the account's dates).
+    pub fn counters(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<
+        std::collections::BTreeMap<NaiveDate, std::collections::BTreeMap<String, u64>>,
+        StoreError,
+    > {
+        self.store.counters(from, to)
+    }
+
+    /// Customer-service messages in the outbox.
+    pub fn outbox(&self, filter: OutboxFilter) -> Result<Vec<OutboxItem>, StoreError> {
+        self.store.outbox_list(filter)
+    }
+}
