@@ -39,6 +39,13 @@ fn known_article(s: &Settings, article: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An openid given on the command line, parsed at the edge.
+fn parse_openid(v: &str) -> anyhow::Result<OpenId> {
+    OpenId::parse(v).map_err(|e| {
+        anyhow::anyhow!("openid `{v}` {e} (an openid is 1-64 characters of A-Z a-z 0-9 - _)")
+    })
+}
+
 /// Where a command runs: on the data dir itself, or through the running server that holds it.
 enum Target {
     Local(Store),
@@ -177,7 +184,7 @@ pub fn grant(
     known_article(s, article)?;
     let out = match target(s)? {
         Target::Local(store) => {
-            let openid = OpenId::new(openid);
+            let openid = parse_openid(openid)?;
             let req = GrantRequest {
                 openid: &openid,
                 article,
@@ -229,7 +236,7 @@ pub fn revoke(s: &Settings, openid: &str, article: &str) -> anyhow::Result<Strin
     known_article(s, article)?;
     let out = match target(s)? {
         Target::Local(store) => {
-            store.revoke(&OpenId::new(openid), article, Utc::now().timestamp())?
+            store.revoke(&parse_openid(openid)?, article, Utc::now().timestamp())?
         }
         Target::Remote(api) => {
             let a = api.post(
@@ -262,7 +269,7 @@ pub fn revoke(s: &Settings, openid: &str, article: &str) -> anyhow::Result<Strin
 pub fn subscriber(s: &Settings, openid: &str) -> anyhow::Result<String> {
     let found = match target(s)? {
         Target::Local(store) => {
-            let id = OpenId::new(openid);
+            let id = parse_openid(openid)?;
             match store.subscriber(&id)? {
                 Some(sub) => Some(serde_json::json!({
                     "subscriber": sub,
@@ -359,7 +366,7 @@ pub fn handoffs(s: &Settings) -> anyhow::Result<String> {
 
 pub fn close_handoff(s: &Settings, openid: &str) -> anyhow::Result<String> {
     let closed = match target(s)? {
-        Target::Local(store) => store.handoff_close(&OpenId::new(openid))?.is_some(),
+        Target::Local(store) => store.handoff_close(&parse_openid(openid)?)?.is_some(),
         Target::Remote(api) => {
             let a = api.post(&["handoffs", openid, "close"], serde_json::json!({}))?;
             if a.status == 404 {
