@@ -17,6 +17,11 @@
 //! The expected answers come from a small model of the rules written here (first matching rule
 //! in file order, on NFKC + lower-case text), not from mpgate's router, so a routing bug shows.
 //! Depends on the `mpgate` library only for the protocol (`wechat`) and the store.
+//!
+//! One module per job: `rules` (the model and the keywords.toml written from it), `expect`
+//! (answers predicted from the model), `gen` (pushes and their expected answers), `verify`
+//! (live replies checked), `prefill` (the store filled directly). This file holds the CLI and
+//! the constants the jobs share.
 
 use std::fs;
 use std::path::PathBuf;
