@@ -13,7 +13,12 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Cargo.toml names the [[bench]] targets, so their files must exist for any build.
 COPY benches ./benches
+# The binary embeds the shipped rules and templates (include_str!) as its built-in defaults.
+# scripts/check-docker-context.sh (CI) builds from exactly these COPY lines.
+COPY keywords.toml ./
+COPY templates ./templates
 RUN cargo build --release --locked --bin mpgate
 
 FROM debian:bookworm-slim

@@ -20,13 +20,6 @@
 #                               decrypt, parse, one fixed reply, seal) with none of mpgate's
 #                               features, so the ratio shows what the features cost (full runs
 #                               only; default 1)
-#   BENCH_ABLATION=1            after the floor, rebuild HEAD with scripts/bench/ablation.patch
-#                               (in a git worktree, into target/ablation) and send the standard
-#                               64-connection push set again with one part of mpgate switched off
-#                               per run (dedupe, routing, decision, templates, handling,
-#                               handling+dedupe), so each row's CPU shows what that part costs
-#                               (full runs only)
-#   BENCH_ABLATION_ROUNDS=1     rounds of those runs (alternating rounds even out drift)
 #   BENCH_PERF=1                after the measured runs, profile one 64-connection push run
 #                               with `perf record -g` (report in the results dir)
 #   BENCH_OUT=dir               where logs and results go (default target/bench/<time>)
@@ -71,8 +64,7 @@ command -v curl >/dev/null || die "curl is needed"
 CLK_TCK=$(getconf CLK_TCK)
 
 FLOOR=${BENCH_FLOOR:-1}
-ABLATION=${BENCH_ABLATION:-0}
-if [[ $MODE == smoke ]]; then FLOOR=0; ABLATION=0; fi
+if [[ $MODE == smoke ]]; then FLOOR=0; fi
 # Lua checks of every response's status: on in the smoke run (correctness only), off in timed
 # runs, where wrk's response hook made the load generator stall (scripts/bench/report.lua).
 if [[ $MODE == smoke ]]; then export BENCH_BODIES=${BENCH_BODIES:-1}; else export BENCH_BODIES=${BENCH_BODIES:-0}; fi
@@ -94,9 +86,7 @@ PUBLIC_URL=http://mp.bench.example
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mpgate-bench.XXXXXX")
 SERVER_PID=
-ABL_TREE=
 cleanup() {
-  if [[ -n $ABL_TREE ]]; then git worktree remove --force "$ABL_TREE" 2>/dev/null || true; fi
   if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
@@ -118,7 +108,7 @@ start_server() { # data_dir
   PORT=$(free_port)
   ADDR=127.0.0.1:$PORT
   MPGATE_LISTEN=$ADDR MPGATE_DATA_DIR=$1 MPGATE_KEYWORDS=$RULES MPGATE_PUBLIC_URL=$PUBLIC_URL \
-    MPGATE_REPLAY_WINDOW_SECS=0 RUST_LOG=warn MPGATE_ABLATE=${ABLATE:-} \
+    MPGATE_REPLAY_WINDOW_SECS=0 RUST_LOG=warn \
     "$SERVER_BIN" >>"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do
@@ -182,7 +172,7 @@ run_wrk() { # label endpoint conns threads -- wrk args…
   log "bench: $label $endpoint c$conns: $rps req/s, p50 ${p50} µs, p99 ${p99} µs, non-200 $non200, socket errors $sockerr, CPU ${cpu} µs/req, peak RSS ${hwm} MiB, repeats $repeats"
   grep '^BENCH first non-200' "$raw" >&2 || true
   if [[ $non200 != 0 || $sockerr != 0 ]]; then FAILED=1; fi
-  if [[ $label != rotation && $label != floor && $label != ablate:* && $repeats != - && $repeats != 0 ]]; then
+  if [[ $label != rotation && $label != floor && $repeats != - && $repeats != 0 ]]; then
     log "bench: note: $repeats pushes were sent a second time (answered from dedupe); raise BENCH_PUSHES_C$conns"
   fi
 }
@@ -264,31 +254,6 @@ if [[ $FLOOR == 1 ]]; then
   SERVER_BIN=$BIN
 fi
 
-# ── ablation ─────────────────────────────────────────────────────────────────
-# The same fresh pushes as the standard 64-connection run, each to a new server and data dir,
-# with one part of mpgate switched off (scripts/bench/ablation.patch): the drop in CPU per
-# push is what that part costs, measured in wall-clock CPU rather than instructions.
-ABL_PARTS=(none dedupe routing decision templates handling handling,dedupe)
-if [[ $ABLATION == 1 ]]; then
-  ABL_TREE=$WORK/ablation-tree
-  log "bench: building HEAD with scripts/bench/ablation.patch into target/ablation"
-  git worktree add --detach -q "$ABL_TREE" HEAD
-  git -C "$ABL_TREE" apply "$PWD/scripts/bench/ablation.patch" \
-    || die "scripts/bench/ablation.patch does not apply to HEAD; redo it (see its header)"
-  CARGO_TARGET_DIR=$PWD/target/ablation cargo build --release --bin mpgate --manifest-path "$ABL_TREE/Cargo.toml" >&2
-  git worktree remove --force "$ABL_TREE"
-  ABL_TREE=
-  SERVER_BIN=target/ablation/release/mpgate
-  for round in $(seq 1 "${BENCH_ABLATION_ROUNDS:-1}"); do
-    for part in "${ABL_PARTS[@]}"; do
-      ABLATE=$part start_server "$WORK/ablate-$round-${part/,/+}"
-      run_wrk "ablate:$part" push 64 2 -- -s scripts/bench/push.lua "http://$ADDR" -- "$WORK/standard-c64/pushes.tsv"
-      stop_server
-    done
-  done
-  SERVER_BIN=$BIN
-fi
-
 # ── pre-filled store ─────────────────────────────────────────────────────────
 RATIO_BIG=
 if [[ $SUBSCRIBERS -gt 0 ]]; then
@@ -323,12 +288,6 @@ fi
   fi
   if [[ -n $RATIO_FLOOR ]]; then
     echo "Floor (examples/leanpipe: verify, decrypt, parse, one fixed reply, seal; no dedupe, state, counters or rules): CPU ratio $RATIO_FLOOR"
-  fi
-  if [[ $ABLATION == 1 ]]; then
-    echo "Ablation (mean server CPU µs per push over ${BENCH_ABLATION_ROUNDS:-1} round(s), 64 connections; parts switched off):"
-    for part in "${ABL_PARTS[@]}"; do
-      awk -F'\t' -v l="ablate:$part" '$1 == l { s += $11; n++ } END { if (n) printf "    %-24s %.1f\n", l, s / n }' "$RESULTS"
-    done
   fi
   if [[ -n $RATIO_BIG ]]; then
     echo "Pre-filled store: $SUBSCRIBERS subscribers + $ENTITLEMENTS entitlements written in ${PREFILL_SECS} s ($(cat "$OUT/prefill.txt")); data dir $DISK_BIG_BEFORE before serving, $DISK_BIG after; RSS right after start-up $STARTUP_RSS MiB; CPU ratio $RATIO_BIG"

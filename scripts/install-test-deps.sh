@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# System packages the test suite uses, installed when missing (Debian). `cargo test` calls
-# nothing that needs them unless present, but CI and a full local run want them.
+# System packages the test suite uses, installed when missing (Debian). .ci/run calls this;
+# `cargo test` never does: without Chromium the page tests skip their browser checks (and fail
+# under CI=true, where this script has run).
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

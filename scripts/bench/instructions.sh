@@ -10,7 +10,7 @@
 # last level, and the script prints the misses per push and a rough cycle estimate
 # (instructions + 12 per L1 miss + 60 per last-level miss). A push runs ~75 KB of distinct
 # code, more than the L1i holds, so instruction-cache misses are a large part of its cost that
-# the instruction count does not show (BENCHMARKS.md, "The code a push runs"). Use enough
+# the instruction count does not show (docs/performance-history.md, "The code a push runs"). Use enough
 # pushes (20000) that the set-up's misses wash out.
 #
 # Counts inside one `Gateway::post` (decrypt, dedupe, state, rules, reply, seal; no HTTP) and

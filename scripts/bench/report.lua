@@ -5,7 +5,7 @@
 -- response() hook makes wrk build a headers table and a body string for every response, and
 -- LuaJIT's collector then pauses the thread while it walks a heap holding the thread's share of
 -- the push file (hundreds of MB in a fresh-push run): 30-130 ms stalls in which that thread's 32
--- connections wait, so p99 measured the load generator (BENCHMARKS.md, "The load generator's
+-- connections wait, so p99 measured the load generator (docs/performance-history.md, "The load generator's
 -- own stalls"). Without the hook, wrk still counts 4xx/5xx answers itself (status_err).
 bodies = os.getenv("BENCH_BODIES") == "1"
 local threads = {}
