@@ -16,6 +16,7 @@ pub mod cli;
 mod compile;
 mod diag;
 mod menu;
+mod model;
 mod raw;
 mod route;
 mod window;
@@ -38,8 +39,8 @@ pub struct RuleSet {
     version: String,
     tz: Tz,
     source_path: PathBuf,
-    rules: Vec<compile::Rule>,
-    index: route::Index,
+    rules: Vec<model::Rule>,
+    index: model::Index,
     articles: Vec<ArticleDef>,
     article_ix: HashMap<String, usize>,
     menu: Option<Vec<MenuButton>>,
