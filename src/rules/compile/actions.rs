@@ -256,3 +256,90 @@ impl Compiler<'_> {
         Some(TextSpec::Template(name))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::compile::testing::{assert_one_has, errors, rules, warnings};
+    use crate::rules::model::{Action, ReplySpec, TextSpec};
+
+    fn rule(action: &str) -> String {
+        format!("[[rule]]\nname = \"r\"\nwhen = {{ exact = [\"x\"] }}\n{action}\n")
+    }
+
+    #[test]
+    fn a_literal_text_stays_literal_and_a_template_is_compiled() {
+        let rs = rules(&rule("reply = { text = \"你好\" }"));
+        assert!(matches!(
+            &rs.rules[0].action,
+            Action::Reply(ReplySpec::Text(TextSpec::Literal(t))) if t == "你好"
+        ));
+        let rs = rules(&rule("reply = { text = \"你好 {{ keyword }}\" }"));
+        assert!(matches!(
+            &rs.rules[0].action,
+            Action::Reply(ReplySpec::Text(TextSpec::Template(name))) if name == "inline:r:reply"
+        ));
+    }
+
+    #[test]
+    fn a_rule_with_two_actions_is_refused() {
+        let e = errors(&rule("reply = { text = \"a\" }\narticle = \"guide\""));
+        assert_one_has(&e, &["rule `r` has more than one action", "choose one of"]);
+    }
+
+    #[test]
+    fn a_rule_that_does_nothing_is_refused_unless_it_tags() {
+        let e = errors(&rule(""));
+        assert_one_has(&e, &["rule `r` does nothing"]);
+        let rs = rules(&rule("tag = \"vip\""));
+        assert!(matches!(rs.rules[0].action, Action::TagOnly));
+        assert_eq!(rs.rules[0].tags, ["vip"]);
+    }
+
+    #[test]
+    fn an_unknown_article_gets_a_did_you_mean() {
+        let src = format!(
+            "{}\n[[article]]\nid = \"guide\"\ntitle = \"t\"\nteaser = \"t\"\ncover = \"https://x/c.jpg\"\nprice = \"1\"\nbody_url = \"https://x/\"\n",
+            rule("article = \"gide\"")
+        );
+        let e = errors(&src);
+        assert_one_has(&e, &["unknown article id `gide`", "did you mean `guide`?"]);
+    }
+
+    #[test]
+    fn a_handoff_needs_the_handoff_section_and_warns_without_offline_text() {
+        let e = errors(&rule("handoff = { notice = \"稍等\" }"));
+        assert_one_has(&e, &["there is no [handoff] section"]);
+        let src = format!(
+            "[handoff]\nexit_keywords = [\"结束\"]\n\n{}",
+            rule("handoff = { hours = { days = \"mon-fri\", from = \"09:00\", to = \"18:00\" } }")
+        );
+        assert_one_has(&warnings(&src), &["has hours but no `offline` text"]);
+    }
+
+    #[test]
+    fn a_webhook_waits_3_s_by_default_and_at_most_4_5_s() {
+        let rs = rules(&rule("webhook = { url = \"https://crm.example.com/h\" }"));
+        match &rs.rules[0].action {
+            Action::Webhook(w) => assert_eq!(w.timeout.as_millis(), 3000),
+            other => panic!("{other:?}"),
+        }
+        let e = errors(&rule(
+            "webhook = { url = \"https://crm.example.com/h\", timeout_ms = 5000 }",
+        ));
+        assert_one_has(&e, &["timeout_ms = 5000 is outside 100..=4500"]);
+        let e = errors(&rule("webhook = { url = \"crm.example.com\" }"));
+        assert_one_has(&e, &["webhook url `crm.example.com` is not an http(s) URL"]);
+    }
+
+    #[test]
+    fn news_needs_one_to_eight_items_with_http_links() {
+        let item = "{ title = \"t\", url = \"https://x/\", pic_url = \"ftp://x/p.jpg\" }";
+        let e = errors(&rule(&format!("reply = {{ news = [{item}] }}")));
+        assert_one_has(
+            &e,
+            &["news item 0: `pic_url` `ftp://x/p.jpg` is not an http(s) URL"],
+        );
+        let e = errors(&rule("reply = { news = [] }"));
+        assert_one_has(&e, &["news reply has 0 items; the platform allows 1 to 8"]);
+    }
+}

@@ -97,3 +97,57 @@ impl IndexBuilder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::IndexBuilder;
+    use crate::rules::model::PatKind;
+    use crate::wechat::names::EventType;
+
+    #[test]
+    fn nothing_in_means_no_automaton_and_no_regex_set() {
+        let ix = IndexBuilder::default().build().expect("builds");
+        assert!(ix.ac.is_none());
+        assert!(ix.regex_set.is_none());
+        assert!(ix.exact.is_empty() && ix.events.is_empty() && ix.fallback.is_none());
+    }
+
+    #[test]
+    fn one_keyword_used_by_two_rules_is_one_automaton_pattern() {
+        let mut b = IndexBuilder::default();
+        b.pattern(0, PatKind::Prefix, "价格".into(), "价格".into());
+        b.pattern(3, PatKind::Contains, "价格".into(), "價格".into());
+        b.pattern(4, PatKind::Contains, "优惠".into(), "优惠".into());
+        let ix = b.build().expect("builds");
+        assert_eq!(ix.ac_pats.len(), 2);
+        assert_eq!(
+            ix.ac_pats[0],
+            vec![
+                (0, PatKind::Prefix, "价格".to_string()),
+                (3, PatKind::Contains, "價格".to_string())
+            ]
+        );
+        let ac = ix.ac.expect("automaton");
+        assert_eq!(ac.find_overlapping_iter("有优惠价格吗").count(), 2);
+    }
+
+    #[test]
+    fn events_with_and_without_key_go_to_their_own_lists() {
+        let mut b = IndexBuilder::default();
+        b.event(1, EventType::Click, Some("ABOUT".into()));
+        b.event(2, EventType::Click, None);
+        let ix = b.build().expect("builds");
+        let click = &ix.events[&EventType::Click];
+        assert_eq!(click.by_key["ABOUT"], vec![1]);
+        assert_eq!(click.any, vec![2]);
+    }
+
+    #[test]
+    fn regexes_share_one_case_insensitive_set() {
+        let mut b = IndexBuilder::default();
+        b.regex(0, regex::Regex::new("^order-(\\d+)$").expect("regex"));
+        let ix = b.build().expect("builds");
+        let set = ix.regex_set.expect("set");
+        assert!(set.is_match("ORDER-42"));
+    }
+}

@@ -378,3 +378,119 @@ pub(crate) fn version(src: &str, tdir: &Path) -> String {
     }
     hex::encode(&h.finalize()[..6])
 }
+
+/// Loading a rules file from a string, for the unit tests of each compile step.
+#[cfg(test)]
+pub(super) mod testing {
+    use std::path::Path;
+
+    use super::compile;
+    use crate::rules::{Diagnostic, Loaded, RuleSet, Severity};
+
+    pub(crate) fn load(src: &str) -> Result<Loaded, Vec<Diagnostic>> {
+        compile(src, Path::new("/nonexistent/keywords.toml")).map_err(|e| e.0)
+    }
+
+    /// The rules, which must load.
+    pub(crate) fn rules(src: &str) -> RuleSet {
+        match load(src) {
+            Ok(l) => l.rules,
+            Err(e) => panic!("rules did not load: {e:#?}"),
+        }
+    }
+
+    /// The warnings of a file that must load.
+    pub(crate) fn warnings(src: &str) -> Vec<String> {
+        match load(src) {
+            Ok(l) => l.warnings.iter().map(|d| d.message.clone()).collect(),
+            Err(e) => panic!("rules did not load: {e:#?}"),
+        }
+    }
+
+    /// The errors of a file that must not load, each as `line:column message | help`.
+    pub(crate) fn errors(src: &str) -> Vec<String> {
+        match load(src) {
+            Ok(_) => panic!("rules loaded but should not have"),
+            Err(e) => e
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(|d| {
+                    format!(
+                        "{}:{} {} | {}",
+                        d.line,
+                        d.column,
+                        d.message,
+                        d.help.as_deref().unwrap_or("")
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Asserts one of `list` contains every one of `needles`.
+    pub(crate) fn assert_one_has(list: &[String], needles: &[&str]) {
+        assert!(
+            list.iter().any(|l| needles.iter().all(|n| l.contains(n))),
+            "no entry has all of {needles:?}: {list:#?}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{assert_one_has, errors, load, rules, warnings};
+    use super::version;
+
+    #[test]
+    fn rule_names_must_be_unique_and_the_error_points_at_the_first() {
+        let e = errors(
+            "[[rule]]\nname = \"a\"\nwhen = { exact = [\"x\"] }\nreply = { text = \"1\" }\n\n\
+             [[rule]]\nname = \"a\"\nwhen = { exact = [\"y\"] }\nreply = { text = \"2\" }\n",
+        );
+        assert_one_has(&e, &["7:8", "duplicate rule name `a`", "is on line 2"]);
+    }
+
+    #[test]
+    fn an_unknown_time_zone_is_refused_with_an_example() {
+        let e = errors("[account]\ntimezone = \"Asia/Shangai\"\n");
+        assert_one_has(&e, &["unknown time zone `Asia/Shangai`", "Asia/Shanghai"]);
+    }
+
+    #[test]
+    fn two_fallbacks_are_refused() {
+        let e = errors(
+            "[[rule]]\nname = \"f1\"\nfallback = true\nreply = { text = \"1\" }\n\n\
+             [[rule]]\nname = \"f2\"\nfallback = true\nreply = { text = \"2\" }\n",
+        );
+        assert_one_has(&e, &["two fallback rules: `f1` (line 2) and `f2`"]);
+    }
+
+    #[test]
+    fn the_account_zone_defaults_to_shanghai() {
+        assert_eq!(rules("").timezone(), chrono_tz::Asia::Shanghai);
+        let hk = rules("[account]\ntimezone = \"Asia/Hong_Kong\"\n");
+        assert_eq!(hk.timezone(), chrono_tz::Asia::Hong_Kong);
+    }
+
+    #[test]
+    fn a_menu_key_without_a_rule_is_a_warning() {
+        let menu = "[[menu.button]]\nname = \"关于\"\ntype = \"click\"\nkey = \"ABOUT\"\n";
+        let w = warnings(menu);
+        assert_one_has(&w, &["menu key `ABOUT` has no rule"]);
+        let answered = format!(
+            "{menu}\n[[rule]]\nname = \"about\"\nwhen = {{ click = \"ABOUT\" }}\nreply = {{ text = \"hi\" }}\n"
+        );
+        assert_eq!(warnings(&answered), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_version_changes_with_the_file_and_is_short_hex() {
+        let dir = std::path::Path::new("/nonexistent");
+        let a = version("a = 1", dir);
+        assert_eq!(a.len(), 12);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_eq!(a, version("a = 1", dir));
+        assert_ne!(a, version("a = 2", dir));
+        assert!(load("").is_ok());
+    }
+}

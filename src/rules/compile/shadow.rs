@@ -147,3 +147,67 @@ pub(super) fn shadow_warnings(sink: &mut Sink<'_>, trig: &[Triggers], rules: &[R
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::compile::testing::{assert_one_has, warnings};
+
+    fn rule(name: &str, when: &str) -> String {
+        format!(
+            "[[rule]]\nname = \"{name}\"\nwhen = {{ {when} }}\nreply = {{ text = \"{name}\" }}\n\n"
+        )
+    }
+
+    #[test]
+    fn an_exact_keyword_caught_by_an_earlier_contains_is_warned_about() {
+        let src = rule("early", "contains = [\"价格\"]") + &rule("late", "exact = [\"价格多少\"]");
+        assert_one_has(
+            &warnings(&src),
+            &[
+                "rule `late` can never fire",
+                "`early` with contains \"价格\"",
+            ],
+        );
+    }
+
+    #[test]
+    fn only_the_caught_keyword_is_warned_about_when_others_still_match() {
+        let src = rule("early", "exact = [\"hi\"]") + &rule("late", "exact = [\"hi\", \"hello\"]");
+        assert_one_has(
+            &warnings(&src),
+            &[
+                "this keyword of rule `late` never matches",
+                "the same exact keyword \"hi\"",
+            ],
+        );
+    }
+
+    #[test]
+    fn an_earlier_rule_with_office_hours_shadows_nothing() {
+        let src = rule(
+            "early",
+            "exact = [\"hi\"], hours = { days = \"mon-fri\", from = \"09:00\", to = \"18:00\" }",
+        ) + &rule("late", "exact = [\"hi\"]");
+        assert_eq!(warnings(&src), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_prefix_does_not_shadow_a_contains_keyword() {
+        let src = rule("early", "prefix = [\"买\"]") + &rule("late", "contains = [\"买\"]");
+        assert_eq!(warnings(&src), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_catch_all_shadows_the_fallback_and_an_event_rule_its_twin() {
+        let src = rule("all", "any = true")
+            + "[[rule]]\nname = \"fb\"\nfallback = true\nreply = { text = \"?\" }\n\n"
+            + &rule("c1", "click = \"A\"")
+            + &rule("c2", "click = \"A\"");
+        let w = warnings(&src);
+        assert_one_has(
+            &w,
+            &["rule `fb` can never fire", "`all` matches every message"],
+        );
+        assert_one_has(&w, &["rule `c2` can never fire", "handles the same event"]);
+    }
+}

@@ -129,3 +129,48 @@ fn toml_error(sink: &mut Sink<'_>, e: &toml::de::Error) {
     }
     sink.error(span, msg.replace('\n', " "));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::mask_bytes;
+    use crate::rules::compile::testing::{assert_one_has, errors};
+
+    #[test]
+    fn masking_keeps_offsets_newlines_and_utf8() {
+        let src = "a = \"名\"\n[x]\nb = 1\n";
+        let keep = src.find("[x]").unwrap_or(0)..src.len();
+        let masked = mask_bytes(src, keep.clone());
+        assert_eq!(masked.len(), src.len());
+        assert_eq!(&masked[keep.clone()], &src[keep]);
+        assert_eq!(masked.matches('\n').count(), 3);
+        assert!(masked.starts_with("   "), "{masked:?}");
+    }
+
+    #[test]
+    fn a_typo_in_two_rules_is_reported_twice_with_did_you_mean() {
+        let e = errors(
+            "[[rule]]\nname = \"a\"\nwehn = { exact = [\"x\"] }\nreply = { text = \"1\" }\n\n\
+             [[rule]]\nname = \"b\"\nwhen = { exact = [\"y\"] }\nrepyl = { text = \"2\" }\n",
+        );
+        assert_one_has(&e, &["3:1", "unknown field `wehn`", "did you mean `when`?"]);
+        assert_one_has(
+            &e,
+            &["9:1", "unknown field `repyl`", "did you mean `reply`?"],
+        );
+    }
+
+    #[test]
+    fn an_unknown_reply_kind_says_so() {
+        let e =
+            errors("[[rule]]\nname = \"a\"\nwhen = { exact = [\"x\"] }\nreply = { txt = \"1\" }\n");
+        assert_one_has(&e, &["unknown reply kind `txt`", "did you mean `text`?"]);
+    }
+
+    #[test]
+    fn a_reply_naming_two_kinds_is_explained() {
+        let e = errors(
+            "[[rule]]\nname = \"a\"\nwhen = { exact = [\"x\"] }\nreply = { text = \"1\", image = \"m\" }\n",
+        );
+        assert_one_has(&e, &["a reply names exactly one kind"]);
+    }
+}

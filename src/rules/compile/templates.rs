@@ -119,3 +119,45 @@ impl Compiler<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::compile::testing::{assert_one_has, errors, load};
+
+    fn rule(reply: &str) -> String {
+        format!("[[rule]]\nname = \"r\"\nwhen = {{ exact = [\"x\"] }}\nreply = {reply}\n")
+    }
+
+    #[test]
+    fn a_template_name_must_stay_inside_the_templates_dir() {
+        for bad in ["../secret.txt", "/etc/passwd", ""] {
+            let e = errors(&rule(&format!("{{ template = \"{bad}\" }}")));
+            assert_one_has(&e, &["bad template name", "relative to the templates dir"]);
+        }
+    }
+
+    #[test]
+    fn a_missing_template_file_says_where_it_was_looked_for() {
+        let e = errors(&rule("{ template = \"welcome.txt\" }"));
+        assert_one_has(
+            &e,
+            &[
+                "template file `welcome.txt` not found in /nonexistent/templates",
+                "create",
+            ],
+        );
+    }
+
+    #[test]
+    fn an_inline_template_error_points_into_the_rules_file() {
+        let src = rule("{ text = \"hi {{ keyword \" }");
+        let diags = load(&src).expect_err("broken template");
+        let d = diags
+            .iter()
+            .find(|d| d.message.starts_with("template error"))
+            .expect("a template error");
+        assert_eq!(d.file, "/nonexistent/keywords.toml");
+        assert_eq!(d.line, 4);
+        assert!(d.help.as_deref().unwrap_or("").contains("minijinja"), "{d}");
+    }
+}

@@ -300,3 +300,128 @@ impl Compiler<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::compile::testing::{assert_one_has, errors, rules};
+    use crate::wechat::names::{EventType, MsgType};
+
+    fn rule(when: &str) -> String {
+        format!("[[rule]]\nname = \"r\"\nwhen = {{ {when} }}\nreply = {{ text = \"ok\" }}\n")
+    }
+
+    #[test]
+    fn keywords_are_indexed_normalised_and_remembered_as_written() {
+        let rs = rules(&rule("exact = [\"  ＰＲＩＣＥ \"], prefix = [\"Buy\"]"));
+        let hits = rs
+            .index
+            .exact
+            .get("price")
+            .expect("normalised exact keyword");
+        assert_eq!(hits, &vec![(0, "ＰＲＩＣＥ".to_string())]);
+        assert_eq!(rs.index.ac_pats.len(), 1);
+    }
+
+    #[test]
+    fn event_shorthands_fill_the_event_buckets() {
+        let rs = rules(&rule("click = \"ABOUT\""));
+        let click = rs
+            .index
+            .events
+            .get(&EventType::Click)
+            .expect("click bucket");
+        assert_eq!(click.by_key.get("ABOUT"), Some(&vec![0]));
+        let rs = rules(&rule("scancode = [\"S1\"]"));
+        for kind in [EventType::ScancodePush, EventType::ScancodeWaitmsg] {
+            let b = rs.index.events.get(&kind).expect("scancode bucket");
+            assert_eq!(b.by_key.get("S1"), Some(&vec![0]), "{kind:?}");
+        }
+        let rs = rules(&rule("location = true"));
+        let b = rs.index.events.get(&EventType::Location).expect("location");
+        assert_eq!(b.any, vec![0]);
+    }
+
+    #[test]
+    fn event_names_are_read_from_the_table_in_any_case() {
+        for name in EventType::rules_names() {
+            let upper = name.to_ascii_uppercase();
+            let key = if name == "subscribe" || name == "location" {
+                String::new()
+            } else {
+                ", key = \"K\"".to_string()
+            };
+            let rs = rules(&rule(&format!("event = \"{upper}\"{key}")));
+            assert_eq!(rs.index.events.len(), 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_event_gets_a_did_you_mean_from_the_table() {
+        let e = errors(&rule("event = \"clik\", key = \"A\""));
+        assert_one_has(
+            &e,
+            &[
+                "unknown event `clik`",
+                "did you mean `click`?",
+                "view_miniprogram",
+            ],
+        );
+        let e = errors(&rule("event = \"unsubscribe\""));
+        assert_one_has(
+            &e,
+            &["unknown event `unsubscribe`", "Allowed: subscribe, scan"],
+        );
+    }
+
+    #[test]
+    fn msg_type_names_come_from_the_table_and_stay_case_sensitive() {
+        let rs = rules(&rule("msg_type = [\"image\", \"shortvideo\"]"));
+        assert!(rs.index.msg_type.contains_key(&MsgType::Image));
+        assert!(rs.index.msg_type.contains_key(&MsgType::ShortVideo));
+        let e = errors(&rule("msg_type = \"Imag\""));
+        assert_one_has(
+            &e,
+            &["unknown msg_type `Imag`", "Allowed: text, image, voice"],
+        );
+        let e = errors(&rule("msg_type = \"event\""));
+        assert_one_has(&e, &["unknown msg_type `event`"]);
+    }
+
+    #[test]
+    fn conditions_that_do_not_fit_the_trigger_are_refused() {
+        let e = errors(&rule("exact = [\"x\"], first_time = true"));
+        assert_one_has(&e, &["`first_time` only applies to event = \"subscribe\""]);
+        let e = errors(&rule("click = \"A\", scan_result_prefix = \"http\""));
+        assert_one_has(
+            &e,
+            &["`scan_result_prefix` only applies to scancode events"],
+        );
+        let e = errors(&rule("exact = [\"x\"], click = \"A\""));
+        assert_one_has(
+            &e,
+            &["either user messages or events", "split it into two rules"],
+        );
+        let e = errors(&rule("click = \"A\", scan = \"B\""));
+        assert_one_has(&e, &["a rule names one event"]);
+    }
+
+    #[test]
+    fn a_bad_time_window_points_at_the_field() {
+        let src = rule(
+            "exact = [\"x\"], hours = { days = \"mon-fri\", from = \"25:00\", to = \"18:00\" }",
+        );
+        let line = src.lines().nth(2).unwrap_or("");
+        let column = line.find("\"25:00\"").map_or(0, |c| c + 1);
+        assert_one_has(&errors(&src), &[&format!("3:{column} "), "bad time window"]);
+        let rs = rules(&rule(
+            "exact = [\"x\"], hours = { days = \"mon-fri\", from = \"09:00\", to = \"18:00\" }",
+        ));
+        assert!(rs.rules[0].window.is_some());
+    }
+
+    #[test]
+    fn a_bad_regex_is_refused_with_the_reason() {
+        let e = errors(&rule("regex = [\"(unclosed\"]"));
+        assert_one_has(&e, &["bad regex `(unclosed`", "Rust `regex` syntax"]);
+    }
+}
