@@ -10,6 +10,7 @@ use mpgate::reload::LiveRules;
 use mpgate::rules::cli::{self, SimulateArgs};
 use mpgate::rules::{Decision, RuleSet, Severity, Special, SubscriberView};
 use mpgate::wechat::message::{Event, Header, Inbound, InboundKind};
+use mpgate::wechat::names::EventType;
 use mpgate::wechat::reply::Reply;
 use mpgate::wechat::types::{MsgId, OpenId};
 

@@ -77,3 +77,39 @@ fn simulate_prints_rule_reason_tags_and_reply() {
     assert_eq!(cli::simulate(&path, &args, &mut out), 0);
     assert!(String::from_utf8_lossy(&out).contains("matched: nothing"));
 }
+
+/// `mpgate simulate --event` takes every event name a rule can name (the names table), so an
+/// operator can try each rule before it goes live; pic_* and view_miniprogram were sent as
+/// unknown events before.
+#[test]
+fn simulate_reaches_a_rule_for_every_event_name_rules_accept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("keywords.toml");
+    let mut src = String::new();
+    for name in EventType::rules_names() {
+        let key = match name {
+            "subscribe" | "location" => "",
+            "scan" => ", key = \"S\"",
+            _ => ", key = \"K\"",
+        };
+        src.push_str(&format!(
+            "[[rule]]\nname = \"on-{name}\"\nwhen = {{ event = \"{name}\"{key} }}\nreply = {{ text = \"{name}\" }}\n\n"
+        ));
+    }
+    std::fs::write(&path, src).expect("write rules");
+    for name in EventType::rules_names() {
+        let mut out = Vec::new();
+        let args = SimulateArgs {
+            event: Some(name.to_ascii_uppercase()),
+            scene: Some("S".into()),
+            click: Some("K".into()),
+            ..SimulateArgs::default()
+        };
+        assert_eq!(cli::simulate(&path, &args, &mut out), 0, "{name}");
+        let s = String::from_utf8_lossy(&out);
+        assert!(
+            s.contains(&format!("matched: rule `on-{name}`")),
+            "{name}: {s}"
+        );
+    }
+}
