@@ -5,6 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use mpgate::wechat::crypto::{Cipher, EncodingAesKey};
 use mpgate::wechat::message::{self, Event, Header, Inbound, InboundKind};
+use mpgate::wechat::names::{EventType, MsgType};
 use mpgate::wechat::reply::{self, Article, Reply, ReplyContext, TEXT_MAX_BYTES};
 use mpgate::wechat::signature;
 use mpgate::wechat::types::{AppId, MsgId, OpenId};
@@ -45,38 +46,6 @@ fn coord() -> impl Strategy<Value = f64> {
         -180.0f64..180.0,
     ]
 }
-
-const KNOWN_TYPES: &[&str] = &[
-    "text",
-    "image",
-    "voice",
-    "video",
-    "shortvideo",
-    "location",
-    "link",
-    "file",
-    "event",
-];
-const KNOWN_EVENTS: &[&str] = &[
-    "subscribe",
-    "unsubscribe",
-    "scan",
-    "location",
-    "click",
-    "view",
-    "scancode_push",
-    "scancode_waitmsg",
-    "pic_sysphoto",
-    "pic_photo_or_album",
-    "pic_weixin",
-    "location_select",
-    "view_miniprogram",
-    "templatesendjobfinish",
-    "masssendjobfinish",
-    "kf_create_session",
-    "kf_close_session",
-    "kf_switch_session",
-];
 
 fn event_strategy() -> impl Strategy<Value = Event> {
     prop_oneof![
@@ -151,8 +120,7 @@ fn event_strategy() -> impl Strategy<Value = Event> {
             }
         }),
         (
-            "[A-Za-z_]{1,20}".prop_filter("not a known event", |e| !KNOWN_EVENTS
-                .contains(&e.to_ascii_lowercase().as_str())),
+            "[A-Za-z_]{1,20}".prop_filter("not a known event", |e| EventType::parse(e).is_none()),
             opt_text()
         )
             .prop_map(|(event, event_key)| Event::Unknown { event, event_key }),
@@ -222,7 +190,7 @@ fn kind_strategy() -> impl Strategy<Value = InboundKind> {
                 }
             ),
         (
-            "[a-z_]{1,16}".prop_filter("not a known type", |t| !KNOWN_TYPES.contains(&t.as_str())),
+            "[a-z_]{1,16}".prop_filter("not a known type", |t| MsgType::parse(t).is_none()),
             prop::option::of(any::<u64>())
         )
             .prop_map(|(msg_type, id)| InboundKind::Unknown {

@@ -9,14 +9,16 @@ use std::path::Path;
 
 use super::{menu::MenuBody, ConfigErrors, RuleSet, Severity, Special, SubscriberView};
 use crate::wechat::message::{Event, Header, Inbound, InboundKind};
+use crate::wechat::names::{EventType, MsgType};
 use crate::wechat::types::{MsgId, OpenId};
 
 /// What to simulate: an event (`subscribe`, `scan`, `click`, …) or a user message.
 #[derive(Clone, Debug, Default)]
 pub struct SimulateArgs {
     pub openid: Option<String>,
-    /// `subscribe`, `scan`, `click`, `view`, `location`, `location_select`, `scancode_push`,
-    /// `scancode_waitmsg`, or a user message kind (`text`, `voice`, `image`, `video`, …).
+    /// An event or user message type as the rules file names it ([`crate::wechat::names`]):
+    /// `subscribe`, `scan`, `click`, `view`, `location`, `scancode_push`, …, or `text`, `voice`,
+    /// `image`, `video`, …. `location` is the event.
     pub event: Option<String>,
     /// QR-code scene (subscribe, scan).
     pub scene: Option<String>,
@@ -80,9 +82,95 @@ fn build_message(args: &SimulateArgs) -> Result<Inbound, String> {
             .ok_or_else(|| "this event needs --click KEY".to_string())
     };
     let event = args.event.as_deref().map(str::to_ascii_lowercase);
-    let kind = match event.as_deref() {
-        None if args.click.is_some() => InboundKind::Event(Event::Click { key: key()? }),
-        None | Some("text") => {
+    let Some(name) = event else {
+        let kind = if args.click.is_some() {
+            InboundKind::Event(Event::Click { key: key()? })
+        } else {
+            message(MsgType::Text, args, msg_id)?
+        };
+        return Ok(inbound(args, kind));
+    };
+    // The names rules use; `location` is the event (as in rules), not the message.
+    let kind = if let Some(e) = EventType::from_rules_name(&name) {
+        InboundKind::Event(match e {
+            EventType::Subscribe => Event::Subscribe {
+                scene: args.scene.clone(),
+                ticket: None,
+                event_key: None,
+            },
+            EventType::Scan => Event::Scan {
+                scene: args
+                    .scene
+                    .clone()
+                    .ok_or_else(|| "scan needs --scene".to_string())?,
+                ticket: None,
+            },
+            EventType::Click => Event::Click { key: key()? },
+            EventType::View => Event::View {
+                url: key()?,
+                menu_id: None,
+            },
+            EventType::Location => Event::Location {
+                latitude: 0.0,
+                longitude: 0.0,
+                precision: 0.0,
+            },
+            EventType::LocationSelect => Event::LocationSelect {
+                key: key()?,
+                latitude: 0.0,
+                longitude: 0.0,
+                scale: 0,
+                label: String::new(),
+                poiname: String::new(),
+            },
+            EventType::ScancodePush => Event::ScancodePush {
+                key: key()?,
+                scan_type: "qrcode".into(),
+                scan_result: text,
+            },
+            EventType::ScancodeWaitmsg => Event::ScancodeWaitmsg {
+                key: key()?,
+                scan_type: "qrcode".into(),
+                scan_result: text,
+            },
+            EventType::PicSysphoto => Event::PicSysphoto {
+                key: key()?,
+                pics: Vec::new(),
+            },
+            EventType::PicPhotoOrAlbum => Event::PicPhotoOrAlbum {
+                key: key()?,
+                pics: Vec::new(),
+            },
+            EventType::PicWeixin => Event::PicWeixin {
+                key: key()?,
+                pics: Vec::new(),
+            },
+            EventType::ViewMiniprogram => Event::ViewMiniprogram {
+                page_path: key()?,
+                menu_id: None,
+            },
+            // Events no rule can name (unsubscribe, job reports, kf sessions).
+            _ => Event::Unknown {
+                event: name,
+                event_key: args.click.clone(),
+            },
+        })
+    } else if let Some(t) = MsgType::from_rules_name(&name) {
+        message(t, args, msg_id)?
+    } else {
+        InboundKind::Event(Event::Unknown {
+            event: name,
+            event_key: args.click.clone(),
+        })
+    };
+    Ok(inbound(args, kind))
+}
+
+/// A made-up user message of type `t`, carrying `--text` where the type has text.
+fn message(t: MsgType, args: &SimulateArgs, msg_id: MsgId) -> Result<InboundKind, String> {
+    let text = args.text.clone().unwrap_or_default();
+    Ok(match t {
+        MsgType::Text => {
             if args.text.is_none() {
                 return Err("give --text, --click or --event".into());
             }
@@ -93,87 +181,54 @@ fn build_message(args: &SimulateArgs) -> Result<Inbound, String> {
                 idx: None,
             }
         }
-        Some("voice") => InboundKind::Voice {
+        MsgType::Voice => InboundKind::Voice {
             msg_id,
             media_id: "SIMULATED_MEDIA".into(),
             format: "amr".into(),
             recognition: args.text.clone(),
         },
-        Some("image") => InboundKind::Image {
+        MsgType::Image => InboundKind::Image {
             msg_id,
             pic_url: "https://example.invalid/p.jpg".into(),
             media_id: "SIMULATED_MEDIA".into(),
         },
-        Some("video") => InboundKind::Video {
+        MsgType::Video => InboundKind::Video {
             msg_id,
             media_id: "SIMULATED_MEDIA".into(),
             thumb_media_id: "SIMULATED_THUMB".into(),
         },
-        Some("shortvideo") => InboundKind::ShortVideo {
+        MsgType::ShortVideo => InboundKind::ShortVideo {
             msg_id,
             media_id: "SIMULATED_MEDIA".into(),
             thumb_media_id: "SIMULATED_THUMB".into(),
         },
-        Some("link") => InboundKind::Link {
+        MsgType::Location => InboundKind::Location {
             msg_id,
-            title: text.clone(),
+            latitude: 0.0,
+            longitude: 0.0,
+            scale: 0,
+            label: text,
+        },
+        MsgType::Link => InboundKind::Link {
+            msg_id,
+            title: text,
             description: String::new(),
             url: "https://example.invalid/".into(),
         },
-        Some("file") => InboundKind::File {
+        MsgType::File => InboundKind::File {
             msg_id,
-            title: text.clone(),
+            title: text,
             description: String::new(),
             file_key: String::new(),
             file_md5: String::new(),
             file_total_len: 0,
         },
-        Some("subscribe") => InboundKind::Event(Event::Subscribe {
-            scene: args.scene.clone(),
-            ticket: None,
-            event_key: None,
-        }),
-        Some("scan") => InboundKind::Event(Event::Scan {
-            scene: args
-                .scene
-                .clone()
-                .ok_or_else(|| "scan needs --scene".to_string())?,
-            ticket: None,
-        }),
-        Some("click") => InboundKind::Event(Event::Click { key: key()? }),
-        Some("view") => InboundKind::Event(Event::View {
-            url: key()?,
-            menu_id: None,
-        }),
-        Some("location") => InboundKind::Event(Event::Location {
-            latitude: 0.0,
-            longitude: 0.0,
-            precision: 0.0,
-        }),
-        Some("location_select") => InboundKind::Event(Event::LocationSelect {
-            key: key()?,
-            latitude: 0.0,
-            longitude: 0.0,
-            scale: 0,
-            label: String::new(),
-            poiname: String::new(),
-        }),
-        Some("scancode_push") => InboundKind::Event(Event::ScancodePush {
-            key: key()?,
-            scan_type: "qrcode".into(),
-            scan_result: text,
-        }),
-        Some("scancode_waitmsg") => InboundKind::Event(Event::ScancodeWaitmsg {
-            key: key()?,
-            scan_type: "qrcode".into(),
-            scan_result: text,
-        }),
-        Some(other) => InboundKind::Event(Event::Unknown {
-            event: other.to_string(),
-            event_key: args.click.clone(),
-        }),
-    };
-    Ok(Inbound {
+        MsgType::Event => return Err("give an event name with --event, e.g. click".into()),
+    })
+}
+
+fn inbound(args: &SimulateArgs, kind: InboundKind) -> Inbound {
+    Inbound {
         header: Header {
             to_user: "gh_simulated".into(),
             from_user: OpenId::new(
@@ -184,7 +239,7 @@ fn build_message(args: &SimulateArgs) -> Result<Inbound, String> {
             create_time: chrono::Utc::now().timestamp(),
         },
         kind,
-    })
+    }
 }
 
 /// Routes one made-up push and prints the decision and the rendered reply. Changes no state.

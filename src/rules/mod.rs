@@ -2,11 +2,16 @@
 //! immutable [`RuleSet`] → a routing [`Decision`] for each inbound push.
 //!
 //! Two stages, like every operator file in mpgate: [`raw`] is a strict serde mirror of the file,
-//! [`compile`] turns it into indexes and collects *every* problem as a [`Diagnostic`] with
-//! file:line:column and a hint. Routing ([`route`]) never scans rules one by one: exact keywords
-//! live in a hash map, prefix/contains keywords in one Aho-Corasick automaton, regexes in one
-//! `RegexSet`, events in maps keyed by (event kind, key); the winner is the lowest-numbered
-//! candidate whose remaining conditions (time window, first-time, …) hold.
+//! [`compile`] turns it into the compiled [`model`] and collects *every* problem as a
+//! [`Diagnostic`] with file:line:column and a hint. Routing ([`route`]) reads the model and never
+//! scans rules one by one: exact keywords live in a hash map, prefix/contains keywords in one
+//! Aho-Corasick automaton, regexes in one `RegexSet`, events in maps keyed by (event, key); the
+//! winner is the lowest-numbered candidate whose remaining conditions (time window, first-time,
+//! …) hold. `compile` and `route` both depend on `model`, never on each other.
+//!
+//! Message and event names (`msg_type = "image"`, `event = "click"`) are the ones in
+//! [`crate::wechat::names`]. Adding a rule action: [`raw`] (the field), [`model`] (the
+//! `Action` variant), `compile/actions.rs` (checks), [`route`] (the outcome), and tests.
 //!
 //! Pure over a parsed message, a [`SubscriberView`] and a clock: no sled, no actix, no HTTP.
 //! Files are read only by the `load`/`from_source` entry points (keywords.toml and templates).
@@ -16,6 +21,7 @@ pub mod cli;
 mod compile;
 mod diag;
 mod menu;
+mod model;
 mod raw;
 mod route;
 mod window;
@@ -38,8 +44,8 @@ pub struct RuleSet {
     version: String,
     tz: Tz,
     source_path: PathBuf,
-    rules: Vec<compile::Rule>,
-    index: route::Index,
+    rules: Vec<model::Rule>,
+    index: model::Index,
     articles: Vec<ArticleDef>,
     article_ix: HashMap<String, usize>,
     menu: Option<Vec<MenuButton>>,

@@ -1,265 +1,21 @@
-//! Routing: the compiled indexes and [`RuleSet::route`].
+//! Routing: [`RuleSet::route`] over the compiled [`super::model`].
 //!
 //! Candidates come from hash/automaton/RegexSet lookups, never from a scan over rules; the
 //! lowest rule index whose remaining conditions hold wins. Rendering a reply happens here too,
 //! and a render failure (which load-time checks make unlikely) degrades to `Reply::None`.
-//! May depend on: [`crate::wechat`] types, [`crate::render`], aho-corasick, regex, chrono.
+//! Reads the model; never builds it. May depend on: [`super::model`], [`super::window`],
+//! [`crate::wechat`] types, [`crate::render`], chrono, rand.
 
-use std::collections::HashMap;
-
-/// The routing tables are probed once or twice per push; foldhash is several times cheaper than
-/// SipHash on keys this short, and they are the operator's own keywords.
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-use aho_corasick::AhoCorasick;
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use regex::{Regex, RegexSet};
 
-use super::compile::{Action, ReplySpec, TextSpec};
+use super::model::{Action, PatKind, ReplySpec, TextSpec};
 use super::window::normalize;
 use super::{Decision, HandoffAction, RuleSet, Special, SubscriberView, WebhookAction, Why};
 use crate::render::{PlainVars, RenderError, Vars};
 use crate::wechat::message::{Event, Inbound, InboundKind};
+use crate::wechat::names::{EventType, MsgType};
 use crate::wechat::reply::{Article, Reply};
-
-/// How a prefix/contains pattern must sit in the text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PatKind {
-    Prefix,
-    Contains,
-}
-
-/// User-message kinds a `msg_type` condition can name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum MsgKind {
-    Text,
-    Image,
-    Voice,
-    Video,
-    ShortVideo,
-    Location,
-    Link,
-    File,
-}
-
-impl MsgKind {
-    pub(crate) const NAMES: &'static [&'static str] = &[
-        "text",
-        "image",
-        "voice",
-        "video",
-        "shortvideo",
-        "location",
-        "link",
-        "file",
-    ];
-
-    pub(crate) fn parse(s: &str) -> Option<MsgKind> {
-        Some(match s {
-            "text" => MsgKind::Text,
-            "image" => MsgKind::Image,
-            "voice" => MsgKind::Voice,
-            "video" => MsgKind::Video,
-            "shortvideo" => MsgKind::ShortVideo,
-            "location" => MsgKind::Location,
-            "link" => MsgKind::Link,
-            "file" => MsgKind::File,
-            _ => return None,
-        })
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            MsgKind::Text => "text",
-            MsgKind::Image => "image",
-            MsgKind::Voice => "voice",
-            MsgKind::Video => "video",
-            MsgKind::ShortVideo => "shortvideo",
-            MsgKind::Location => "location",
-            MsgKind::Link => "link",
-            MsgKind::File => "file",
-        }
-    }
-}
-
-/// Event kinds a rule can match on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum EventKind {
-    Subscribe,
-    Scan,
-    Click,
-    View,
-    Location,
-    LocationSelect,
-    ScancodePush,
-    ScancodeWaitmsg,
-    PicSysphoto,
-    PicPhotoOrAlbum,
-    PicWeixin,
-    ViewMiniprogram,
-}
-
-impl EventKind {
-    pub(crate) const NAMES: &'static [&'static str] = &[
-        "subscribe",
-        "scan",
-        "click",
-        "view",
-        "location",
-        "location_select",
-        "scancode_push",
-        "scancode_waitmsg",
-        "pic_sysphoto",
-        "pic_photo_or_album",
-        "pic_weixin",
-        "view_miniprogram",
-    ];
-
-    pub(crate) fn parse(s: &str) -> Option<EventKind> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "subscribe" => EventKind::Subscribe,
-            "scan" => EventKind::Scan,
-            "click" => EventKind::Click,
-            "view" => EventKind::View,
-            "location" => EventKind::Location,
-            "location_select" => EventKind::LocationSelect,
-            "scancode_push" => EventKind::ScancodePush,
-            "scancode_waitmsg" => EventKind::ScancodeWaitmsg,
-            "pic_sysphoto" => EventKind::PicSysphoto,
-            "pic_photo_or_album" => EventKind::PicPhotoOrAlbum,
-            "pic_weixin" => EventKind::PicWeixin,
-            "view_miniprogram" => EventKind::ViewMiniprogram,
-            _ => return None,
-        })
-    }
-
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            EventKind::Subscribe => "subscribe",
-            EventKind::Scan => "SCAN scene",
-            EventKind::Click => "CLICK key",
-            EventKind::View => "VIEW url",
-            EventKind::Location => "LOCATION",
-            EventKind::LocationSelect => "location_select key",
-            EventKind::ScancodePush => "scancode_push key",
-            EventKind::ScancodeWaitmsg => "scancode_waitmsg key",
-            EventKind::PicSysphoto => "pic_sysphoto key",
-            EventKind::PicPhotoOrAlbum => "pic_photo_or_album key",
-            EventKind::PicWeixin => "pic_weixin key",
-            EventKind::ViewMiniprogram => "view_miniprogram page",
-        }
-    }
-}
-
-/// Event rules of one kind: by key (menu key, scene, url) and key-less.
-#[derive(Debug, Default)]
-pub(crate) struct Bucket {
-    pub by_key: Map<String, Vec<u32>>,
-    pub any: Vec<u32>,
-}
-
-/// Every lookup structure routing needs.
-#[derive(Debug)]
-pub(crate) struct Index {
-    /// Normalised keyword → (rule, keyword as written).
-    pub exact: Map<String, Vec<(u32, String)>>,
-    pub ac: Option<AhoCorasick>,
-    /// Per automaton pattern: (rule, kind, keyword as written).
-    pub ac_pats: Vec<Vec<(u32, PatKind, String)>>,
-    pub regex_set: Option<RegexSet>,
-    /// Per `RegexSet` pattern: (rule, the same regex, for captures).
-    pub regexes: Vec<(u32, Regex)>,
-    pub msg_type: Map<MsgKind, Vec<u32>>,
-    pub any: Vec<u32>,
-    pub events: Map<EventKind, Bucket>,
-    pub fallback: Option<u32>,
-}
-
-/// Accumulates triggers during compilation.
-#[derive(Default)]
-pub(crate) struct IndexBuilder {
-    exact: Map<String, Vec<(u32, String)>>,
-    ac_strings: Vec<String>,
-    ac_lookup: HashMap<String, usize>,
-    ac_pats: Vec<Vec<(u32, PatKind, String)>>,
-    regexes: Vec<(u32, Regex)>,
-    msg_type: Map<MsgKind, Vec<u32>>,
-    any: Vec<u32>,
-    events: Map<EventKind, Bucket>,
-    pub fallback: Option<u32>,
-}
-
-impl IndexBuilder {
-    pub(crate) fn exact(&mut self, rule: u32, norm: String, written: String) {
-        self.exact.entry(norm).or_default().push((rule, written));
-    }
-
-    pub(crate) fn pattern(&mut self, rule: u32, kind: PatKind, norm: String, written: String) {
-        let id = match self.ac_lookup.get(&norm) {
-            Some(&id) => id,
-            None => {
-                let id = self.ac_strings.len();
-                self.ac_strings.push(norm.clone());
-                self.ac_lookup.insert(norm, id);
-                self.ac_pats.push(Vec::new());
-                id
-            }
-        };
-        self.ac_pats[id].push((rule, kind, written));
-    }
-
-    pub(crate) fn regex(&mut self, rule: u32, re: Regex) {
-        self.regexes.push((rule, re));
-    }
-
-    pub(crate) fn msg_type(&mut self, rule: u32, kind: MsgKind) {
-        self.msg_type.entry(kind).or_default().push(rule);
-    }
-
-    pub(crate) fn any(&mut self, rule: u32) {
-        self.any.push(rule);
-    }
-
-    pub(crate) fn event(&mut self, rule: u32, kind: EventKind, key: Option<String>) {
-        let b = self.events.entry(kind).or_default();
-        match key {
-            Some(k) => b.by_key.entry(k).or_default().push(rule),
-            None => b.any.push(rule),
-        }
-    }
-
-    pub(crate) fn build(self) -> Result<Index, String> {
-        let ac = if self.ac_strings.is_empty() {
-            None
-        } else {
-            Some(AhoCorasick::new(&self.ac_strings).map_err(|e| e.to_string())?)
-        };
-        let regex_set = if self.regexes.is_empty() {
-            None
-        } else {
-            Some(
-                regex::RegexSetBuilder::new(self.regexes.iter().map(|(_, r)| r.as_str()))
-                    .case_insensitive(true)
-                    .size_limit(64 << 20)
-                    .dfa_size_limit(16 << 20)
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            )
-        };
-        Ok(Index {
-            exact: self.exact,
-            ac,
-            ac_pats: self.ac_pats,
-            regex_set,
-            regexes: self.regexes,
-            msg_type: self.msg_type,
-            any: self.any,
-            events: self.events,
-            fallback: self.fallback,
-        })
-    }
-}
 
 /// Why a candidate rule is a candidate.
 #[derive(Clone, Debug)]
@@ -268,9 +24,9 @@ enum Hit<'a> {
     Prefix(&'a str),
     Contains(&'a str),
     Regex(usize),
-    MsgType(MsgKind),
+    MsgType(MsgType),
     Any,
-    Event(EventKind, Option<&'a str>),
+    Event(EventType, Option<&'a str>),
     Fallback,
 }
 
@@ -300,18 +56,18 @@ impl RuleSet {
         let kind = match &msg.kind {
             InboundKind::Text { content, .. } => {
                 m.text = Some(content);
-                Some(MsgKind::Text)
+                Some(MsgType::Text)
             }
             InboundKind::Voice { recognition, .. } => {
                 m.text = recognition.as_deref();
-                Some(MsgKind::Voice)
+                Some(MsgType::Voice)
             }
-            InboundKind::Image { .. } => Some(MsgKind::Image),
-            InboundKind::Video { .. } => Some(MsgKind::Video),
-            InboundKind::ShortVideo { .. } => Some(MsgKind::ShortVideo),
-            InboundKind::Location { .. } => Some(MsgKind::Location),
-            InboundKind::Link { .. } => Some(MsgKind::Link),
-            InboundKind::File { .. } => Some(MsgKind::File),
+            InboundKind::Image { .. } => Some(MsgType::Image),
+            InboundKind::Video { .. } => Some(MsgType::Video),
+            InboundKind::ShortVideo { .. } => Some(MsgType::ShortVideo),
+            InboundKind::Location { .. } => Some(MsgType::Location),
+            InboundKind::Link { .. } => Some(MsgType::Link),
+            InboundKind::File { .. } => Some(MsgType::File),
             InboundKind::Event(e) => {
                 user_message = false;
                 self.event_candidates(e, &mut m, &mut cands);
@@ -395,37 +151,37 @@ impl RuleSet {
         m: &mut Msg<'m>,
         cands: &mut Vec<(u32, Hit<'a>)>,
     ) {
-        let (kind, key): (EventKind, Option<&str>) = match e {
+        let (kind, key): (EventType, Option<&str>) = match e {
             Event::Subscribe { scene, .. } => {
                 m.is_subscribe = true;
                 m.channel = scene.as_deref();
-                (EventKind::Subscribe, scene.as_deref())
+                (EventType::Subscribe, scene.as_deref())
             }
             Event::Scan { scene, .. } => {
                 m.channel = Some(scene);
-                (EventKind::Scan, Some(scene))
+                (EventType::Scan, Some(scene))
             }
-            Event::Click { key } => (EventKind::Click, Some(key)),
-            Event::View { url, .. } => (EventKind::View, Some(url)),
-            Event::Location { .. } => (EventKind::Location, None),
-            Event::LocationSelect { key, .. } => (EventKind::LocationSelect, Some(key)),
+            Event::Click { key } => (EventType::Click, Some(key)),
+            Event::View { url, .. } => (EventType::View, Some(url)),
+            Event::Location { .. } => (EventType::Location, None),
+            Event::LocationSelect { key, .. } => (EventType::LocationSelect, Some(key)),
             Event::ScancodePush {
                 key, scan_result, ..
             } => {
                 m.scan_result = Some(scan_result);
-                (EventKind::ScancodePush, Some(key))
+                (EventType::ScancodePush, Some(key))
             }
             Event::ScancodeWaitmsg {
                 key, scan_result, ..
             } => {
                 m.scan_result = Some(scan_result);
-                (EventKind::ScancodeWaitmsg, Some(key))
+                (EventType::ScancodeWaitmsg, Some(key))
             }
-            Event::PicSysphoto { key, .. } => (EventKind::PicSysphoto, Some(key)),
-            Event::PicPhotoOrAlbum { key, .. } => (EventKind::PicPhotoOrAlbum, Some(key)),
-            Event::PicWeixin { key, .. } => (EventKind::PicWeixin, Some(key)),
+            Event::PicSysphoto { key, .. } => (EventType::PicSysphoto, Some(key)),
+            Event::PicPhotoOrAlbum { key, .. } => (EventType::PicPhotoOrAlbum, Some(key)),
+            Event::PicWeixin { key, .. } => (EventType::PicWeixin, Some(key)),
             Event::ViewMiniprogram { page_path, .. } => {
-                (EventKind::ViewMiniprogram, Some(page_path))
+                (EventType::ViewMiniprogram, Some(page_path))
             }
             // Unsubscribe, job reports, kf sessions and unknown events never match a rule.
             _ => return,
@@ -523,12 +279,12 @@ impl RuleSet {
                     Why::Regex(String::new())
                 }
             }
-            Hit::MsgType(k) => Why::MsgType(k.name()),
+            Hit::MsgType(k) => Why::MsgType(k.wire()),
             Hit::Any => Why::Any,
             Hit::Event(k, key) => Why::Event {
-                label: k.label(),
+                label: k.described(),
                 key: key.map(str::to_string),
-                via_channel: *k == EventKind::Subscribe && key.is_some(),
+                via_channel: *k == EventType::Subscribe && key.is_some(),
                 first_time: rule.first_time,
             },
             Hit::Fallback => Why::Fallback,

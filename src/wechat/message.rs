@@ -7,11 +7,13 @@
 //!
 //! Leniency: header fields, `MsgId` on user messages and `Event` on events are required; numbers
 //! must parse (after trimming); per-type strings the platform may omit default to `""`; optional
-//! strings that arrive empty are `None`. May depend on [`super::xml`] and [`super::types`] only.
+//! strings that arrive empty are `None`. Names come from [`super::names`], the one table of them.
+//! May depend on [`super::xml`], [`super::names`] and [`super::types`] only.
 
 use std::fmt::{Display, Write as _};
 use std::str::FromStr;
 
+use super::names::{EventType, MsgType};
 use super::types::{MsgId, OpenId};
 use super::xml::{self, push_cdata, push_i64, push_u64, Doc, El, XmlError};
 
@@ -235,49 +237,48 @@ fn parse_push(root: El<'_, '_>) -> Result<Inbound, ParseError> {
         create_time: number(root, "CreateTime")?,
     };
     let msg_type = required(root, "MsgType")?;
-    let mut lower = [0u8; NAME_BUF];
-    let kind = match ascii_lowercase(msg_type.trim(), &mut lower) {
-        "text" => InboundKind::Text {
+    let kind = match MsgType::parse(msg_type.trim()) {
+        Some(MsgType::Text) => InboundKind::Text {
             msg_id: msg_id(root)?,
             content: or_empty(root, "Content"),
             msg_data_id: non_empty(root, "MsgDataId"),
             idx: non_empty(root, "Idx"),
         },
-        "image" => InboundKind::Image {
+        Some(MsgType::Image) => InboundKind::Image {
             msg_id: msg_id(root)?,
             pic_url: or_empty(root, "PicUrl"),
             media_id: or_empty(root, "MediaId"),
         },
-        "voice" => InboundKind::Voice {
+        Some(MsgType::Voice) => InboundKind::Voice {
             msg_id: msg_id(root)?,
             media_id: or_empty(root, "MediaId"),
             format: or_empty(root, "Format"),
             recognition: non_empty(root, "Recognition"),
         },
-        "video" => InboundKind::Video {
+        Some(MsgType::Video) => InboundKind::Video {
             msg_id: msg_id(root)?,
             media_id: or_empty(root, "MediaId"),
             thumb_media_id: or_empty(root, "ThumbMediaId"),
         },
-        "shortvideo" => InboundKind::ShortVideo {
+        Some(MsgType::ShortVideo) => InboundKind::ShortVideo {
             msg_id: msg_id(root)?,
             media_id: or_empty(root, "MediaId"),
             thumb_media_id: or_empty(root, "ThumbMediaId"),
         },
-        "location" => InboundKind::Location {
+        Some(MsgType::Location) => InboundKind::Location {
             msg_id: msg_id(root)?,
             latitude: float(root, "Location_X")?,
             longitude: float(root, "Location_Y")?,
             scale: number(root, "Scale")?,
             label: or_empty(root, "Label"),
         },
-        "link" => InboundKind::Link {
+        Some(MsgType::Link) => InboundKind::Link {
             msg_id: msg_id(root)?,
             title: or_empty(root, "Title"),
             description: or_empty(root, "Description"),
             url: or_empty(root, "Url"),
         },
-        "file" => InboundKind::File {
+        Some(MsgType::File) => InboundKind::File {
             msg_id: msg_id(root)?,
             title: or_empty(root, "Title"),
             description: or_empty(root, "Description"),
@@ -285,8 +286,8 @@ fn parse_push(root: El<'_, '_>) -> Result<Inbound, ParseError> {
             file_md5: or_empty(root, "FileMd5"),
             file_total_len: number(root, "FileTotalLen")?,
         },
-        "event" => InboundKind::Event(parse_event(root)?),
-        _ => InboundKind::Unknown {
+        Some(MsgType::Event) => InboundKind::Event(parse_event(root)?),
+        None => InboundKind::Unknown {
             msg_type: msg_type.to_owned(),
             // An unknown type's MsgId is only a dedupe hint; a bad one is not worth an error.
             msg_id: root
@@ -324,26 +325,17 @@ fn with_root<R>(
     read(root)
 }
 
-/// Longer than any `MsgType` or `Event` this build knows.
-const NAME_BUF: usize = 32;
-
-/// `s` in ASCII lower case, in `buf`; `""` (no known name) when it does not fit.
-fn ascii_lowercase<'b>(s: &str, buf: &'b mut [u8; NAME_BUF]) -> &'b str {
-    let Some(dst) = buf.get_mut(..s.len()) else {
-        return "";
-    };
-    dst.copy_from_slice(s.as_bytes());
-    dst.make_ascii_lowercase();
-    // Lower-casing ASCII bytes keeps UTF-8 valid, so this never falls back.
-    std::str::from_utf8(dst).unwrap_or("")
-}
-
 fn parse_event(root: &El<'_, '_>) -> Result<Event, ParseError> {
     let name = required(root, "Event")?;
     let key = || or_empty(root, "EventKey");
-    let mut lower = [0u8; NAME_BUF];
-    let event = match ascii_lowercase(name.trim(), &mut lower) {
-        "subscribe" => {
+    let Some(kind) = EventType::parse(name.trim()) else {
+        return Ok(Event::Unknown {
+            event: name.to_owned(),
+            event_key: non_empty(root, "EventKey"),
+        });
+    };
+    let event = match kind {
+        EventType::Subscribe => {
             let raw = non_empty(root, "EventKey");
             let scene = raw
                 .as_deref()
@@ -355,26 +347,26 @@ fn parse_event(root: &El<'_, '_>) -> Result<Event, ParseError> {
                 ticket: non_empty(root, "Ticket"),
             }
         }
-        "unsubscribe" => Event::Unsubscribe,
-        "scan" => Event::Scan {
+        EventType::Unsubscribe => Event::Unsubscribe,
+        EventType::Scan => Event::Scan {
             scene: key(),
             ticket: non_empty(root, "Ticket"),
         },
-        "location" => Event::Location {
+        EventType::Location => Event::Location {
             latitude: float(root, "Latitude")?,
             longitude: float(root, "Longitude")?,
             precision: float(root, "Precision")?,
         },
-        "click" => Event::Click { key: key() },
-        "view" => Event::View {
+        EventType::Click => Event::Click { key: key() },
+        EventType::View => Event::View {
             url: key(),
             menu_id: non_empty(root, "MenuId"),
         },
-        "scancode_push" | "scancode_waitmsg" => {
+        EventType::ScancodePush | EventType::ScancodeWaitmsg => {
             let info = root.child("ScanCodeInfo");
             let scan_type = info.map(|i| or_empty(&i, "ScanType")).unwrap_or_default();
             let scan_result = info.map(|i| or_empty(&i, "ScanResult")).unwrap_or_default();
-            if name.trim().eq_ignore_ascii_case("scancode_push") {
+            if kind == EventType::ScancodePush {
                 Event::ScancodePush {
                     key: key(),
                     scan_type,
@@ -388,19 +380,19 @@ fn parse_event(root: &El<'_, '_>) -> Result<Event, ParseError> {
                 }
             }
         }
-        "pic_sysphoto" => Event::PicSysphoto {
+        EventType::PicSysphoto => Event::PicSysphoto {
             key: key(),
             pics: pics(root),
         },
-        "pic_photo_or_album" => Event::PicPhotoOrAlbum {
+        EventType::PicPhotoOrAlbum => Event::PicPhotoOrAlbum {
             key: key(),
             pics: pics(root),
         },
-        "pic_weixin" => Event::PicWeixin {
+        EventType::PicWeixin => Event::PicWeixin {
             key: key(),
             pics: pics(root),
         },
-        "location_select" => {
+        EventType::LocationSelect => {
             let info = root
                 .child("SendLocationInfo")
                 .ok_or(ParseError::Missing("SendLocationInfo"))?;
@@ -413,15 +405,15 @@ fn parse_event(root: &El<'_, '_>) -> Result<Event, ParseError> {
                 poiname: or_empty(&info, "Poiname"),
             }
         }
-        "view_miniprogram" => Event::ViewMiniprogram {
+        EventType::ViewMiniprogram => Event::ViewMiniprogram {
             page_path: key(),
             menu_id: non_empty(root, "MenuId"),
         },
-        "templatesendjobfinish" => Event::TemplateSendJobFinish {
+        EventType::TemplateSendJobFinish => Event::TemplateSendJobFinish {
             msg_id: job_msg_id(root)?,
             status: or_empty(root, "Status"),
         },
-        "masssendjobfinish" => Event::MassSendJobFinish {
+        EventType::MassSendJobFinish => Event::MassSendJobFinish {
             msg_id: job_msg_id(root)?,
             status: or_empty(root, "Status"),
             total_count: number(root, "TotalCount")?,
@@ -429,19 +421,15 @@ fn parse_event(root: &El<'_, '_>) -> Result<Event, ParseError> {
             sent_count: number(root, "SentCount")?,
             error_count: number(root, "ErrorCount")?,
         },
-        "kf_create_session" => Event::KfCreateSession {
+        EventType::KfCreateSession => Event::KfCreateSession {
             kf_account: or_empty(root, "KfAccount"),
         },
-        "kf_close_session" => Event::KfCloseSession {
+        EventType::KfCloseSession => Event::KfCloseSession {
             kf_account: or_empty(root, "KfAccount"),
         },
-        "kf_switch_session" => Event::KfSwitchSession {
+        EventType::KfSwitchSession => Event::KfSwitchSession {
             from_kf_account: or_empty(root, "FromKfAccount"),
             to_kf_account: or_empty(root, "ToKfAccount"),
-        },
-        _ => Event::Unknown {
-            event: name.to_owned(),
-            event_key: non_empty(root, "EventKey"),
         },
     };
     Ok(event)
@@ -520,53 +508,44 @@ fn pics(root: &El<'_, '_>) -> Vec<String> {
 }
 
 impl Event {
+    /// The row of [`super::names`] this event is; `None` for an unknown event.
+    pub fn event_type(&self) -> Option<EventType> {
+        Some(match self {
+            Event::Subscribe { .. } => EventType::Subscribe,
+            Event::Unsubscribe => EventType::Unsubscribe,
+            Event::Scan { .. } => EventType::Scan,
+            Event::Location { .. } => EventType::Location,
+            Event::Click { .. } => EventType::Click,
+            Event::View { .. } => EventType::View,
+            Event::ScancodePush { .. } => EventType::ScancodePush,
+            Event::ScancodeWaitmsg { .. } => EventType::ScancodeWaitmsg,
+            Event::PicSysphoto { .. } => EventType::PicSysphoto,
+            Event::PicPhotoOrAlbum { .. } => EventType::PicPhotoOrAlbum,
+            Event::PicWeixin { .. } => EventType::PicWeixin,
+            Event::LocationSelect { .. } => EventType::LocationSelect,
+            Event::ViewMiniprogram { .. } => EventType::ViewMiniprogram,
+            Event::TemplateSendJobFinish { .. } => EventType::TemplateSendJobFinish,
+            Event::MassSendJobFinish { .. } => EventType::MassSendJobFinish,
+            Event::KfCreateSession { .. } => EventType::KfCreateSession,
+            Event::KfCloseSession { .. } => EventType::KfCloseSession,
+            Event::KfSwitchSession { .. } => EventType::KfSwitchSession,
+            Event::Unknown { .. } => return None,
+        })
+    }
+
     /// The `Event` value as the platform spells it (raw for unknown events).
     pub fn name(&self) -> &str {
         match self {
-            Event::Subscribe { .. } => "subscribe",
-            Event::Unsubscribe => "unsubscribe",
-            Event::Scan { .. } => "SCAN",
-            Event::Location { .. } => "LOCATION",
-            Event::Click { .. } => "CLICK",
-            Event::View { .. } => "VIEW",
-            Event::ScancodePush { .. } => "scancode_push",
-            Event::ScancodeWaitmsg { .. } => "scancode_waitmsg",
-            Event::PicSysphoto { .. } => "pic_sysphoto",
-            Event::PicPhotoOrAlbum { .. } => "pic_photo_or_album",
-            Event::PicWeixin { .. } => "pic_weixin",
-            Event::LocationSelect { .. } => "location_select",
-            Event::ViewMiniprogram { .. } => "view_miniprogram",
-            Event::TemplateSendJobFinish { .. } => "TEMPLATESENDJOBFINISH",
-            Event::MassSendJobFinish { .. } => "MASSSENDJOBFINISH",
-            Event::KfCreateSession { .. } => "kf_create_session",
-            Event::KfCloseSession { .. } => "kf_close_session",
-            Event::KfSwitchSession { .. } => "kf_switch_session",
             Event::Unknown { event, .. } => event,
+            known => known.event_type().map_or("", EventType::wire),
         }
     }
 
-    /// `type_label` of the event: `event:` + its name, spelled out so no allocation is needed.
+    /// `type_label` of the event: `event:` + its name (raw for unknown events).
     fn label(&self) -> &str {
         match self {
-            Event::Subscribe { .. } => "event:subscribe",
-            Event::Unsubscribe => "event:unsubscribe",
-            Event::Scan { .. } => "event:SCAN",
-            Event::Location { .. } => "event:LOCATION",
-            Event::Click { .. } => "event:CLICK",
-            Event::View { .. } => "event:VIEW",
-            Event::ScancodePush { .. } => "event:scancode_push",
-            Event::ScancodeWaitmsg { .. } => "event:scancode_waitmsg",
-            Event::PicSysphoto { .. } => "event:pic_sysphoto",
-            Event::PicPhotoOrAlbum { .. } => "event:pic_photo_or_album",
-            Event::PicWeixin { .. } => "event:pic_weixin",
-            Event::LocationSelect { .. } => "event:location_select",
-            Event::ViewMiniprogram { .. } => "event:view_miniprogram",
-            Event::TemplateSendJobFinish { .. } => "event:TEMPLATESENDJOBFINISH",
-            Event::MassSendJobFinish { .. } => "event:MASSSENDJOBFINISH",
-            Event::KfCreateSession { .. } => "event:kf_create_session",
-            Event::KfCloseSession { .. } => "event:kf_close_session",
-            Event::KfSwitchSession { .. } => "event:kf_switch_session",
             Event::Unknown { event, .. } => event,
+            known => known.event_type().map_or("", EventType::type_label),
         }
     }
 }
@@ -575,17 +554,25 @@ impl InboundKind {
     /// `MsgType` as the platform spells it (raw for unknown types).
     pub fn msg_type(&self) -> &str {
         match self {
-            InboundKind::Text { .. } => "text",
-            InboundKind::Image { .. } => "image",
-            InboundKind::Voice { .. } => "voice",
-            InboundKind::Video { .. } => "video",
-            InboundKind::ShortVideo { .. } => "shortvideo",
-            InboundKind::Location { .. } => "location",
-            InboundKind::Link { .. } => "link",
-            InboundKind::File { .. } => "file",
-            InboundKind::Event(_) => "event",
             InboundKind::Unknown { msg_type, .. } => msg_type,
+            known => known.type_of().map_or("", MsgType::wire),
         }
+    }
+
+    /// The row of [`super::names`] this push is; `None` for an unknown `MsgType`.
+    pub fn type_of(&self) -> Option<MsgType> {
+        Some(match self {
+            InboundKind::Text { .. } => MsgType::Text,
+            InboundKind::Image { .. } => MsgType::Image,
+            InboundKind::Voice { .. } => MsgType::Voice,
+            InboundKind::Video { .. } => MsgType::Video,
+            InboundKind::ShortVideo { .. } => MsgType::ShortVideo,
+            InboundKind::Location { .. } => MsgType::Location,
+            InboundKind::Link { .. } => MsgType::Link,
+            InboundKind::File { .. } => MsgType::File,
+            InboundKind::Event(_) => MsgType::Event,
+            InboundKind::Unknown { .. } => return None,
+        })
     }
 }
 
