@@ -142,19 +142,46 @@ pub enum StoreError {
     /// A key part contains a byte the key layout reserves.
     #[error("invalid {what}: must be non-empty and must not contain a NUL byte")]
     InvalidKey { what: &'static str },
-    /// Filesystem trouble outside sled (e.g. creating the data dir).
+    /// The data dir's files could not be created, read or written: a full or failing disk,
+    /// permissions. The [`std::io::ErrorKind`] is kept (`e.kind()`), so a caller can tell a
+    /// full disk from a bad one.
     #[error("data dir I/O error: {0}")]
-    Io(String),
-    /// Any other sled failure.
-    #[error("storage error: {0}")]
-    Sled(#[from] sled::Error),
+    Io(std::io::Error),
+    /// Any other failure inside the storage backend (a bug it reports, an operation it does
+    /// not support), in the backend's words.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+// The conversions from sled's errors are an implementation detail of this backend: they let
+// `?` work inside the store's files, and they are where sled's error shape ends. Nothing in
+// `StoreError` names sled, so callers (and a second backend) never see it.
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Io(io) => StoreError::Io(io),
+            sled::Error::Corruption { at, .. } => StoreError::Corrupt(match at {
+                Some(at) => format!("the storage engine found a damaged page at {at}"),
+                None => "the storage engine found a damaged page".into(),
+            }),
+            sled::Error::CollectionNotFound(name) => StoreError::Corrupt(format!(
+                "tree {} is missing",
+                String::from_utf8_lossy(&name)
+            )),
+            sled::Error::Unsupported(what) => StoreError::Backend(what),
+            sled::Error::ReportableBug(what) => {
+                StoreError::Backend(format!("the storage engine reports a bug: {what}"))
+            }
+        }
+    }
 }
 
 impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
     fn from(e: sled::transaction::TransactionError<StoreError>) -> Self {
         match e {
             sled::transaction::TransactionError::Abort(e) => e,
-            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+            sled::transaction::TransactionError::Storage(e) => e.into(),
         }
     }
 }
@@ -204,8 +231,12 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the data dir, checks its schema and migrates it if older.
     pub fn open(dir: &Path, cfg: StoreConfig) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot create {}: {e}", dir.display()),
+            ))
+        })?;
         let db = open_db(dir, &cfg)?;
         let meta = db.open_tree("meta")?;
         migrate(&db, &meta)?;
@@ -341,7 +372,7 @@ fn map_open_error(e: sled::Error, dir: &Path) -> StoreError {
             };
         }
     }
-    StoreError::Sled(e)
+    e.into()
 }
 
 /// Brings the data dir to [`SCHEMA_VERSION`], one step at a time, or refuses a newer one.
