@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use mpgate::store::{Store, StoreConfig};
+use mpgate::store::{Store, StoreConfig, StoredAnswer};
 use mpgate::wechat::types::OpenId;
 
 const T0: i64 = 1_760_000_000;
@@ -44,8 +44,13 @@ fn bench_store(c: &mut Criterion) {
             let u = &ids[i % n];
             let at = T0 + i as i64;
             black_box(store.touch(u, at, true).expect("touch"));
+            let answer = StoredAnswer {
+                at,
+                body: reply,
+                headless: true,
+            };
             store
-                .dedupe_put(&format!("{u}:{i}"), at, reply, true)
+                .dedupe_put(&format!("{u}:{i}"), &answer)
                 .expect("dedupe_put");
         })
     });

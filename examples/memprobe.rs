@@ -12,7 +12,7 @@
 //! reply with Chinese and emoji); the store lives in a temp dir removed afterwards.
 
 use anyhow::{Context, Result};
-use mpgate::store::{Store, StoreConfig};
+use mpgate::store::{Store, StoreConfig, StoredAnswer};
 
 /// `VmHWM VmRSS` of this process, in KiB.
 fn memory() -> Result<String> {
@@ -47,7 +47,12 @@ fn main() -> Result<()> {
             "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[欢迎关注！回复「课程」查看本周直播安排，回复「{}」获取资料 🎉]]></Content></xml>",
             i % 37
         );
-        store.dedupe_put(&key, now, &body, true)?;
+        let answer = StoredAnswer {
+            at: now,
+            body: body.as_str(),
+            headless: true,
+        };
+        store.dedupe_put(&key, &answer)?;
         if flush && i % 3300 == 3299 {
             store.flush_dedupe()?;
         }

@@ -1,11 +1,10 @@
 //! Process wiring: opens the store, loads the rules, binds the listener, registers routes and
-//! starts the background jobs (rules watcher, counter flush, dedupe sweep, SIGHUP reload).
+//! starts the background jobs (rules watcher, the store's upkeep, idle handoffs, SIGHUP reload).
 //!
 //! The only module that knows every other one. [`Application::build`] binds its own port, so
 //! tests start the real server on port 0.
 
 use std::net::TcpListener;
-use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,7 +139,9 @@ impl Application {
             );
         }
         let mut jobs = spawn_jobs(&gateway, &settings, shutdown.subscribe());
-        jobs.push(spawn_writer(gateway.clone(), shutdown.subscribe())?);
+        // The store's upkeep (write-behind, dedupe sweep); awaited with the jobs below, before
+        // the final flush.
+        jobs.push(gateway.store().spawn_maintenance(shutdown.subscribe())?);
         if let Some((outbox, client)) = platform {
             // Exactly one outbox loop per data dir, or items would be sent twice.
             jobs.push(tokio::spawn(outbox.run(
@@ -174,7 +175,7 @@ fn spawn_jobs(
         shutdown.clone(),
         reload_requests.clone(),
     )));
-    // Every minute: drop expired dedupe keys (bounded space) and close idle handoffs.
+    // Every minute: close idle handoffs. (Expired dedupe keys are the store's upkeep.)
     {
         let gw = gw.clone();
         let mut stop = shutdown.clone();
@@ -184,11 +185,6 @@ fn spawn_jobs(
                 tokio::select! {
                     _ = tick.tick() => {
                         let now = chrono::Utc::now().timestamp();
-                        match gw.store().sweep_dedupe(now) {
-                            Ok(n) if n > 0 => tracing::info!(removed = n, "dedupe sweep"),
-                            Ok(_) => {}
-                            Err(e) => tracing::error!(error = %e, "dedupe sweep failed"),
-                        }
                         match gw.close_idle_handoffs(now) {
                             Ok(n) if n > 0 => tracing::info!(closed = n, "idle handoffs closed"),
                             Ok(_) => {}
@@ -222,40 +218,4 @@ fn spawn_jobs(
         }));
     }
     jobs
-}
-
-/// Starts the write-behind thread: the per-push state kept in memory goes to sled off the
-/// request path, subscriber changes and dedupe entries every 100 ms, counters every second
-/// (`Store::write_behind`). A thread of its own rather than the blocking pool keeps sled's
-/// allocations in one malloc arena, and its name shows its cost in `top -H`. The returned task
-/// ends once the thread has stopped (after `shutdown`); the final flush is the caller's.
-fn spawn_writer(
-    gw: Arc<Gateway>,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("mpgate-writer".into())
-        .spawn(move || {
-            let period = Duration::from_millis(100);
-            let mut n: u64 = 0;
-            // Ends when asked to stop, or when the signalling side is gone.
-            while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(period) {
-                n += 1;
-                if let Err(e) = gw.store().write_behind(n.is_multiple_of(10)) {
-                    tracing::error!(error = %e, "write-behind flush failed; retrying next tick");
-                }
-            }
-        })
-        .context("cannot start the write-behind thread")?;
-    Ok(tokio::spawn(async move {
-        let _ = shutdown.changed().await;
-        let _ = stop_tx.send(());
-        if !matches!(
-            tokio::task::spawn_blocking(move || thread.join()).await,
-            Ok(Ok(()))
-        ) {
-            tracing::error!("write-behind thread ended abnormally");
-        }
-    }))
 }

@@ -6,23 +6,12 @@ use std::path::Path;
 use chrono::NaiveDate;
 use mpgate::store::{
     Counter, GrantOutcome, HandoffSession, HandoffState, RevokeOutcome, Store, StoreConfig,
-    StoreError, StoredReply, SCHEMA_VERSION,
+    StoreError, StoredAnswer, SCHEMA_VERSION,
 };
 use mpgate::wechat::types::OpenId;
 use tempfile::TempDir;
 
 const T0: i64 = 1_760_000_000;
-
-/// `dedupe_put` of a whole [`StoredReply`].
-trait Put {
-    fn put(&self, key: &str, r: &StoredReply) -> Result<(), StoreError>;
-}
-
-impl Put for Store {
-    fn put(&self, key: &str, r: &StoredReply) -> Result<(), StoreError> {
-        self.dedupe_put(key, r.at, &r.body, r.headless)
-    }
-}
 
 fn open(dir: &Path) -> Store {
     Store::open(dir, StoreConfig::default()).expect("store opens")
@@ -242,18 +231,18 @@ fn dedupe_put_get_and_sweep_respect_retention() {
         ..StoreConfig::default()
     };
     let store = Store::open(dir.path(), cfg).expect("open");
-    let old = StoredReply {
+    let old = StoredAnswer {
         at: T0,
         body: "<xml>old</xml>".into(),
         headless: true,
     };
-    let young = StoredReply {
+    let young = StoredAnswer {
         at: T0 + 50,
         body: "".into(),
         headless: true,
     };
-    store.put("msg:1", &old).expect("put");
-    store.put("msg:2", &young).expect("put");
+    store.dedupe_put("msg:1", &old).expect("put");
+    store.dedupe_put("msg:2", &young).expect("put");
     assert_eq!(store.dedupe_get("msg:1").expect("get"), Some(old.clone()));
     assert_eq!(store.dedupe_get("msg:3").expect("get"), None);
     assert_eq!(store.stats().expect("stats").dedupe_entries, 2);
@@ -276,21 +265,21 @@ fn dedupe_re_put_moves_entry_in_time() {
     };
     let store = Store::open(dir.path(), cfg).expect("open");
     store
-        .put(
+        .dedupe_put(
             "k",
-            &StoredReply {
+            &StoredAnswer {
                 at: T0,
-                body: "a".into(),
+                body: "a",
                 headless: true,
             },
         )
         .expect("put");
-    let newer = StoredReply {
+    let newer = StoredAnswer {
         at: T0 + 100,
         body: "b".into(),
         headless: true,
     };
-    store.put("k", &newer).expect("re-put");
+    store.dedupe_put("k", &newer).expect("re-put");
     assert_eq!(store.sweep_dedupe(T0 + 50).expect("sweep"), 0);
     assert_eq!(store.dedupe_get("k").expect("get"), Some(newer));
 }
@@ -304,12 +293,12 @@ fn sweep_handles_more_than_one_chunk() {
     };
     let store = Store::open(dir.path(), cfg).expect("open");
     for i in 0..1300 {
-        let r = StoredReply {
+        let r = StoredAnswer {
             at: T0 + i,
-            body: "".into(),
+            body: "",
             headless: true,
         };
-        store.put(&format!("m{i}"), &r).expect("put");
+        store.dedupe_put(&format!("m{i}"), &r).expect("put");
     }
     assert_eq!(store.sweep_dedupe(T0 + 1200).expect("sweep"), 1200);
     assert_eq!(store.stats().expect("stats").dedupe_entries, 100);
@@ -321,12 +310,12 @@ fn dedupe_entries_are_found_before_and_after_their_batch_is_written() {
     // Enough bodies to span several batch values (each is at most 32 KiB).
     let body = "<xml>回复内容 🙂 </xml>".repeat(40);
     for i in 0..400 {
-        let r = StoredReply {
+        let r = StoredAnswer {
             at: T0 + i,
-            body: format!("{body}{i}").into(),
+            body: format!("{body}{i}"),
             headless: true,
         };
-        store.put(&format!("msg:{i}"), &r).expect("put");
+        store.dedupe_put(&format!("msg:{i}"), &r).expect("put");
     }
     let check = |store: &Store| {
         for i in [0, 1, 199, 399] {
@@ -353,12 +342,12 @@ fn flushed_dedupe_entries_survive_a_restart_and_pending_ones_are_flushed_by_flus
     {
         let store = open(dir.path());
         for i in 0..3 {
-            let r = StoredReply {
+            let r = StoredAnswer {
                 at: now,
-                body: format!("<xml>{i}</xml>").into(),
+                body: format!("<xml>{i}</xml>"),
                 headless: true,
             };
-            store.put(&format!("msg:{i}"), &r).expect("put");
+            store.dedupe_put(&format!("msg:{i}"), &r).expect("put");
             if i == 0 {
                 store.flush_dedupe().expect("write behind");
             }
@@ -376,11 +365,11 @@ fn flushed_dedupe_entries_survive_a_restart_and_pending_ones_are_flushed_by_flus
     }
     // A re-put after the restart shadows the stored entry.
     store
-        .put(
+        .dedupe_put(
             "msg:1",
-            &StoredReply {
+            &StoredAnswer {
                 at: now + 1,
-                body: "new".into(),
+                body: "new",
                 headless: true,
             },
         )
@@ -400,19 +389,19 @@ fn entries_older_than_the_retention_are_not_reloaded_and_their_batches_are_delet
     let now = chrono::Utc::now().timestamp();
     {
         let store = open(dir.path());
-        let old = StoredReply {
+        let old = StoredAnswer {
             at: now - 4000,
-            body: "old".into(),
+            body: "old",
             headless: true,
         };
-        store.put("old", &old).expect("put");
+        store.dedupe_put("old", &old).expect("put");
         store.flush().expect("flush");
-        let young = StoredReply {
+        let young = StoredAnswer {
             at: now,
-            body: "young".into(),
+            body: "young",
             headless: true,
         };
-        store.put("young", &young).expect("put");
+        store.dedupe_put("young", &young).expect("put");
         store.flush().expect("flush");
     }
     {
@@ -442,12 +431,12 @@ fn concurrent_puts_gets_and_flushes_lose_nothing() {
             scope.spawn(move || {
                 for i in 0..500 {
                     let key = format!("t{t}:{i}");
-                    let r = StoredReply {
+                    let r = StoredAnswer {
                         at: T0 + i,
-                        body: key.clone().into(),
+                        body: key.as_str(),
                         headless: true,
                     };
-                    store.put(&key, &r).expect("put");
+                    store.dedupe_put(&key, &r).expect("put");
                     // Every entry put so far is visible, pending or flushed.
                     let back = format!("t{t}:{}", i / 2);
                     let got = store.dedupe_get(&back).expect("get").expect("present");
@@ -476,28 +465,163 @@ fn concurrent_puts_gets_and_flushes_lose_nothing() {
 #[test]
 fn dedupe_keys_may_hold_any_bytes_but_not_be_empty_or_huge() {
     let (_dir, store) = fresh();
-    let r = StoredReply {
+    let r = StoredAnswer {
         at: T0,
         body: "x".into(),
         headless: true,
     };
-    store.put("oA\0:1234", &r).expect("put");
+    store.dedupe_put("oA\0:1234", &r).expect("put");
     assert_eq!(store.dedupe_get("oA\0:1234").expect("get"), Some(r.clone()));
     assert_eq!(store.dedupe_get("oA").expect("get"), None);
     assert!(matches!(
-        store.put("", &r),
+        store.dedupe_put("", &r),
         Err(StoreError::InvalidKey { .. })
     ));
     // The longest key a batch can hold is 65,535 bytes; it round-trips through sled.
     let longest = "键".repeat(21_845);
     assert_eq!(longest.len(), 65_535);
-    store.put(&longest, &r).expect("put");
+    store.dedupe_put(&longest, &r).expect("put");
     store.flush_dedupe().expect("flush");
     assert_eq!(store.dedupe_get(&longest).expect("get"), Some(r.clone()));
     assert!(matches!(
-        store.put(&format!("{longest}x"), &r),
+        store.dedupe_put(&format!("{longest}x"), &r),
         Err(StoreError::InvalidKey { .. })
     ));
+}
+
+/// The pipeline's story: whatever answer it stores for a push, a retry gets back field for
+/// field (time, body, flag), whether the entry is still in memory, written to sled, or read
+/// back after a restart; whether it was put with a borrowed body (as the pipeline does) or an
+/// owned one.
+#[test]
+fn a_stored_answer_comes_back_exactly_as_it_was_put_pending_flushed_and_reopened() {
+    let dir = TempDir::new().expect("tempdir");
+    // Within the retention of the real clock, so a reopen loads them.
+    let now = chrono::Utc::now().timestamp();
+    let answer = |ago: i64, body: &str, headless: bool| StoredAnswer {
+        at: now - ago,
+        body: body.into(),
+        headless,
+    };
+    let answers: Vec<(&str, StoredAnswer)> = vec![
+        ("msg:empty-headless", answer(0, "", true)),
+        ("msg:empty-whole", answer(1, "", false)),
+        (
+            "msg:whole",
+            answer(2, "<xml><Content><![CDATA[hi]]></Content></xml>", false),
+        ),
+        (
+            "oA:1760000000:subscribe",
+            answer(
+                3,
+                "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[欢迎关注 🎉 «ünï»]]></Content></xml>",
+                true,
+            ),
+        ),
+        // Larger than a batch's target size, and with bytes a key may not hold.
+        ("msg:long", answer(4, &"回复\0".repeat(2000), false)),
+        ("msg:long-headless", answer(5, &"é".repeat(9000), true)),
+    ];
+    let check = |store: &Store, when: &str| {
+        for (key, want) in &answers {
+            let got = store.dedupe_get(key).expect("get");
+            assert_eq!(got.as_ref(), Some(want), "{key} {when}");
+        }
+    };
+    {
+        let store = open(dir.path());
+        for (i, (key, a)) in answers.iter().enumerate() {
+            if i % 2 == 0 {
+                store.dedupe_put(key, &a.borrowed()).expect("put borrowed");
+            } else {
+                store.dedupe_put(key, a).expect("put owned");
+            }
+        }
+        check(&store, "pending");
+        assert_eq!(store.flush_dedupe().expect("flush"), answers.len());
+        check(&store, "flushed");
+        store.flush().expect("flush");
+    }
+    check(&open(dir.path()), "reopened");
+}
+
+/// The server's story: it starts the store's upkeep, answers pushes, and at shutdown stops the
+/// upkeep and then flushes. In between, answers reach sled without anyone calling a flush;
+/// once the upkeep has stopped, nothing writes behind any more (hence the final flush).
+#[tokio::test]
+async fn the_upkeep_writes_answers_behind_until_it_is_stopped() {
+    let (_dir, store) = fresh();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let upkeep = store.spawn_maintenance(stopped).expect("upkeep starts");
+    let answer = StoredAnswer {
+        at: chrono::Utc::now().timestamp(),
+        body: "<xml>kept</xml>",
+        headless: false,
+    };
+    store.dedupe_put("msg:1", &answer).expect("put");
+    // Ten write-behind periods: ample even on a loaded machine.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    stop.send(true).expect("upkeep listens");
+    upkeep.await.expect("upkeep ends");
+    assert_eq!(
+        store.flush_dedupe().expect("flush"),
+        0,
+        "the upkeep wrote the answer"
+    );
+    store.dedupe_put("msg:2", &answer).expect("put");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        store.flush_dedupe().expect("flush"),
+        1,
+        "a stopped upkeep writes nothing"
+    );
+}
+
+/// Expired answers are forgotten by the upkeep itself, starting with a sweep when it starts
+/// (as the server's minute job did), so a restarted server does not keep stale batches.
+#[tokio::test]
+async fn the_upkeep_sweeps_expired_answers_when_it_starts() {
+    let dir = TempDir::new().expect("tempdir");
+    let cfg = StoreConfig {
+        dedupe_retention_secs: 60,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), cfg).expect("open");
+    let stale = StoredAnswer {
+        at: chrono::Utc::now().timestamp() - 3600,
+        body: "stale",
+        headless: true,
+    };
+    store.dedupe_put("msg:stale", &stale).expect("put");
+    store.flush_dedupe().expect("flush");
+    // Until a sweep, an expired entry is still answered.
+    assert!(store.dedupe_get("msg:stale").expect("get").is_some());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let upkeep = store.spawn_maintenance(stopped).expect("upkeep starts");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(store.dedupe_get("msg:stale").expect("get"), None);
+    assert_eq!(store.stats().expect("stats").dedupe_entries, 0);
+    stop.send(true).expect("upkeep listens");
+    upkeep.await.expect("upkeep ends");
+}
+
+/// An operator pointing `MPGATE_DATA_DIR` below a file gets an I/O error naming the dir, with
+/// the system's error kind kept (a full disk and a bad path are told apart by it).
+#[test]
+fn a_data_dir_that_cannot_be_created_is_an_io_error_naming_it() {
+    let dir = TempDir::new().expect("tempdir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a dir").expect("write");
+    let bad = file.join("data");
+    let err = Store::open(&bad, StoreConfig::default()).expect_err("cannot be created");
+    let StoreError::Io(io) = &err else {
+        panic!("expected an I/O error, got {err:?}");
+    };
+    assert_ne!(io.kind(), std::io::ErrorKind::Other, "{io:?}");
+    assert!(
+        err.to_string().contains(&bad.display().to_string()),
+        "{err}"
+    );
 }
 
 // ---- entitlements ------------------------------------------------------------------------
@@ -912,11 +1036,11 @@ fn stats_and_size() {
         .grant(&uid("o1"), "a", "admin", None, T0)
         .expect("grant");
     store
-        .put(
+        .dedupe_put(
             "k",
-            &StoredReply {
+            &StoredAnswer {
                 at: T0,
-                body: "".into(),
+                body: "",
                 headless: true,
             },
         )

@@ -26,7 +26,7 @@ use crate::platform::{CustomMessage, CustomerService};
 use crate::reload::LiveRules;
 use crate::rules::{Decision, Special, SubscriberView, WebhookAction};
 use crate::settings::Settings;
-use crate::store::{Store, StoredReply};
+use crate::store::{Store, StoredAnswer};
 use crate::wechat::message::{Event, Inbound, InboundKind};
 use crate::wechat::reply::{self, Rendered, Reply, ReplyContext};
 
@@ -201,8 +201,13 @@ impl Gateway {
             }
         };
         // Every reply is rendered with `now` as its CreateTime: the stored time gives it back.
-        let tail = rendered.as_ref().map_or("", Rendered::tail);
-        self.store.dedupe_put(&key, now.timestamp(), tail, true)?;
+        // Stored headless: the head is ~40 % of a reply, and `replay` rebuilds it.
+        let answer = StoredAnswer {
+            at: now.timestamp(),
+            body: rendered.as_ref().map_or("", Rendered::tail),
+            headless: true,
+        };
+        self.store.dedupe_put(&key, &answer)?;
         leader.answered();
         Ok(rendered.map(Rendered::into_xml).unwrap_or_default())
     }
@@ -306,9 +311,10 @@ fn reply_context(inbound: &Inbound, at: i64) -> ReplyContext<'_> {
 }
 
 /// The reply XML a stored answer stands for, for a retry of the push it answered: a headless
-/// one gets its head back from the retry's own addresses and the answer's time, which is what
-/// the first attempt got.
-fn replay(stored: &StoredReply, inbound: &Inbound) -> String {
+/// one (the reply's XML after its head: `<xml>`, the addresses and `CreateTime`) gets its head
+/// back from the retry's own addresses and the answer's time, which is what the first attempt
+/// got. Answers stored before headless ones existed are whole replies.
+fn replay(stored: &StoredAnswer, inbound: &Inbound) -> String {
     if stored.headless {
         reply::with_head(&stored.body, &reply_context(inbound, stored.at))
     } else {

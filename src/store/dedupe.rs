@@ -1,16 +1,18 @@
 //! Dedupe memory of answered pushes, so a platform retry gets the same answer and causes no
 //! second side effect.
 //!
-//! Every answered push leaves one entry (dedupe key, answer time, reply). Entries are looked up
-//! on every push and almost never found (only retries hit), so the design keeps sled off the
-//! push path:
+//! Every answered push leaves one entry: its dedupe key and the [`StoredAnswer`] the caller
+//! gave (answer time, an opaque body, the caller's flag), given back unchanged. Entries are
+//! looked up on every push and almost never found (only retries hit), so the design keeps sled
+//! off the push path:
 //!
 //! - **In memory**, an index of one `u64` slot per entry (no keys, no reply bodies), split over
 //!   [`SHARDS`] independently locked tables, plus the entries answered since the last write,
 //!   already encoded as a batch holds them ([`Pending`]).
-//! - **In sled** (`dedupe_log`), the entries in batches: every [`Store::flush_dedupe`] (the server
-//!   calls it every 100 ms, off the request path) appends the pending entries, in the order they
-//!   were answered, as values of about [`BATCH_BYTES`], keyed by a sequence number (u64 BE).
+//! - **In sled** (`dedupe_log`), the entries in batches: every flush (the store's upkeep thread
+//!   runs one every 100 ms, off the request path: [`Store::spawn_maintenance`]) appends the
+//!   pending entries, in the order they were answered, as values of about [`BATCH_BYTES`], keyed
+//!   by a sequence number (u64 BE).
 //!   Taking the writes off the push path is what makes the callback cheap (BENCHMARKS.md,
 //!   "write-behind").
 //! - On open, the index is rebuilt from the batches still within the retention.
@@ -89,25 +91,40 @@ const FP_BITS: u32 = 64 - BATCH_BITS;
 /// number has these low bits ([`next_after`] skips them).
 const PENDING: u32 = (1 << BATCH_BITS) - 1;
 
-/// The answer given to a push, kept to answer its retries identically.
+/// The answer given to a push, kept to answer its retries identically: what
+/// [`Store::dedupe_put`] is given, [`Store::dedupe_get`] gives back, field for field, whether
+/// the entry is still in memory, written to sled, or read back after a restart.
+///
+/// The store gives the body and the flag no meaning: the caller (the callback pipeline) decides
+/// what it stores and how to turn it back into a reply. `Body` is `Arc<str>` for what comes out;
+/// what goes in may borrow (`StoredAnswer<&str>`), since the store copies the body into its
+/// pending batch anyway and the push path should not allocate for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredReply {
+pub struct StoredAnswer<Body = Arc<str>> {
     /// When the push was answered (unix seconds).
     pub at: i64,
-    /// The plaintext reply XML, or `""` for the bare `success` answer; without its head when
-    /// `headless`.
-    pub body: Arc<str>,
-    /// The body is the reply's XML after its head (`<xml>`, the addresses and `CreateTime`),
-    /// which the retry's own push and `at` give back (`wechat::reply::with_head`). Kept this way
-    /// since the head is ~40 % of a reply: that much less to compress, write and hold. Entries
-    /// written before this existed are whole replies (`false`).
+    /// The answer, opaque to the store (`""` is a valid body).
+    pub body: Body,
+    /// A flag the caller keeps with the body (the pipeline marks replies stored without their
+    /// head). Entries written before the flag existed read back with it clear.
     pub headless: bool,
+}
+
+impl<Body: AsRef<str>> StoredAnswer<Body> {
+    /// The same answer with its body borrowed.
+    pub fn borrowed(&self) -> StoredAnswer<&str> {
+        StoredAnswer {
+            at: self.at,
+            body: self.body.as_ref(),
+            headless: self.headless,
+        }
+    }
 }
 
 /// The entries of one shard answered since the last flush: encoded as a batch holds them
 /// ([`encode_entry`]), back to back in one buffer, with an index by key. A put copies the answer
 /// once and allocates nothing of its own, and a flush writes the bytes as they are. (A
-/// `HashMap<Box<str>, StoredReply>` cost two allocations per push, freed by the writer thread
+/// `HashMap<Box<str>, StoredAnswer>` cost two allocations per push, freed by the writer thread
 /// into the workers' malloc arenas; dropping and rehashing it was a fifth of the writer's time.)
 #[derive(Default)]
 struct Pending {
@@ -164,20 +181,20 @@ impl Pending {
         self.find(key, fp).is_some()
     }
 
-    fn get(&self, key: &[u8], fp: u64) -> Result<Option<StoredReply>, StoreError> {
+    fn get(&self, key: &[u8], fp: u64) -> Result<Option<StoredAnswer>, StoreError> {
         let Some(i) = self.find(key, fp) else {
             return Ok(None);
         };
         let (e, _) = decode_entry(self.encoded(&self.entries[i]))?;
-        Ok(Some(e.to_reply()?))
+        Ok(Some(e.to_answer()?))
     }
 
     /// Appends an answer for `key` (fingerprint `fp`, put `order`th); a live entry for the same
     /// key is superseded. Returns whether there was one.
-    fn put(&mut self, key: &str, fp: u64, order: u64, at: i64, body: &str, headless: bool) -> bool {
+    fn put(&mut self, key: &str, fp: u64, order: u64, answer: &StoredAnswer<&str>) -> bool {
         let start = self.bytes.len();
-        encode_entry(&mut self.bytes, key, at, body, headless);
-        self.index(key.as_bytes(), fp, order, at, start)
+        encode_entry(&mut self.bytes, key, answer);
+        self.index(key.as_bytes(), fp, order, answer.at, start)
     }
 
     /// [`Pending::put`] of an entry already encoded (one a failed flush gives back).
@@ -459,8 +476,8 @@ fn next_after(seq: u64) -> u64 {
 /// One `dedupe_log` value: `max_at: i64 BE ‖ lz4(entries)` (lz4_flex block format with the
 /// inflated size prepended), entries being
 /// `key_len: u16 BE ‖ key ‖ at: i64 BE ‖ body_len: u32 BE ‖ body`, where the top bit of
-/// `body_len` is [`StoredReply::headless`] (bodies are far below 2 GiB; batches written before
-/// the flag have it clear, and read as whole replies).
+/// `body_len` is the caller's [`StoredAnswer::headless`] flag (bodies are far below 2 GiB;
+/// batches written before the flag have it clear).
 /// A parsed value holds only the inflated entries: [`Batch::max_at`] reads the head alone.
 struct Batch {
     rest: Vec<u8>,
@@ -480,8 +497,8 @@ impl<'a> Entry<'a> {
         std::str::from_utf8(self.body).map_err(|_| corrupt_batch())
     }
 
-    fn to_reply(&self) -> Result<StoredReply, StoreError> {
-        Ok(StoredReply {
+    fn to_answer(&self) -> Result<StoredAnswer, StoreError> {
+        Ok(StoredAnswer {
             at: self.at,
             body: Arc::from(self.body()?),
             headless: self.headless,
@@ -536,8 +553,8 @@ fn decode_entry(v: &[u8]) -> Result<(Entry<'_>, &[u8]), StoreError> {
     let (at, r) = split(r, 8)?;
     let (blen, r) = split(r, 4)?;
     let blen = u32::from_be_bytes([blen[0], blen[1], blen[2], blen[3]]);
-    let headless = blen & HEADLESS != 0;
-    let blen = blen & !HEADLESS;
+    let headless = blen & FLAG_BIT != 0;
+    let blen = blen & !FLAG_BIT;
     let (body, r) = split(r, usize::try_from(blen).map_err(|_| corrupt_batch())?)?;
     let entry = Entry {
         key: std::str::from_utf8(key).map_err(|_| corrupt_batch())?,
@@ -574,26 +591,27 @@ fn pack(max_at: i64, raw: &[u8]) -> Vec<u8> {
     v
 }
 
-/// The `body_len` bit of a headless body (see [`Batch`]).
-const HEADLESS: u32 = 1 << 31;
+/// The `body_len` bit holding [`StoredAnswer::headless`] (see [`Batch`]).
+const FLAG_BIT: u32 = 1 << 31;
 
 /// Appends one entry to a batch (or a [`Pending`] buffer) under construction.
-fn encode_entry(out: &mut Vec<u8>, key: &str, at: i64, body: &str, headless: bool) {
+fn encode_entry(out: &mut Vec<u8>, key: &str, answer: &StoredAnswer<&str>) {
+    let StoredAnswer { at, body, headless } = *answer;
     // Keys are MsgIds or openid+time+event (well under 64 KiB, checked by `dedupe_put`);
     // replies are bounded by the platform's limits (a few KiB), far under 2 GiB.
     let klen = u16::try_from(key.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&klen.to_be_bytes());
     out.extend_from_slice(&key.as_bytes()[..usize::from(klen)]);
     out.extend_from_slice(&at.to_be_bytes());
-    let blen = u32::try_from(body.len()).map_or(HEADLESS - 1, |n| n.min(HEADLESS - 1));
-    let flag = if headless { HEADLESS } else { 0 };
+    let blen = u32::try_from(body.len()).map_or(FLAG_BIT - 1, |n| n.min(FLAG_BIT - 1));
+    let flag = if headless { FLAG_BIT } else { 0 };
     out.extend_from_slice(&(blen | flag).to_be_bytes());
     out.extend_from_slice(&body.as_bytes()[..blen as usize]);
 }
 
 impl Store {
     /// The stored answer for `key`, if the push was answered within the retention.
-    pub fn dedupe_get(&self, key: &str) -> Result<Option<StoredReply>, StoreError> {
+    pub fn dedupe_get(&self, key: &str) -> Result<Option<StoredAnswer>, StoreError> {
         let d = &self.inner.dedupe;
         let p = d.place(key);
         // Almost every push misses: one probe, no allocation (the Vec stays empty).
@@ -641,7 +659,7 @@ impl Store {
             for e in batch.entries() {
                 let e = e?;
                 if e.key == key {
-                    return Ok(Some(e.to_reply()?));
+                    return Ok(Some(e.to_answer()?));
                 }
             }
         }
@@ -672,16 +690,18 @@ impl Store {
         Ok(Some(batch))
     }
 
-    /// Remembers the answer for `key` (replacing any earlier one): given at `at`, `body` as
-    /// [`StoredReply::body`], `headless` as [`StoredReply::headless`]. Memory only until the
-    /// next [`Store::flush_dedupe`].
-    pub fn dedupe_put(
+    /// Remembers `answer` for `key` (replacing any earlier one); [`Store::dedupe_get`] gives it
+    /// back as it was put. Memory only until the next [`Store::flush_dedupe`].
+    pub fn dedupe_put<Body: AsRef<str>>(
         &self,
         key: &str,
-        at: i64,
-        body: &str,
-        headless: bool,
+        answer: &StoredAnswer<Body>,
     ) -> Result<(), StoreError> {
+        self.dedupe_put_str(key, &answer.borrowed())
+    }
+
+    /// [`Store::dedupe_put`], compiled once for every body type.
+    fn dedupe_put_str(&self, key: &str, answer: &StoredAnswer<&str>) -> Result<(), StoreError> {
         // A batch stores the key's length in 16 bits; a longer key would make it unreadable.
         if key.is_empty() || key.len() > usize::from(u16::MAX) {
             return Err(StoreError::InvalidKey { what: "dedupe key" });
@@ -691,7 +711,7 @@ impl Store {
         let order = d.puts.fetch_add(1, Ordering::Relaxed);
         let mut guard = d.shard(p.shard)?;
         let s = &mut *guard;
-        let already_pending = s.pending.put(key, p.fp, order, at, body, headless)
+        let already_pending = s.pending.put(key, p.fp, order, answer)
             || s.flushing
                 .as_ref()
                 .is_some_and(|f| f.contains(key.as_bytes(), p.fp));
@@ -914,16 +934,6 @@ mod tests {
     use crate::store::StoreConfig;
     use std::collections::HashMap;
 
-    /// `dedupe_put` of a whole [`StoredReply`].
-    trait Put {
-        fn put(&self, key: &str, r: &StoredReply) -> Result<(), StoreError>;
-    }
-
-    impl Put for Store {
-        fn put(&self, key: &str, r: &StoredReply) -> Result<(), StoreError> {
-            self.dedupe_put(key, r.at, &r.body, r.headless)
-        }
-    }
     use proptest::prelude::*;
     use std::path::Path;
 
@@ -944,8 +954,8 @@ mod tests {
         store.expect("open")
     }
 
-    fn reply(at: i64, body: &str) -> StoredReply {
-        StoredReply {
+    fn reply(at: i64, body: &str) -> StoredAnswer {
+        StoredAnswer {
             at,
             body: Arc::from(body),
             headless: true,
@@ -962,24 +972,24 @@ mod tests {
     #[test]
     fn batch_encoding_round_trips() {
         let mut buf = Vec::new();
-        let a = StoredReply {
+        let a = StoredAnswer {
             at: 1_700_000_000,
             body: Arc::from("<xml>回复 🙂</xml>"),
             headless: false,
         };
-        let b = StoredReply {
+        let b = StoredAnswer {
             at: 1_700_000_005,
             body: Arc::from(""),
             headless: true,
         };
-        let c = StoredReply {
+        let c = StoredAnswer {
             at: 1_700_000_004,
             body: Arc::from("<MsgType><![CDATA[text]]></MsgType></xml>"),
             headless: true,
         };
-        encode_entry(&mut buf, "msg:1", a.at, &a.body, a.headless);
-        encode_entry(&mut buf, "oA\0:17", b.at, &b.body, b.headless);
-        encode_entry(&mut buf, "msg:3", c.at, &c.body, c.headless);
+        encode_entry(&mut buf, "msg:1", &a.borrowed());
+        encode_entry(&mut buf, "oA\0:17", &b.borrowed());
+        encode_entry(&mut buf, "msg:3", &c.borrowed());
         let packed = pack(b.at, &buf);
         let batch = Batch::parse(&packed).expect("parses");
         assert_eq!(Batch::max_at(&packed).expect("head"), b.at);
@@ -1045,13 +1055,12 @@ mod tests {
     fn truncated_or_corrupt_batches_are_errors_not_panics() {
         let mut raw = Vec::new();
         for i in 0..20 {
-            encode_entry(
-                &mut raw,
-                &format!("k{i}"),
-                1,
-                "<xml>the same reply, again and again</xml>",
-                false,
-            );
+            let answer = StoredAnswer {
+                at: 1,
+                body: "<xml>the same reply, again and again</xml>",
+                headless: false,
+            };
+            encode_entry(&mut raw, &format!("k{i}"), &answer);
         }
         let v = pack(1, &raw);
         assert!(v.len() < raw.len() / 2, "repetitive replies compress");
@@ -1083,7 +1092,7 @@ mod tests {
         let store = open_narrow(dir.path(), 600, 0, 0);
         for i in 0..30 {
             store
-                .put(&format!("k{i}"), &reply(T0, &format!("a{i}")))
+                .dedupe_put(&format!("k{i}"), &reply(T0, &format!("a{i}")))
                 .expect("put");
             if i % 7 == 6 {
                 store.flush_dedupe().expect("flush");
@@ -1103,7 +1112,7 @@ mod tests {
         // Re-answer every third key: some were flushed, some are still pending.
         for i in (0..30).step_by(3) {
             store
-                .put(&format!("k{i}"), &reply(T0 + 1, &format!("b{i}")))
+                .dedupe_put(&format!("k{i}"), &reply(T0 + 1, &format!("b{i}")))
                 .expect("re-put");
         }
         check(&store, "pending");
@@ -1120,9 +1129,11 @@ mod tests {
         let dir = tempfile::TempDir::new().expect("tempdir");
         let store = open_narrow(dir.path(), 100, 0, 0);
         // Answered late, flushed; then answered again with an earlier time (clocks step back).
-        store.put("k", &reply(T0 + 500, "first")).expect("put");
+        store
+            .dedupe_put("k", &reply(T0 + 500, "first"))
+            .expect("put");
         store.flush_dedupe().expect("flush");
-        store.put("k", &reply(T0, "second")).expect("re-put");
+        store.dedupe_put("k", &reply(T0, "second")).expect("re-put");
         // "second" is past the retention, but forgetting it would bring back "first".
         store.sweep_dedupe(T0 + 300).expect("sweep");
         assert_eq!(body_of(&store, "k"), Some("second".into()));
@@ -1143,7 +1154,7 @@ mod tests {
         assert!(n / 2 > INFLATED_KEEP);
         for i in 0..n {
             store
-                .put(&format!("k{i}"), &reply(T0, &answer(i, "a")))
+                .dedupe_put(&format!("k{i}"), &reply(T0, &answer(i, "a")))
                 .expect("put");
         }
         store.flush_dedupe().expect("flush");
@@ -1158,7 +1169,7 @@ mod tests {
         }
         // A re-answer lands in a newer batch; the older, kept one must not win.
         store
-            .put("k7", &reply(T0 + 50, &answer(7, "b")))
+            .dedupe_put("k7", &reply(T0 + 50, &answer(7, "b")))
             .expect("re-put");
         store.flush_dedupe().expect("flush");
         assert_eq!(body_of(&store, "k7"), Some(answer(7, "b")));
@@ -1183,7 +1194,7 @@ mod tests {
         let n = 60;
         for i in 0..n {
             store
-                .put(&format!("m:{i}"), &reply(T0, &"x".repeat(2000)))
+                .dedupe_put(&format!("m:{i}"), &reply(T0, &"x".repeat(2000)))
                 .expect("put");
         }
         store.flush_dedupe().expect("flush");
@@ -1206,13 +1217,13 @@ mod tests {
     fn a_slot_read_as_the_wrong_batch_is_a_miss_not_a_wrong_answer() {
         let dir = tempfile::TempDir::new().expect("tempdir");
         let store = open_narrow(dir.path(), 600, 0, 0);
-        store.put("a", &reply(T0, "for a")).expect("put");
+        store.dedupe_put("a", &reply(T0, "for a")).expect("put");
         store.flush_dedupe().expect("flush");
         // Pretend 2²⁴ batches went by and the latest, with the same low bits as "a"'s batch,
         // holds another key: the slot for "a" now reads that batch.
         let later = 1u64 << BATCH_BITS;
         let mut raw = Vec::new();
-        encode_entry(&mut raw, "b", T0, "for b", true);
+        encode_entry(&mut raw, "b", &reply(T0, "for b").borrowed());
         store
             .inner
             .dedupe_log
@@ -1252,7 +1263,7 @@ mod tests {
                         for i in 0..20 {
                             let key = format!("t{t}:{i}");
                             let body = format!("{key}:{round}");
-                            store.put(&key, &reply(T0, &body)).expect("put");
+                            store.dedupe_put(&key, &reply(T0, &body)).expect("put");
                             // Keys of this thread are only written here: the newest is known.
                             for j in 0..20 {
                                 let back = format!("t{t}:{j}");
@@ -1320,12 +1331,12 @@ mod tests {
 
     /// The newest answer per key, and whether the retention has passed it (then the store may
     /// have forgotten it, but must not answer anything else).
-    type Model = HashMap<u8, (StoredReply, bool)>;
+    type Model = HashMap<u8, (StoredAnswer, bool)>;
 
     fn check_key(store: &Store, model: &Model, k: u8, after: &str) -> Result<(), TestCaseError> {
         let got = store.dedupe_get(&format!("key{k}")).expect("get");
         // Bodies are long: name them by their head in a failure.
-        let head = |r: &StoredReply| r.body.chars().take(12).collect::<String>();
+        let head = |r: &StoredAnswer| r.body.chars().take(12).collect::<String>();
         match model.get(&k) {
             None => prop_assert!(
                 got.is_none(),
@@ -1387,7 +1398,7 @@ mod tests {
                         // Some bodies are large, so one flush writes several batches.
                         let pad = "回".repeat(usize::from(body % 4) * 700);
                         let r = reply(base + i64::from(at), &format!("<xml>{key}/{body}{pad}</xml>"));
-                        store.put(&format!("key{key}"), &r).expect("put");
+                        store.dedupe_put(&format!("key{key}"), &r).expect("put");
                         model.insert(key, (r, false));
                     }
                     Op::Get(key) => check_key(&store, &model, key, &after)?,

@@ -2,8 +2,14 @@
 //!
 //! Owns everything mpgate remembers between pushes: subscribers, the dedupe memory of answered
 //! pushes, paid-article entitlements, human-handoff sessions, daily counters and the secret that
-//! signs article links. May depend on std, serde/serde_json, chrono, rand and
-//! [`crate::wechat::types`] only — no actix, no HTTP, no rules engine.
+//! signs article links; and its own upkeep (the write-behind thread and the dedupe sweep,
+//! [`Store::spawn_maintenance`]). May depend on std, serde/serde_json, chrono, rand, tracing,
+//! tokio's `sync`/`task` (only to be stopped by the server's shutdown) and
+//! [`crate::wechat::types`] only — no actix, no HTTP, no rules engine, no protocol logic: what a
+//! stored answer means is the caller's (see [`StoredAnswer`]).
+//!
+//! Its public shape names no sled type: [`StoreError`] is backend-neutral, and
+//! `docs/design/store.md` says what a second (networked) backend would need.
 //!
 //! # Trees and key layouts
 //! Keys are byte strings laid out for range scans; `\0` separates variable-length parts, so
@@ -44,18 +50,29 @@
 //!   operator API answers 200 only then, so a SIGKILL right after loses nothing.
 //! - **Handoff sessions** are written to sled at once and reach disk with sled's background
 //!   flush, set explicitly to every 200 ms.
-//! - **Subscriber state changes** (subscribe, unsubscribe, tags) and then **dedupe entries** reach
-//!   sled at [`Store::write_behind`] (the server calls it every 100 ms), in that order: after a
-//!   crash, the pushes of the last ≤ 300 ms may have lost both their effects and their stored
-//!   answers, so their retries are handled again rather than answered without the effects.
+//! - **Subscriber state changes** (subscribe, unsubscribe, tags) and then **dedupe entries**
+//!   reach sled at [`Store::write_behind`] (the upkeep thread runs it every 100 ms), in that
+//!   order: after a crash, the pushes of the last ≤ 300 ms may have lost both their effects and
+//!   their stored answers, so their retries are handled again rather than answered without the
+//!   effects.
 //! - **Subscriber activity** (`last_seen`, `message_count`) and **counters** are merged into sled
 //!   by the write-behind step once a second: a crash may lose up to ~1.2 s of them.
 //! - [`Store::flush`] (shutdown, and every grant/revoke) writes all of the above and syncs.
 //!
-//! # Lock
-//! sled holds an exclusive file lock on the data dir. [`Store::open`] waits up to 2 s for it
-//! (sled lets go a moment after the last handle drops), then answers [`StoreError::Locked`]:
-//! normally the running server holds the dir.
+//! # Lock: one process per data dir (a property of this backend)
+//! sled is an embedded database: it holds an exclusive file lock on the data dir for as long as
+//! a handle is open, so exactly one process reads and writes it. [`Store::open`] waits up to 2 s
+//! for the lock (sled lets go a moment after the last handle drops), then answers
+//! [`StoreError::Locked`]: normally the running server holds the dir, and the CLI's writing
+//! commands say to use its admin API instead.
+//!
+//! Much of the design leans on that exclusivity: the in-memory fronts (dedupe index, subscriber
+//! cache, handoff mirror, pending counts) are the truth between write-behind steps because no
+//! other process writes behind their back, and the outbox has one sender loop. A backend shared
+//! by several instances (a database server behind a load balancer) has no such lock: it would
+//! coordinate per row instead (claims with leases for dedupe, `FOR UPDATE SKIP LOCKED` for the
+//! outbox, a lock around the access-token refresh), keep only caches in memory, and let the CLI
+//! run against a live server. `docs/design/store.md` spells that out.
 //!
 //! # Schema
 //! `meta/schema_version` is stamped on first open. A data dir written by a newer mpgate is
@@ -66,6 +83,7 @@ mod counters;
 mod dedupe;
 mod entitlements;
 mod handoff;
+mod maintenance;
 pub mod platform;
 mod subscribers;
 
@@ -74,7 +92,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use counters::Counter;
-pub use dedupe::StoredReply;
+pub use dedupe::StoredAnswer;
 pub use entitlements::{Entitlement, GrantOutcome, RevokeOutcome};
 pub use handoff::{HandoffSession, HandoffState};
 pub use subscribers::{SubscribeOutcome, Subscriber};
@@ -142,19 +160,46 @@ pub enum StoreError {
     /// A key part contains a byte the key layout reserves.
     #[error("invalid {what}: must be non-empty and must not contain a NUL byte")]
     InvalidKey { what: &'static str },
-    /// Filesystem trouble outside sled (e.g. creating the data dir).
+    /// The data dir's files could not be created, read or written: a full or failing disk,
+    /// permissions. The [`std::io::ErrorKind`] is kept (`e.kind()`), so a caller can tell a
+    /// full disk from a bad one.
     #[error("data dir I/O error: {0}")]
-    Io(String),
-    /// Any other sled failure.
-    #[error("storage error: {0}")]
-    Sled(#[from] sled::Error),
+    Io(std::io::Error),
+    /// Any other failure inside the storage backend (a bug it reports, an operation it does
+    /// not support), in the backend's words.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+// The conversions from sled's errors are an implementation detail of this backend: they let
+// `?` work inside the store's files, and they are where sled's error shape ends. Nothing in
+// `StoreError` names sled, so callers (and a second backend) never see it.
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Io(io) => StoreError::Io(io),
+            sled::Error::Corruption { at, .. } => StoreError::Corrupt(match at {
+                Some(at) => format!("the storage engine found a damaged page at {at}"),
+                None => "the storage engine found a damaged page".into(),
+            }),
+            sled::Error::CollectionNotFound(name) => StoreError::Corrupt(format!(
+                "tree {} is missing",
+                String::from_utf8_lossy(&name)
+            )),
+            sled::Error::Unsupported(what) => StoreError::Backend(what),
+            sled::Error::ReportableBug(what) => {
+                StoreError::Backend(format!("the storage engine reports a bug: {what}"))
+            }
+        }
+    }
 }
 
 impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
     fn from(e: sled::transaction::TransactionError<StoreError>) -> Self {
         match e {
             sled::transaction::TransactionError::Abort(e) => e,
-            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+            sled::transaction::TransactionError::Storage(e) => e.into(),
         }
     }
 }
@@ -204,8 +249,12 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the data dir, checks its schema and migrates it if older.
     pub fn open(dir: &Path, cfg: StoreConfig) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot create {}: {e}", dir.display()),
+            ))
+        })?;
         let db = open_db(dir, &cfg)?;
         let meta = db.open_tree("meta")?;
         migrate(&db, &meta)?;
@@ -246,15 +295,15 @@ impl Store {
         Ok(())
     }
 
-    /// One write-behind step; the server runs it every 100 ms off the request path, with
-    /// `full` every tenth time. It takes the pending dedupe entries, then writes the subscriber
-    /// changes made so far (which include those of every push taken: a push makes its effects
-    /// before it puts its answer), then the entries. So a push whose answer is stored has its
-    /// state change stored too: after a crash, either both survive or the platform's retry finds
-    /// no answer and redoes both (`tests/api/process.rs` kills the server mid-stream to check
-    /// it; the first version, writing subscribers and then taking the entries, failed it).
-    /// Counters and cache eviction only when `full` (counts may lose that second; an activity
-    /// count is not worth more).
+    /// One write-behind step; [`Store::spawn_maintenance`] runs it every 100 ms off the request
+    /// path, with `full` every tenth time. It takes the pending dedupe entries, then writes the
+    /// subscriber changes made so far (which include those of every push taken: a push makes
+    /// its effects before it puts its answer), then the entries. So a push whose answer is
+    /// stored has its state change stored too: after a crash, either both survive or the
+    /// platform's retry finds no answer and redoes both (`tests/api/process.rs` kills the server
+    /// mid-stream to check it; the first version, writing subscribers and then taking the
+    /// entries, failed it). Counters and cache eviction only when `full` (counts may lose that
+    /// second; an activity count is not worth more).
     pub fn write_behind(&self, full: bool) -> Result<(), StoreError> {
         self.flush_dedupe_after(|| self.write_subscribers(full).map(|_| ()))?;
         if full {
@@ -341,7 +390,7 @@ fn map_open_error(e: sled::Error, dir: &Path) -> StoreError {
             };
         }
     }
-    StoreError::Sled(e)
+    e.into()
 }
 
 /// Brings the data dir to [`SCHEMA_VERSION`], one step at a time, or refuses a newer one.
