@@ -23,6 +23,15 @@ pub fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     })
 }
 
+/// [`lock`] for a mutex this caller owns exclusively (no other thread can hold it).
+pub fn get_mut<T: ?Sized>(m: &mut Mutex<T>) -> &mut T {
+    if m.is_poisoned() {
+        tracing::error!("a lock was poisoned by an earlier panic; continuing with its data");
+        m.clear_poison();
+    }
+    m.get_mut().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

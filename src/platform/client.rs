@@ -398,7 +398,7 @@ impl PlatformClient {
 
     fn lock_cached(&self) -> std::sync::MutexGuard<'_, Option<StoredToken>> {
         // The guarded value is replaced whole, so a panic elsewhere cannot leave it torn.
-        self.inner.cached.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.inner.cached)
     }
 
     fn cached_fresh(&self, now: i64) -> Option<String> {

@@ -1,6 +1,7 @@
 //! Daily counters: counted in memory on the hot path, merged into the `counters` tree
 //! (`YYYY-MM-DD\0name` → u64 BE) by [`Store::flush_counters`].
 
+use crate::sync::lock;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
@@ -91,11 +92,7 @@ fn decode_count(v: &[u8]) -> Result<u64, StoreError> {
 impl Store {
     /// Adds `n` to a day's counter, in memory only (cheap: it is on the callback hot path).
     pub fn count(&self, c: Counter, day: NaiveDate, n: u64) {
-        let mut pending = self
-            .inner
-            .pending_counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pending = lock(&self.inner.pending_counts);
         let slot = pending.entry((day, c)).or_insert(0);
         *slot = slot.saturating_add(n);
     }
@@ -103,18 +100,8 @@ impl Store {
     /// Merges the in-memory counts into the tree. On an error, the counts not yet merged go
     /// back into memory for the next flush.
     pub fn flush_counters(&self) -> Result<(), StoreError> {
-        let _gate = self
-            .inner
-            .counters_gate
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let taken = std::mem::take(
-            &mut *self
-                .inner
-                .pending_counts
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
+        let _gate = lock(&self.inner.counters_gate);
+        let taken = std::mem::take(&mut *lock(&self.inner.pending_counts));
         let mut rest = taken.into_iter();
         while let Some(((day, counter), n)) = rest.next() {
             let name = counter.name();
@@ -127,11 +114,7 @@ impl Store {
                     Some(old.saturating_add(n).to_be_bytes().to_vec())
                 });
             if let Err(e) = merged {
-                let mut pending = self
-                    .inner
-                    .pending_counts
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut pending = lock(&self.inner.pending_counts);
                 for (k, v) in std::iter::once(((day, counter), n)).chain(rest) {
                     let slot = pending.entry(k).or_insert(0);
                     *slot = slot.saturating_add(v);
@@ -148,11 +131,7 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<BTreeMap<NaiveDate, BTreeMap<String, u64>>, StoreError> {
-        let _gate = self
-            .inner
-            .counters_gate
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _gate = lock(&self.inner.counters_gate);
         let mut out: BTreeMap<NaiveDate, BTreeMap<String, u64>> = BTreeMap::new();
         if from > to {
             return Ok(out);
@@ -166,11 +145,7 @@ impl Store {
             let (day, name) = parse_tree_key(&k)?;
             *out.entry(day).or_default().entry(name).or_insert(0) += decode_count(&v)?;
         }
-        let pending = self
-            .inner
-            .pending_counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let pending = lock(&self.inner.pending_counts);
         for ((day, counter), n) in pending.iter() {
             if (from..=to).contains(day) {
                 let slot = out

@@ -49,6 +49,7 @@
 //! Durability: an entry reaches sled at the next flush (≤ 100 ms) and disk at sled's next
 //! flush (≤ 200 ms later); a crash inside that window lets a retry be handled a second time.
 
+use crate::sync::lock;
 use std::collections::{HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -397,13 +398,13 @@ impl Dedupe {
             for e in batch.entries() {
                 let e = e?;
                 let p = d.place(e.key);
-                let shard = d.shards[p.shard].get_mut().map_err(|_| poisoned())?;
+                let shard = crate::sync::get_mut(&mut d.shards[p.shard]);
                 shard
                     .slots
                     .insert_unique(probe(p.fp), slot(p.fp, low(seq)), rehash);
             }
         }
-        let log = d.log.get_mut().map_err(|_| poisoned())?;
+        let log = crate::sync::get_mut(&mut d.log);
         log.batches = batches;
         log.next_seq = next_seq;
         Ok(d)
@@ -419,16 +420,12 @@ impl Dedupe {
     }
 
     fn shard(&self, i: usize) -> Result<MutexGuard<'_, Shard>, StoreError> {
-        self.shards[i].lock().map_err(|_| poisoned())
+        Ok(lock(&self.shards[i]))
     }
 
     fn log(&self) -> Result<MutexGuard<'_, Log>, StoreError> {
-        self.log.lock().map_err(|_| poisoned())
+        Ok(lock(&self.log))
     }
-}
-
-fn poisoned() -> StoreError {
-    StoreError::Corrupt("dedupe memory lock poisoned by an earlier panic".into())
 }
 
 fn decode_seq(k: &[u8]) -> Result<u64, StoreError> {
@@ -670,7 +667,7 @@ impl Store {
     fn inflated_batch(&self, seq: u64) -> Result<Option<Arc<Batch>>, StoreError> {
         let d = &self.inner.dedupe;
         {
-            let kept = d.inflated.lock().map_err(|_| poisoned())?;
+            let kept = lock(&d.inflated);
             if let Some((_, batch)) = kept.iter().rev().find(|(s, _)| *s == seq) {
                 return Ok(Some(batch.clone()));
             }
@@ -679,7 +676,7 @@ impl Store {
             return Ok(None);
         };
         let batch = Arc::new(Batch::parse(&v)?);
-        let mut kept = d.inflated.lock().map_err(|_| poisoned())?;
+        let mut kept = lock(&d.inflated);
         // Two retries may have inflated the same batch at once; keep one copy.
         if !kept.iter().any(|(s, _)| *s == seq) {
             if kept.len() == INFLATED_KEEP {
@@ -741,7 +738,7 @@ impl Store {
         effects: impl FnOnce() -> Result<(), StoreError>,
     ) -> Result<usize, StoreError> {
         let d = &self.inner.dedupe;
-        let _gate = d.flush_gate.lock().map_err(|_| poisoned())?;
+        let _gate = lock(&d.flush_gate);
         let mut work: Vec<(usize, Arc<Pending>)> = Vec::new();
         for i in 0..SHARDS {
             let mut s = d.shard(i)?;
@@ -859,7 +856,7 @@ impl Store {
     pub fn sweep_dedupe(&self, now: i64) -> Result<usize, StoreError> {
         let cutoff = now.saturating_sub(self.inner.cfg.dedupe_retention_secs);
         let d = &self.inner.dedupe;
-        let gate = d.flush_gate.lock().map_err(|_| poisoned())?;
+        let gate = lock(&d.flush_gate);
         let (expired, next_seq, live_span) = {
             let mut log = d.log()?;
             let mut expired = Vec::new();
@@ -923,7 +920,7 @@ impl Store {
             .dedupe
             .shards
             .iter()
-            .map(|s| s.lock().map(|s| s.slots.len()).unwrap_or(0))
+            .map(|s| lock(s).slots.len())
             .sum()
     }
 }

@@ -52,9 +52,7 @@ impl HandoffMirror {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, BTreeMap<String, HandoffSession>>, StoreError> {
-        self.0
-            .lock()
-            .map_err(|_| StoreError::Corrupt("handoff lock poisoned by an earlier panic".into()))
+        Ok(crate::sync::lock(&self.0))
     }
 }
 

@@ -21,6 +21,7 @@
 //! - Clean records not used since the previous eviction pass are evicted once a shard is over
 //!   its share of [`CACHE_RECORDS`] (at most once a second, so "recently used" means that).
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
@@ -143,12 +144,8 @@ impl SubscriberCache {
     ) -> Result<MutexGuard<'_, HashMap<Box<str>, Cached, RandomState>>, StoreError> {
         // The modulo keeps the index below SHARDS, so the cast cannot truncate.
         let i = (self.hasher.hash_one(openid) % SHARDS as u64) as usize;
-        self.shards[i].lock().map_err(|_| poisoned())
+        Ok(lock(&self.shards[i]))
     }
-}
-
-fn poisoned() -> StoreError {
-    StoreError::Corrupt("subscriber cache lock poisoned by an earlier panic".into())
 }
 
 impl Store {
@@ -351,11 +348,11 @@ impl Store {
         let cache = &self.inner.subscriber_cache;
         // One writer at a time (the write-behind thread, explicit flushes): two snapshots of one
         // record written concurrently could land in sled in the wrong order.
-        let _gate = cache.write_gate.lock().map_err(|_| poisoned())?;
+        let _gate = lock(&cache.write_gate);
         let per_shard = CACHE_RECORDS / SHARDS;
         let mut written = 0;
         for shard in &cache.shards {
-            let lock = || shard.lock().map_err(|_| poisoned());
+            let lock = || Ok::<_, StoreError>(lock(shard));
             let dirty: Vec<Arc<Subscriber>> = lock()?
                 .values_mut()
                 .filter(|c| c.dirty >= due)
