@@ -6,7 +6,7 @@
 //! no store. `GET /healthz` answers as mpgate's does (a small JSON body).
 //!
 //! It is the "lean pipeline" the performance issue compares mpgate against: drive it with the
-//! same `wrk` script and pushes as `scripts/bench.sh` (see BENCHMARKS.md, "The floor") and the
+//! same `wrk` script and pushes as `scripts/bench.sh` (see docs/performance-history.md, "The floor") and the
 //! difference in server CPU per request is what mpgate's features cost.
 //!
 //! ```text

@@ -1,5 +1,5 @@
 //! Memory probe of the dedupe memory: how much RSS N answered pushes cost while they are within
-//! the retention (BENCHMARKS.md, run F).
+//! the retention (docs/performance-history.md, run F).
 //!
 //! ```sh
 //! cargo build --release --example memprobe

@@ -180,7 +180,7 @@ enum Piece {
 
 /// A template that is only text and `{{ name }}` of a string variable, the common shape of a
 /// reply ("已收到你的「{{ keyword }}」请求"). Routing renders one on many pushes, and the engine's
-/// context and VM were a quarter of routing's instructions on the bench mix (BENCHMARKS.md,
+/// context and VM were a quarter of routing's instructions on the bench mix (docs/performance-history.md,
 /// "What each feature costs"), so such a template is also kept as pieces and rendered by
 /// concatenation. Every template still goes through the engine at load (compile errors, the
 /// sample check); anything this reader is unsure of is left to the engine, which is the

@@ -13,7 +13,7 @@
 //!   runs one every 100 ms, off the request path: [`Store::spawn_maintenance`]) appends the
 //!   pending entries, in the order they were answered, as values of about [`BATCH_BYTES`], keyed
 //!   by a sequence number (u64 BE).
-//!   Taking the writes off the push path is what makes the callback cheap (BENCHMARKS.md,
+//!   Taking the writes off the push path is what makes the callback cheap (docs/performance-history.md,
 //!   "write-behind").
 //! - On open, the index is rebuilt from the batches still within the retention.
 //!

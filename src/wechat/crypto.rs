@@ -143,7 +143,7 @@ impl Cipher {
     pub fn decrypt(&self, encrypted_b64: &str, app_id: &AppId) -> Result<String, CryptoError> {
         let trimmed = encrypted_b64.trim_matches(|c: char| c.is_ascii_whitespace());
         // `decode_vec` into a buffer of ours rather than `decode`, whose zeroed buffer comes
-        // from `calloc`: code no other step of a push runs (BENCHMARKS.md, "The code a push
+        // from `calloc`: code no other step of a push runs (docs/performance-history.md, "The code a push
         // runs").
         let mut buf = Vec::with_capacity(base64::decoded_len_estimate(trimmed.len()));
         STANDARD

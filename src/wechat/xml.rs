@@ -522,7 +522,7 @@ fn append_text<'a>(
 
 /// Appends `n` in decimal, as `Display` would, without the formatting machinery: `write!`
 /// pulls `core::fmt`'s code into the push path, and in the instruction-cache simulation
-/// (BENCHMARKS.md, "The code a push runs") one `format!` of a key cost ~50 cache misses.
+/// (docs/performance-history.md, "The code a push runs") one `format!` of a key cost ~50 cache misses.
 pub(crate) fn push_i64(out: &mut String, n: i64) {
     if n < 0 {
         out.push('-');
