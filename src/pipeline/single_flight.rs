@@ -56,7 +56,7 @@ pub enum Turn<'a> {
 /// [`Leader::answered`] was called, or one of them leads.
 pub struct Leader<'a> {
     owner: &'a SingleFlight,
-    key: String,
+    key: &'a str,
     flight: Arc<Flight>,
 }
 
@@ -69,7 +69,7 @@ impl Leader<'_> {
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        lock(&self.owner.flights).remove(&self.key);
+        lock(&self.owner.flights).remove(self.key);
         self.flight.ended.store(true, Ordering::Release);
         self.flight.bell.notify_waiters();
     }
@@ -77,7 +77,7 @@ impl Drop for Leader<'_> {
 
 impl SingleFlight {
     /// Leads the push with this key, or waits for the attempt that does.
-    pub async fn join(&self, key: &str) -> Turn<'_> {
+    pub async fn join<'a>(&'a self, key: &'a str) -> Turn<'a> {
         loop {
             let (flight, leader) = {
                 let mut map = lock(&self.flights);
@@ -93,7 +93,7 @@ impl SingleFlight {
             if leader {
                 return Turn::Lead(Leader {
                     owner: self,
-                    key: key.to_string(),
+                    key,
                     flight,
                 });
             }

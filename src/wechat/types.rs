@@ -29,11 +29,13 @@ fn check_id(s: &str) -> Result<(), IdError> {
     if s.is_empty() {
         return Err(IdError::Empty);
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    // Bytes, not chars: every accepted character is ASCII, so the first refused byte starts
+    // the character to name.
+    if let Some(i) = s
+        .bytes()
+        .position(|b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
     {
-        return Err(IdError::BadChar(c));
+        return Err(IdError::BadChar(s[i..].chars().next().unwrap_or('?')));
     }
     if s.len() > MAX_ID_LEN {
         return Err(IdError::TooLong(s.len()));
