@@ -4,9 +4,12 @@
 //! - [`health`]: `GET /healthz`.
 //! - [`pages`]: `GET /a/{article}`, the signed article page.
 //! - [`admin`]: the operator API under `/admin/…`.
-//! - [`error`]: the one place errors become HTTP statuses.
+//! - [`error`]: the one place errors become HTTP statuses (and plain-text, JSON or page bodies).
 //!
-//! May depend on: `pipeline`, `settings`, actix-web.
+//! Handlers translate and call narrow services the [`Gateway`](crate::pipeline::Gateway) lends
+//! (`paywall()`, `handoffs()`, `operator()`, `rules()`); none reaches into the store.
+//!
+//! May depend on: `pipeline` and those services, `settings`, actix-web.
 
 pub mod admin;
 pub mod callback;
