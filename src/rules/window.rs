@@ -36,8 +36,13 @@ fn fast_char(c: char) -> Option<char> {
             char::from_u32(u32::from(c) - 0xFEE0).map(|a| a.to_ascii_lowercase())
         }
         '\u{3000}' => Some(' '),
-        // CJK punctuation except the four with compatibility mappings (U+3036, U+3038..U+303A).
-        '\u{3001}'..='\u{3035}' | '\u{3037}' | '\u{303B}'..='\u{303F}' => Some(c),
+        // CJK punctuation except the four with compatibility mappings (U+3036, U+3038..U+303A)
+        // and the ideographic tone marks U+302A..U+302F, which are combining marks that NFKC
+        // reorders among themselves.
+        '\u{3001}'..='\u{3029}'
+        | '\u{3030}'..='\u{3035}'
+        | '\u{3037}'
+        | '\u{303B}'..='\u{303F}' => Some(c),
         '\u{4E00}'..='\u{9FFF}' => Some(c),
         '\u{2018}' | '\u{2019}' | '\u{201C}' | '\u{201D}' | '\u{2014}' | '\u{00B7}' => Some(c),
         '\u{1F300}'..='\u{1FAFF}' => Some(c),
@@ -198,6 +203,17 @@ mod tests {
     }
 
     const SH: Tz = chrono_tz::Asia::Shanghai;
+
+    #[test]
+    fn ideographic_tone_marks_are_reordered_as_nfkc_does() {
+        // Found by `fast_normalisation_equals_full_nfkc`: U+302B (ccc 228) before U+302D
+        // (ccc 222) is reordered by canonical ordering; the fast path kept them as typed.
+        assert_eq!(normalize("\u{302b}\u{302d}"), "\u{302d}\u{302b}");
+        assert_eq!(
+            normalize("\u{302b}\u{302d}"),
+            normalize_slow("\u{302b}\u{302d}")
+        );
+    }
 
     #[test]
     fn normalises_full_width_case_and_space() {
