@@ -236,7 +236,7 @@ pub fn revoke(s: &Settings, openid: &str, article: &str) -> anyhow::Result<Strin
     known_article(s, article)?;
     let out = match target(s)? {
         Target::Local(store) => {
-            store.revoke(&parse_openid(openid)?, article, Utc::now().timestamp())?
+            Operator::new(store).revoke(&parse_openid(openid)?, article, Utc::now().timestamp())?
         }
         Target::Remote(api) => {
             let a = api.post(
@@ -270,13 +270,10 @@ pub fn subscriber(s: &Settings, openid: &str) -> anyhow::Result<String> {
     let found = match target(s)? {
         Target::Local(store) => {
             let id = parse_openid(openid)?;
-            match store.subscriber(&id)? {
-                Some(sub) => Some(serde_json::json!({
-                    "subscriber": sub,
-                    "entitlements": store.entitlements_of(&id)?,
-                })),
-                None => None,
-            }
+            Operator::new(store)
+                .subscriber(&id)?
+                .map(serde_json::to_value)
+                .transpose()?
         }
         Target::Remote(api) => {
             let a = api.get(&["subscribers", openid], &[])?;
@@ -311,7 +308,7 @@ pub fn stats(
         anyhow::bail!("--from {from} is after --to {to}");
     }
     match target(s)? {
-        Target::Local(store) => pretty(&store.counters(from, to)?),
+        Target::Local(store) => pretty(&Operator::new(store).counters(from, to)?),
         Target::Remote(api) => {
             let v = api
                 .get(
@@ -389,7 +386,7 @@ pub fn outbox(s: &Settings, state: &str) -> anyhow::Result<String> {
         .parse()
         .map_err(|e: String| anyhow::anyhow!("--{e}"))?;
     match target(s)? {
-        Target::Local(store) => pretty(&store.outbox_list(filter)?),
+        Target::Local(store) => pretty(&Operator::new(store).outbox(filter)?),
         Target::Remote(api) => {
             let v = api
                 .get(&["outbox"], &[("state", state.to_string())])?

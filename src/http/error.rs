@@ -31,8 +31,6 @@ pub enum Class {
     Gone,
     /// Conflicts with what is stored (409).
     Conflict,
-    /// Not now; try again (503).
-    Unavailable,
     /// Our fault (500): the cause is logged, never sent.
     Internal,
 }
@@ -46,7 +44,6 @@ impl Class {
             Class::NotFound => StatusCode::NOT_FOUND,
             Class::Gone => StatusCode::GONE,
             Class::Conflict => StatusCode::CONFLICT,
-            Class::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Class::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

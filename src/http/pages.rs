@@ -82,18 +82,15 @@ fn link_error(
 
 /// A refusal from the one error mapping, as a reader sees it.
 fn refused(rules: &RuleSet, r: &Refusal) -> HttpResponse {
-    match (r.class, &r.request_id) {
-        (_, Some(id)) => link_error(
+    match &r.request_id {
+        Some(id) => link_error(
             rules,
             r.status(),
             "🛠",
             "暂时无法打开",
             &format!("请稍后再试。（请求编号 {id}）"),
         ),
-        (Class::Unavailable, None) => {
-            link_error(rules, r.status(), "🛠", "暂时无法打开", "请稍后再试。")
-        }
-        (_, None) => link_error(
+        None => link_error(
             rules,
             r.status(),
             "⚠️",
