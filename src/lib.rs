@@ -10,7 +10,7 @@
 //! | [`rules`] | keywords.toml → compiled rules → a routing decision, pure over a message and a subscriber view; `check`/`simulate` | `wechat`, `render` |
 //! | [`render`] | minijinja templates from `templates/` | — |
 //! | [`reload`] | the live rules and hot reload: the only module that watches files | `rules`, `render` |
-//! | [`store`] | all state (subscribers, dedupe, entitlements, hand-offs, counters, outbox); the only module that names sled; its own write-behind and sweeps | `wechat::types` |
+//! | [`store`] | all state (subscribers, dedupe, entitlements, hand-offs, counters, outbox); the only module that names sled; its own write-behind (whole pushes per period; recovery from a failing disk) and sweeps | `wechat::types` |
 //! | [`paywall`] | signed article links and the one access decision, for chats and pages | `store`, `rules`, `wechat` |
 //! | [`handoff`] | the hand-off state machine | `store`, `rules`, `wechat`, `platform::CustomerService` |
 //! | [`platform`] | the outbound WeChat API: token, menu, customer-service outbox, webhook calls and late answers | `store`, `rules`, `settings`, `wechat::types` |

@@ -155,10 +155,42 @@ impl Application {
         for j in jobs {
             let _ = j.await;
         }
-        gateway.store().flush()?;
+        final_flush(gateway.store())?;
         tracing::info!("stopped; state flushed");
         result.map_err(Into::into)
     }
+}
+
+/// The last write before exit. A disk that is still failing gets a few more tries; if it stays
+/// failing, the error names exactly what is lost with this process, and the exit status is not
+/// 0.
+fn final_flush(store: &Store) -> anyhow::Result<()> {
+    let mut last = None;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        match store.flush() {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    let lost = store.unwritten();
+    let e = last.map(|e| e.to_string()).unwrap_or_default();
+    tracing::error!(
+        error = %e,
+        answers = lost.answers,
+        subscriber_records = lost.records,
+        counter_increments = lost.counts,
+        "stopping without writing the state kept in memory: these are lost"
+    );
+    anyhow::bail!(
+        "could not write the state kept in memory ({e}): {} stored answers, {} subscriber records \
+         and {} counter increments are lost",
+        lost.answers,
+        lost.records,
+        lost.counts
+    )
 }
 
 fn spawn_jobs(

@@ -33,6 +33,9 @@ pub enum Class {
     Conflict,
     /// Our fault (500): the cause is logged, never sent.
     Internal,
+    /// Ours and temporary (503): the store cannot write now (a full or failing disk). The
+    /// store logs the episode once and `/healthz` says why; each refusal only says to retry.
+    Unavailable,
 }
 
 impl Class {
@@ -45,6 +48,7 @@ impl Class {
             Class::Gone => StatusCode::GONE,
             Class::Conflict => StatusCode::CONFLICT,
             Class::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Class::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -59,6 +63,7 @@ impl Classify for StoreError {
         match self {
             // An empty openid or one with NUL is the sender's fault, not the store's.
             StoreError::InvalidKey { .. } => Class::BadRequest,
+            StoreError::Unavailable(_) | StoreError::Io(_) => Class::Unavailable,
             _ => Class::Internal,
         }
     }
@@ -110,6 +115,15 @@ impl Refusal {
     /// "article page").
     pub fn of(err: &dyn Classify, what: &'static str) -> Refusal {
         let class = err.class();
+        if class == Class::Unavailable {
+            // Said once per episode by the store (and by /healthz), not once per request.
+            tracing::debug!(error = %err, "{what} refused: store not writable");
+            return Refusal {
+                class,
+                reason: "temporarily unavailable: the store cannot write now; retry later".into(),
+                request_id: None,
+            };
+        }
         if class == Class::Internal {
             let id = request_id();
             tracing::error!(request_id = %id, error = %err, "{what} failed");

@@ -82,6 +82,9 @@ fn link_error(
 
 /// A refusal from the one error mapping, as a reader sees it.
 fn refused(rules: &RuleSet, r: &Refusal) -> HttpResponse {
+    if r.class == Class::Unavailable {
+        return link_error(rules, r.status(), "🛠", "暂时无法打开", "请稍后再试。");
+    }
     match &r.request_id {
         Some(id) => link_error(
             rules,

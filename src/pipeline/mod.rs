@@ -187,27 +187,43 @@ impl Gateway {
             leader.answered();
             return Ok(replay(&stored, inbound));
         }
-        let rendered = match self.handle(inbound, now)? {
-            Handled::Done(rendered) => rendered,
+        // A new push is handled only when its effects can reach the disk: otherwise 503, and
+        // the platform retries (retries of answered pushes, above, still get their answers).
+        self.store.check_writable()?;
+        // The effects and the stored answer are one unit for the write-behind (`store::period`):
+        // made inside one commit scope, so a crash keeps all of them or none.
+        let scope = self.store.commit_scope();
+        let (call, payload) = match self.handle(inbound, now)? {
+            Handled::Done(rendered) => {
+                self.store
+                    .dedupe_put(&key, &stored_answer(rendered.as_ref(), now))?;
+                drop(scope);
+                leader.answered();
+                return Ok(rendered.map(Rendered::into_xml).unwrap_or_default());
+            }
             Handled::Webhook { call, payload } => {
-                let to = inbound.header.from_user.as_str();
-                let text = self
-                    .webhook
-                    .answer_within(&call, *payload, to, &self.cs)
-                    .await;
-                text.and_then(|content| {
-                    self.render(&Reply::Text { content }, inbound, now.timestamp())
-                })
+                // The effects are made; the answer waits for the operator's endpoint, and no
+                // scope may be held across that wait. `success` is stored meanwhile with them:
+                // a retry after a crash right now gets it instead of handling the push again
+                // (a second subscribe, a second count). In this process retries wait for the
+                // real answer (single flight), which replaces it below.
+                self.store.dedupe_put(&key, &stored_answer(None, now))?;
+                (call, payload)
             }
         };
-        // Every reply is rendered with `now` as its CreateTime: the stored time gives it back.
-        // Stored headless: the head is ~40 % of a reply, and `replay` rebuilds it.
-        let answer = StoredAnswer {
-            at: now.timestamp(),
-            body: rendered.as_ref().map_or("", Rendered::tail),
-            headless: true,
-        };
-        self.store.dedupe_put(&key, &answer)?;
+        drop(scope);
+        let to = inbound.header.from_user.as_str();
+        let text = self
+            .webhook
+            .answer_within(&call, *payload, to, &self.cs)
+            .await;
+        let rendered = text
+            .and_then(|content| self.render(&Reply::Text { content }, inbound, now.timestamp()));
+        {
+            let _scope = self.store.commit_scope();
+            self.store
+                .dedupe_put(&key, &stored_answer(rendered.as_ref(), now))?;
+        }
         leader.answered();
         Ok(rendered.map(Rendered::into_xml).unwrap_or_default())
     }
@@ -319,6 +335,17 @@ fn replay(stored: &StoredAnswer, inbound: &Inbound) -> String {
         reply::with_head(&stored.body, &reply_context(inbound, stored.at))
     } else {
         stored.body.to_string()
+    }
+}
+
+/// What is stored to answer a push's retries. Every reply is rendered with `now` as its
+/// CreateTime: the stored time gives it back. Stored headless: the head is ~40 % of a reply, and
+/// `replay` rebuilds it.
+fn stored_answer(rendered: Option<&Rendered>, now: DateTime<Utc>) -> StoredAnswer<&str> {
+    StoredAnswer {
+        at: now.timestamp(),
+        body: rendered.map_or("", Rendered::tail),
+        headless: true,
     }
 }
 

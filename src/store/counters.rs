@@ -61,7 +61,7 @@ impl Counter {
     }
 }
 
-fn tree_key(day: NaiveDate, name: &str) -> Vec<u8> {
+pub(super) fn tree_key(day: NaiveDate, name: &str) -> Vec<u8> {
     let mut k = day.format("%Y-%m-%d").to_string().into_bytes();
     k.push(0);
     k.extend_from_slice(name.as_bytes());
@@ -83,7 +83,7 @@ fn parse_tree_key(k: &[u8]) -> Result<(NaiveDate, String), StoreError> {
     Ok((day, name))
 }
 
-fn decode_count(v: &[u8]) -> Result<u64, StoreError> {
+pub(super) fn decode_count(v: &[u8]) -> Result<u64, StoreError> {
     <[u8; 8]>::try_from(v)
         .map(u64::from_be_bytes)
         .map_err(|_| StoreError::Corrupt(format!("counter value has {} bytes, not 8", v.len())))
@@ -97,32 +97,25 @@ impl Store {
         *slot = slot.saturating_add(n);
     }
 
-    /// Merges the in-memory counts into the tree. On an error, the counts not yet merged go
-    /// back into memory for the next flush.
+    /// Merges the in-memory counts into the tree (one write-behind period with everything
+    /// due).
     pub fn flush_counters(&self) -> Result<(), StoreError> {
-        let _gate = lock(&self.inner.counters_gate);
-        let taken = std::mem::take(&mut *lock(&self.inner.pending_counts));
-        let mut rest = taken.into_iter();
-        while let Some(((day, counter), n)) = rest.next() {
-            let name = counter.name();
-            let merged = self
-                .inner
-                .counters
-                .fetch_and_update(tree_key(day, &name), |old| {
-                    // An undecodable old value is replaced rather than wedging every flush.
-                    let old = old.and_then(|v| decode_count(v).ok()).unwrap_or(0);
-                    Some(old.saturating_add(n).to_be_bytes().to_vec())
-                });
-            if let Err(e) = merged {
-                let mut pending = lock(&self.inner.pending_counts);
-                for (k, v) in std::iter::once(((day, counter), n)).chain(rest) {
-                    let slot = pending.entry(k).or_insert(0);
-                    *slot = slot.saturating_add(v);
-                }
-                return Err(e.into());
-            }
+        self.write_period(true).map(|_| ())
+    }
+
+    /// Takes the counts a period merges (called with the commit gate held exclusively).
+    pub(super) fn take_counts(&self) -> Pending {
+        std::mem::take(&mut *lock(&self.inner.pending_counts))
+    }
+
+    /// Adds counts back to memory (a failed period's, or one whose fate was unknown and turned
+    /// out not to have landed: see `period`).
+    pub(super) fn restore_counts(&self, counts: Pending) {
+        let mut pending = lock(&self.inner.pending_counts);
+        for (k, n) in counts {
+            let slot = pending.entry(k).or_insert(0);
+            *slot = slot.saturating_add(n);
         }
-        Ok(())
     }
 
     /// Counts per day and name for `from..=to`, including counts not yet flushed.
@@ -140,13 +133,17 @@ impl Store {
         let mut end = day_prefix(to);
         // Every key of day `to` is `to\0…`, below `to\x01`.
         end.push(1);
-        for kv in self.inner.counters.range(start..end) {
+        for kv in self.db()?.counters.range(start..end) {
             let (k, v) = kv?;
             let (day, name) = parse_tree_key(&k)?;
             *out.entry(day).or_default().entry(name).or_insert(0) += decode_count(&v)?;
         }
+        let unconfirmed = self.unconfirmed_counts();
         let pending = lock(&self.inner.pending_counts);
-        for ((day, counter), n) in pending.iter() {
+        for ((day, counter), n) in pending
+            .iter()
+            .chain(unconfirmed.iter().map(|(k, n)| (k, n)))
+        {
             if (from..=to).contains(day) {
                 let slot = out
                     .entry(*day)

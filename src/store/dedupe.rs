@@ -9,10 +9,12 @@
 //! - **In memory**, an index of one `u64` slot per entry (no keys, no reply bodies), split over
 //!   [`SHARDS`] independently locked tables, plus the entries answered since the last write,
 //!   already encoded as a batch holds them ([`Pending`]).
-//! - **In sled** (`dedupe_log`), the entries in batches: every flush (the store's upkeep thread
-//!   runs one every 100 ms, off the request path: [`Store::spawn_maintenance`]) appends the
-//!   pending entries, in the order they were answered, as values of about [`BATCH_BYTES`], keyed
-//!   by a sequence number (u64 BE).
+//! - **In sled** (`dedupe_log`), the entries in batches: every write-behind period (the store's
+//!   upkeep thread runs one every 100 ms, off the request path: [`Store::spawn_maintenance`];
+//!   see `period`) appends the pending entries, in the order they were answered, as values of
+//!   about [`BATCH_BYTES`], keyed by a sequence number (u64 BE), in the same transaction as the
+//!   pushes' other effects. Only once that is synced does the index name the batches; a failed
+//!   period puts its entries back to pending.
 //!   Taking the writes off the push path is what makes the callback cheap (docs/performance-history.md,
 //!   "write-behind").
 //! - On open, the index is rebuilt from the batches still within the retention.
@@ -46,11 +48,11 @@
 //! entries. Expiry is per batch, so an entry may outlive the retention by as long as its
 //! batch's newest entry does (≤ 100 ms of pushes normally) and is answered meanwhile.
 //!
-//! Durability: an entry reaches sled at the next flush (≤ 100 ms) and disk at sled's next
-//! flush (≤ 200 ms later); a crash inside that window lets a retry be handled a second time.
+//! Durability: an entry reaches disk with the next period (≤ 100 ms, synced), with its push's
+//! effects; a crash inside that window lets the retry handle the push afresh, once.
 
 use crate::sync::lock;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -133,6 +135,19 @@ struct Pending {
     entries: Vec<PendingEntry>,
     /// The live entries, as indices into `entries`, hashed by fingerprint ([`probe`]).
     by_key: HashTable<usize>,
+}
+
+/// The pending entries a write-behind period took from the shards ([`Store::take_dedupe`]).
+pub(super) struct DedupeTake {
+    work: Vec<(usize, Arc<Pending>)>,
+}
+
+/// A period's entries as the batches it writes: `(sequence number, newest answer time,
+/// packed value)`, and per work item of the take, which entry went to which batch.
+pub(super) struct EncodedDedupe {
+    pub(super) batches: Vec<(u64, i64, Vec<u8>)>,
+    written: Vec<Vec<(usize, u64)>>,
+    next_seq: u64,
 }
 
 /// One entry of a [`Pending`] buffer.
@@ -672,7 +687,7 @@ impl Store {
                 return Ok(Some(batch.clone()));
             }
         }
-        let Some(v) = self.inner.dedupe_log.get(seq.to_be_bytes())? else {
+        let Some(v) = self.db()?.dedupe_log.get(seq.to_be_bytes())? else {
             return Ok(None);
         };
         let batch = Arc::new(Batch::parse(&v)?);
@@ -721,24 +736,22 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the pending entries to sled as batches. Returns how many entries it wrote.
+    /// Writes the pending entries to sled as batches (one write-behind period: see `period`).
+    /// Returns how many entries it wrote.
     pub fn flush_dedupe(&self) -> Result<usize, StoreError> {
-        self.flush_dedupe_after(|| Ok(()))
+        Ok(self.write_period(false)?.answers)
     }
 
-    /// [`Store::flush_dedupe`], running `effects` (the write of the pushes' side effects)
-    /// after taking the pending entries and before writing them. Every push puts its answer
-    /// after making its effects, so the effects of every entry taken are already in memory
-    /// when `effects` writes them, and they reach sled before the entries do. (Writing the
-    /// effects first and then taking the entries would let a push answered in between have
-    /// its entry written without its effects.) If `effects` fails, nothing is written and the
-    /// entries stay pending.
-    pub(super) fn flush_dedupe_after(
-        &self,
-        effects: impl FnOnce() -> Result<(), StoreError>,
-    ) -> Result<usize, StoreError> {
+    /// Serialises periods with sweeps: a sweep must not delete batches a period is writing.
+    pub(super) fn dedupe_gate(&self) -> MutexGuard<'_, ()> {
+        lock(&self.inner.dedupe.flush_gate)
+    }
+
+    /// Takes the pending entries of every shard for a period (called with the commit gate held
+    /// exclusively, so every entry taken is of a push whose effects are complete). They stay
+    /// visible to lookups (`flushing`) until [`Store::finish_dedupe`].
+    pub(super) fn take_dedupe(&self) -> Result<DedupeTake, StoreError> {
         let d = &self.inner.dedupe;
-        let _gate = lock(&d.flush_gate);
         let mut work: Vec<(usize, Arc<Pending>)> = Vec::new();
         for i in 0..SHARDS {
             let mut s = d.shard(i)?;
@@ -749,13 +762,22 @@ impl Store {
                 work.push((i, taken));
             }
         }
-        let effects = effects();
+        Ok(DedupeTake { work })
+    }
+
+    /// Encodes the taken entries as batches, in the order they were answered, numbered from the
+    /// log's next sequence number. Nothing is written: the period writes the batches with the
+    /// rest of its transaction.
+    pub(super) fn encode_dedupe(&self, take: &DedupeTake) -> Result<EncodedDedupe, StoreError> {
+        let work = &take.work;
+        let mut out = EncodedDedupe {
+            batches: Vec::new(),
+            written: vec![Vec::new(); work.len()],
+            next_seq: self.inner.dedupe.log()?.next_seq,
+        };
         if work.is_empty() {
-            return effects.map(|()| 0);
+            return Ok(out);
         }
-        let first_seq = d.log()?.next_seq;
-        // Encode and write outside the locks: pushes keep being answered meanwhile.
-        let mut batches: Vec<(u64, i64)> = Vec::new();
         // Per entry of `work`, in answer order: (order, work index, entry index).
         let mut in_order: Vec<(u64, usize, usize)> = work
             .iter()
@@ -763,17 +785,11 @@ impl Store {
             .flat_map(|(w, (_, p))| p.live().map(move |j| (p.entries[j].order, w, j)))
             .collect();
         in_order.sort_unstable_by_key(|&(o, ..)| o);
-        // Per work item: the entries written, with their batch number.
-        let mut written: Vec<Vec<(usize, u64)>> = vec![Vec::new(); work.len()];
         let mut buf: Vec<u8> = Vec::with_capacity(2 * BATCH_BYTES);
         let mut in_buf: Vec<(usize, usize)> = Vec::new();
         let mut max_at = i64::MIN;
-        let mut seq = first_seq;
-        let mut result: Result<(), StoreError> = effects;
+        let mut seq = out.next_seq;
         for (k, &(_, w, j)) in in_order.iter().enumerate() {
-            if result.is_err() {
-                break;
-            }
             let p = &work[w].1;
             let e = &p.entries[j];
             buf.extend_from_slice(p.encoded(e));
@@ -787,52 +803,70 @@ impl Store {
             if next_fits {
                 continue;
             }
-            if let Err(e) = self
-                .inner
-                .dedupe_log
-                .insert(seq.to_be_bytes(), pack(max_at, &buf))
-            {
-                result = Err(e.into());
-                break;
-            }
-            batches.push((seq, max_at));
+            out.batches.push((seq, max_at, pack(max_at, &buf)));
             for (w, j) in in_buf.drain(..) {
-                written[w].push((j, seq));
+                out.written[w].push((j, seq));
             }
             seq = next_after(seq);
             buf.clear();
             max_at = i64::MIN;
         }
-        {
+        out.next_seq = seq;
+        Ok(out)
+    }
+
+    /// Ends a period's part of the dedupe memory. `durable`: the batches are on disk, so the
+    /// index now names them. Otherwise every entry goes back to pending, with its PENDING slot,
+    /// for the next period to write again (newer re-puts win); nothing is forgotten. Returns how
+    /// many entries were written.
+    pub(super) fn finish_dedupe(
+        &self,
+        take: DedupeTake,
+        encoded: Option<EncodedDedupe>,
+        durable: bool,
+    ) -> Result<usize, StoreError> {
+        let d = &self.inner.dedupe;
+        let encoded = match (durable, encoded) {
+            (true, Some(e)) => e,
+            _ => EncodedDedupe {
+                batches: Vec::new(),
+                written: Vec::new(),
+                next_seq: 0,
+            },
+        };
+        if durable && !encoded.batches.is_empty() {
             // Before any slot names the new batches, so a lookup reading such a slot reads a
             // `next_seq` past it.
             let mut log = d.log()?;
-            log.next_seq = seq;
-            log.batches.extend(batches);
+            log.next_seq = encoded.next_seq;
+            log.batches.extend(
+                encoded
+                    .batches
+                    .iter()
+                    .map(|&(seq, max_at, _)| (seq, max_at)),
+            );
         }
         let mut count = 0;
-        for (w, (i, taken)) in work.iter().enumerate() {
+        for (w, (i, taken)) in take.work.iter().enumerate() {
             let mut guard = d.shard(*i)?;
             let s = &mut *guard;
-            for &(j, seq) in &written[w] {
-                let e = &taken.entries[j];
-                let key = entry_key(taken.encoded(e)).unwrap_or_default();
-                // A re-put meanwhile is pending again and keeps the key's PENDING slot.
-                if s.pending.contains(key, e.fp) {
-                    continue;
+            if durable {
+                for &(j, seq) in encoded.written.get(w).into_iter().flatten() {
+                    let e = &taken.entries[j];
+                    let key = entry_key(taken.encoded(e)).unwrap_or_default();
+                    // A re-put meanwhile is pending again and keeps the key's PENDING slot.
+                    if s.pending.contains(key, e.fp) {
+                        continue;
+                    }
+                    // Any PENDING slot with the fingerprint will do: they are interchangeable,
+                    // one per pending key (the shard invariant).
+                    if let Some(v) = s.slots.find_mut(probe(e.fp), |v| *v == slot(e.fp, PENDING)) {
+                        *v = slot(e.fp, low(seq));
+                    }
+                    count += 1;
                 }
-                // Any PENDING slot with the fingerprint will do: they are interchangeable, one
-                // per pending key (the shard invariant).
-                if let Some(v) = s.slots.find_mut(probe(e.fp), |v| *v == slot(e.fp, PENDING)) {
-                    *v = slot(e.fp, low(seq));
-                }
-                count += 1;
-            }
-            if result.is_err() {
-                // Put back what was not written, with its PENDING slot, so the next flush
-                // retries it (newer re-puts win).
-                let done: HashSet<usize> = written[w].iter().map(|&(j, _)| j).collect();
-                for j in taken.live().filter(|j| !done.contains(j)) {
+            } else {
+                for j in taken.live() {
                     let e = &taken.entries[j];
                     let encoded = taken.encoded(e);
                     let key = entry_key(encoded).unwrap_or_default();
@@ -843,7 +877,27 @@ impl Store {
             }
             s.flushing = None;
         }
-        result.map(|()| count)
+        Ok(count)
+    }
+
+    /// How many answers were ever put (the order counter): with the count a period took, the
+    /// store's memory bound.
+    pub(super) fn dedupe_puts(&self) -> u64 {
+        self.inner.dedupe.puts.load(Ordering::Relaxed)
+    }
+
+    /// Entries answered and not yet on disk (pending or being written): what a crash now would
+    /// lose, and what the store's memory bound counts.
+    pub(super) fn dedupe_unwritten(&self) -> usize {
+        self.inner
+            .dedupe
+            .shards
+            .iter()
+            .map(|s| {
+                let s = lock(s);
+                s.pending.live().count() + s.flushing.as_ref().map_or(0, |f| f.live().count())
+            })
+            .sum()
     }
 
     /// Forgets entries answered before `now - retention` and deletes batches holding nothing
@@ -856,7 +910,7 @@ impl Store {
     pub fn sweep_dedupe(&self, now: i64) -> Result<usize, StoreError> {
         let cutoff = now.saturating_sub(self.inner.cfg.dedupe_retention_secs);
         let d = &self.inner.dedupe;
-        let gate = lock(&d.flush_gate);
+        let gate = self.dedupe_gate();
         let (expired, next_seq, live_span) = {
             let mut log = d.log()?;
             let mut expired = Vec::new();
@@ -908,7 +962,7 @@ impl Store {
         // Nothing names the expired batches any more, and flushes only write newer numbers.
         drop(gate);
         for seq in &expired {
-            self.inner.dedupe_log.remove(seq.to_be_bytes())?;
+            self.db()?.dedupe_log.remove(seq.to_be_bytes())?;
         }
         Ok(removed)
     }
@@ -1222,7 +1276,8 @@ mod tests {
         let mut raw = Vec::new();
         encode_entry(&mut raw, "b", &reply(T0, "for b").borrowed());
         store
-            .inner
+            .db()
+            .expect("open")
             .dedupe_log
             .insert(later.to_be_bytes(), pack(T0, &raw))
             .expect("insert");

@@ -85,7 +85,7 @@ impl Store {
         if let Some(r) = reference {
             super::check_part("reference", r)?;
         }
-        let i = &self.inner;
+        let i = self.db()?;
         let outcome = (&i.entitlements, &i.entitled_by_article, &i.references).transaction(
             |(ents, by_article, refs)| {
                 if let Some(r) = reference {
@@ -130,7 +130,7 @@ impl Store {
         )?;
         // Also on the no-op paths: the caller may be retrying because an earlier answer was
         // lost, and must not be told "granted" before the grant is on disk.
-        self.flush()?;
+        self.sync()?;
         Ok(outcome)
     }
 
@@ -143,7 +143,7 @@ impl Store {
     ) -> Result<RevokeOutcome, StoreError> {
         let key = join_key(&[("openid", openid.as_str()), ("article", article)])?;
         let index = join_key(&[("article", article), ("openid", openid.as_str())])?;
-        let i = &self.inner;
+        let i = self.db()?;
         let outcome =
             (&i.entitlements, &i.entitled_by_article).transaction(|(ents, by_article)| {
                 let Some(mut ent) = read(ents, &key)? else {
@@ -157,7 +157,7 @@ impl Store {
                 by_article.remove(index.as_slice())?;
                 Ok(RevokeOutcome::Revoked(ent))
             })?;
-        self.flush()?;
+        self.sync()?;
         Ok(outcome)
     }
 
@@ -168,7 +168,7 @@ impl Store {
         article: &str,
     ) -> Result<Option<Entitlement>, StoreError> {
         let key = join_key(&[("openid", openid.as_str()), ("article", article)])?;
-        self.inner
+        self.db()?
             .entitlements
             .get(key)?
             .map(|v| decode_json("entitlements", &v))
@@ -186,7 +186,7 @@ impl Store {
     pub fn entitlements_of(&self, openid: &OpenId) -> Result<Vec<Entitlement>, StoreError> {
         let mut prefix = join_key(&[("openid", openid.as_str())])?;
         prefix.push(0);
-        self.inner
+        self.db()?
             .entitlements
             .scan_prefix(prefix)
             .values()
@@ -199,13 +199,13 @@ impl Store {
         let mut prefix = join_key(&[("article", article)])?;
         prefix.push(0);
         let mut out = Vec::new();
-        for k in self.inner.entitled_by_article.scan_prefix(&prefix).keys() {
+        for k in self.db()?.entitled_by_article.scan_prefix(&prefix).keys() {
             let k = k?;
             let openid = std::str::from_utf8(&k[prefix.len()..]).map_err(|_| {
                 StoreError::Corrupt("non-utf-8 openid in tree entitled_by_article".into())
             })?;
             let key = join_key(&[("openid", openid), ("article", article)])?;
-            match self.inner.entitlements.get(key)? {
+            match self.db()?.entitlements.get(key)? {
                 Some(v) => {
                     let ent: Entitlement = decode_json("entitlements", &v)?;
                     // A revoke may land between reading the index and the record.

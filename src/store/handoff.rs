@@ -71,7 +71,7 @@ impl Store {
     pub fn handoff_put(&self, session: &HandoffSession) -> Result<(), StoreError> {
         check_part("openid", &session.openid)?;
         let mut mem = self.inner.handoffs_mem.lock()?;
-        self.inner
+        self.db()?
             .handoffs
             .insert(session.openid.as_bytes(), encode_json(session))?;
         mem.insert(session.openid.clone(), session.clone());
@@ -81,8 +81,26 @@ impl Store {
     /// Removes and returns the session of `openid`.
     pub fn handoff_close(&self, openid: &OpenId) -> Result<Option<HandoffSession>, StoreError> {
         let mut mem = self.inner.handoffs_mem.lock()?;
-        self.inner.handoffs.remove(openid.as_str().as_bytes())?;
+        self.db()?.handoffs.remove(openid.as_str().as_bytes())?;
         Ok(mem.remove(openid.as_str()))
+    }
+
+    /// Makes `backend`'s sessions those of the mirror (after the store reopened its data dir:
+    /// writes sled had not synced were dropped with the old handle, the mirror kept them).
+    pub(super) fn rewrite_handoffs(&self, backend: &super::Backend) -> Result<(), StoreError> {
+        let mem = self.inner.handoffs_mem.lock()?;
+        let mut batch = sled::Batch::default();
+        for k in backend.handoffs.iter().keys() {
+            let k = k?;
+            if !mem.contains_key(String::from_utf8_lossy(&k).as_ref()) {
+                batch.remove(k);
+            }
+        }
+        for s in mem.values() {
+            batch.insert(s.openid.as_bytes(), encode_json(s));
+        }
+        backend.handoffs.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Every open session, ordered by openid.

@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 
 use super::{Store, StoreError};
 
-/// How often pending subscriber changes and dedupe entries go to sled. It bounds what a crash
-/// can lose of them (≤ 100 ms, plus sled's own 200 ms flush), and a platform retry arrives
+/// How often a write-behind period writes the pushes answered since the last one. It bounds what a crash
+/// can lose of them (≤ 100 ms: each period is synced before it ends), and a platform retry arrives
 /// ~5 s after its push, long after its answer was written; shorter periods cost more sled
 /// writes of smaller batches for no retry that needs them.
 const WRITE_BEHIND_EVERY: Duration = Duration::from_millis(100);
@@ -24,6 +24,10 @@ const WRITE_BEHIND_EVERY: Duration = Duration::from_millis(100);
 /// eviction): once a second. Activity and counts are worth less than state changes, and
 /// merging them is the step's most expensive part.
 const FULL_EVERY: u64 = 10;
+
+/// How often a failing store retries its write (each retry reopens the data dir first).
+/// Recovery is then seen within a second of the disk having room again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// How often expired dedupe entries are swept. The retention is minutes (at least 60 s), so a
 /// sweep a minute keeps the dedupe memory within about one retention plus a minute, and each
@@ -40,7 +44,8 @@ impl Store {
     /// named `mpgate-writer`. A thread of its own rather than tokio's blocking pool keeps
     /// sled's allocations in one malloc arena, off the workers that answer pushes.
     ///
-    /// A failed step is logged and retried at the next one (its entries stay pending). Call it
+    /// A failed step keeps what it took and is retried (once a second while the store is not
+    /// writable: see `period`). Call it
     /// from inside a tokio runtime: the returned task ends once the thread has stopped, after
     /// `shutdown` changes (or its sender is dropped). The thread does no last step: after
     /// awaiting the task, the caller runs the final [`Store::flush`].
@@ -55,6 +60,7 @@ impl Store {
             .spawn(move || {
                 let mut steps: u64 = 0;
                 let mut next_sweep = Instant::now();
+                let mut next_retry = Instant::now();
                 loop {
                     if Instant::now() >= next_sweep {
                         store.sweep_and_log();
@@ -68,8 +74,17 @@ impl Store {
                         break;
                     }
                     steps += 1;
-                    if let Err(e) = store.write_behind(steps.is_multiple_of(FULL_EVERY)) {
-                        tracing::error!(error = %e, "write-behind flush failed; retrying next tick");
+                    let failing = !store.health().writable;
+                    if failing && Instant::now() < next_retry {
+                        continue;
+                    }
+                    // A failed step keeps everything it took for the next one; the store logs
+                    // the episode once (`period`), so each failed retry is only a debug line.
+                    // While failing, retry once a second: each retry reopens the data dir.
+                    if let Err(e) = store.write_behind(failing || steps.is_multiple_of(FULL_EVERY))
+                    {
+                        tracing::debug!(error = %e, "write-behind step failed; retrying");
+                        next_retry = Instant::now() + RETRY_EVERY;
                     }
                 }
             })

@@ -46,19 +46,21 @@
 //! can add to them without decoding JSON.
 //!
 //! # What is durable when
-//! - **Grants, revokes and the link secret** are flushed to disk before the call returns: the
-//!   operator API answers 200 only then, so a SIGKILL right after loses nothing.
-//! - **Handoff sessions** are written to sled at once and reach disk with sled's background
-//!   flush, set explicitly to every 200 ms.
-//! - **Subscriber state changes** (subscribe, unsubscribe, tags) and then **dedupe entries**
-//!   reach sled at [`Store::write_behind`] (the upkeep thread runs it every 100 ms), in that
-//!   order: after a crash, the pushes of the last ≤ 300 ms may have lost both their effects and
-//!   their stored answers, so their retries are handled again rather than answered without the
-//!   effects.
-//! - **Subscriber activity** (`last_seen`, `message_count`) and **counters** are merged into sled
-//!   by the write-behind step once a second: a crash may lose up to ~1.2 s of them.
-//! - [`Store::flush`] (shutdown, and every grant/revoke) writes all of the above and syncs.
-//!
+//! - **Grants, revokes, the outbox and the link secret** are synced to disk before the call
+//!   returns: the operator API answers 200 only then, so a SIGKILL right after loses nothing.
+//! - **Handoff sessions** are written to sled at once and reach disk with the next sync (sled's
+//!   background flush every 200 ms, or the next period); the in-memory mirror is the truth
+//!   if the data dir has to be reopened.
+//! - **Per-push state** (subscriber state changes, counters, stored answers) reaches disk in
+//!   write-behind periods (`period`; the upkeep thread runs one every 100 ms): the pushes'
+//!   changes, whole, in one transaction, synced before the period ends. A crash loses the
+//!   pushes of the last ≤ 100 ms entirely (their retries are handled again), never part of one.
+//! - **Subscriber activity** (`last_seen`, `message_count`) goes with every tenth period: a
+//!   crash may lose up to ~1 s of it.
+//! - A write that fails (full or failing disk) keeps everything in memory and makes the store
+//!   not writable until a period succeeds; see `period` for what callers get meanwhile.
+//! - [`Store::flush`] (shutdown, an operator-created record) runs a period with everything due.
+
 //! # Lock: one process per data dir (a property of this backend)
 //! sled is an embedded database: it holds an exclusive file lock on the data dir for as long as
 //! a handle is open, so exactly one process reads and writes it. [`Store::open`] waits up to 2 s
@@ -84,17 +86,21 @@ mod dedupe;
 mod entitlements;
 mod handoff;
 mod maintenance;
+mod period;
 pub mod platform;
 mod subscribers;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+
+use arc_swap::ArcSwapOption;
 use std::time::{Duration, Instant};
 
 pub use counters::Counter;
 pub use dedupe::StoredAnswer;
 pub use entitlements::{Entitlement, GrantOutcome, RevokeOutcome};
 pub use handoff::{HandoffSession, HandoffState};
+pub use period::{CommitScope, Health, Unwritten};
 pub use subscribers::{SubscribeOutcome, Subscriber};
 
 /// The schema this build writes and understands.
@@ -165,6 +171,11 @@ pub enum StoreError {
     /// full disk from a bad one.
     #[error("data dir I/O error: {0}")]
     Io(std::io::Error),
+    /// The store cannot take writes now: the last write to disk failed (a full or failing
+    /// disk) and has not succeeded since, or too much is waiting to be written. Temporary: the
+    /// store retries by itself; `/healthz` says why.
+    #[error("store not writable: {0}")]
+    Unavailable(String),
     /// Any other failure inside the storage backend (a bug it reports, an operation it does
     /// not support), in the backend's words.
     #[error("storage backend error: {0}")]
@@ -219,23 +230,58 @@ pub struct Store {
 }
 
 struct Inner {
-    db: sled::Db,
+    /// Where the data dir is, to reopen it after a write failure (see `period`).
+    dir: PathBuf,
     cfg: StoreConfig,
+    /// The open backend; `None` only while it is being reopened after a failed write.
+    backend: ArcSwapOption<Backend>,
+    subscriber_cache: subscribers::SubscriberCache,
+    dedupe: dedupe::Dedupe,
+    handoffs_mem: handoff::HandoffMirror,
+    /// In-memory counts not yet merged into `counters` (the callback hot path only locks this).
+    pending_counts: Mutex<counters::Pending>,
+    /// Serialises periods with reads of counters so a read never sees a half-merged period.
+    counters_gate: Mutex<()>,
+    /// Held shared by each push while it makes its effects and stores its answer, and
+    /// exclusively by a write-behind period while it takes what it writes: so a period holds
+    /// all of a push or none of it ([`Store::commit_scope`]).
+    commit_gate: RwLock<()>,
+    /// Whether the last write reached the disk, and what is waiting (see `period`).
+    health: period::HealthState,
+}
+
+/// The sled handles: one database and its trees. Replaced as a whole when the store reopens
+/// the data dir after a failed write (sled keeps failing after its first I/O error until it
+/// is reopened).
+struct Backend {
+    db: sled::Db,
     meta: sled::Tree,
     subscribers: sled::Tree,
-    subscriber_cache: subscribers::SubscriberCache,
     dedupe_log: sled::Tree,
-    dedupe: dedupe::Dedupe,
     entitlements: sled::Tree,
     entitled_by_article: sled::Tree,
     references: sled::Tree,
     handoffs: sled::Tree,
-    handoffs_mem: handoff::HandoffMirror,
     counters: sled::Tree,
-    /// In-memory counts not yet merged into `counters` (the callback hot path only locks this).
-    pending_counts: Mutex<counters::Pending>,
-    /// Serialises flushes with reads of counters so a read never sees a half-merged flush.
-    counters_gate: Mutex<()>,
+}
+
+impl Backend {
+    fn open(dir: &Path, cfg: &StoreConfig) -> Result<Backend, StoreError> {
+        let db = open_db(dir, cfg)?;
+        let meta = db.open_tree("meta")?;
+        migrate(&db, &meta)?;
+        Ok(Backend {
+            subscribers: db.open_tree("subscribers")?,
+            dedupe_log: db.open_tree("dedupe_log")?,
+            entitlements: db.open_tree("entitlements")?,
+            entitled_by_article: db.open_tree("entitled_by_article")?,
+            references: db.open_tree("references")?,
+            handoffs: db.open_tree("handoffs")?,
+            counters: db.open_tree("counters")?,
+            meta,
+            db,
+        })
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -255,88 +301,77 @@ impl Store {
                 format!("cannot create {}: {e}", dir.display()),
             ))
         })?;
-        let db = open_db(dir, &cfg)?;
-        let meta = db.open_tree("meta")?;
-        migrate(&db, &meta)?;
-        let dedupe_log = db.open_tree("dedupe_log")?;
+        let backend = Backend::open(dir, &cfg)?;
         let now = chrono::Utc::now().timestamp();
-        let dedupe =
-            dedupe::Dedupe::load(&dedupe_log, now.saturating_sub(cfg.dedupe_retention_secs))?;
-        let handoffs = db.open_tree("handoffs")?;
+        let dedupe = dedupe::Dedupe::load(
+            &backend.dedupe_log,
+            now.saturating_sub(cfg.dedupe_retention_secs),
+        )?;
         let inner = Inner {
-            subscribers: db.open_tree("subscribers")?,
+            dir: dir.to_path_buf(),
             subscriber_cache: subscribers::SubscriberCache::new(),
-            dedupe_log,
             dedupe,
-            entitlements: db.open_tree("entitlements")?,
-            entitled_by_article: db.open_tree("entitled_by_article")?,
-            references: db.open_tree("references")?,
-            handoffs_mem: handoff::HandoffMirror::load(&handoffs)?,
-            handoffs,
-            counters: db.open_tree("counters")?,
+            handoffs_mem: handoff::HandoffMirror::load(&backend.handoffs)?,
             pending_counts: Mutex::new(counters::Pending::default()),
             counters_gate: Mutex::new(()),
-            meta,
+            commit_gate: RwLock::new(()),
+            health: period::HealthState::starting_at(period::first_period(&backend)?),
+            backend: ArcSwapOption::from_pointee(backend),
             cfg,
-            db,
         };
         Ok(Store {
             inner: Arc::new(inner),
         })
     }
 
+    /// The open backend, or [`StoreError::Unavailable`] while it is being reopened.
+    fn db(&self) -> Result<Arc<Backend>, StoreError> {
+        self.inner.backend.load_full().ok_or_else(|| {
+            StoreError::Unavailable("the data dir is being reopened after a failed write".into())
+        })
+    }
+
     /// Writes everything kept in memory (dedupe entries, subscriber activity, counters) to sled
-    /// and forces it all to disk.
+    /// and forces it all to disk: one write-behind period with everything due.
     pub fn flush(&self) -> Result<(), StoreError> {
-        // Subscribers before dedupe: see `write_behind`.
-        self.flush_dedupe_after(|| self.flush_subscribers().map(|_| ()))?;
-        self.flush_counters()?;
-        self.inner.db.flush()?;
-        Ok(())
+        self.write_period(true).map(|_| ())
     }
 
     /// One write-behind step; [`Store::spawn_maintenance`] runs it every 100 ms off the request
-    /// path, with `full` every tenth time. It takes the pending dedupe entries, then writes the
-    /// subscriber changes made so far (which include those of every push taken: a push makes
-    /// its effects before it puts its answer), then the entries. So a push whose answer is
-    /// stored has its state change stored too: after a crash, either both survive or the
-    /// platform's retry finds no answer and redoes both (`tests/api/process.rs` kills the server
-    /// mid-stream to check it; the first version, writing subscribers and then taking the
-    /// entries, failed it). Counters and cache eviction only when `full` (counts may lose that
-    /// second; an activity count is not worth more).
+    /// path, with `full` every tenth time. See `period` for what a step writes and how: in short,
+    /// the state changes, counters and stored answers of whole pushes, in one transaction,
+    /// synced to disk before anything is forgotten from memory. Subscriber activity and cache
+    /// eviction only when `full` (an activity count is not worth more).
     pub fn write_behind(&self, full: bool) -> Result<(), StoreError> {
-        self.flush_dedupe_after(|| self.write_subscribers(full).map(|_| ()))?;
-        if full {
-            self.flush_counters()?;
-        }
-        Ok(())
+        self.write_period(full).map(|_| ())
     }
 
     /// Bytes the data dir occupies, as sled accounts them.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.db.size_on_disk()?)
+        Ok(self.db()?.db.size_on_disk()?)
     }
 
     /// Tree lengths. sled counts by scanning, so this is O(n): for admin pages, not hot paths.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
-        // Count records created by pushes since the last flush, too.
-        self.flush_subscribers()?;
+        let db = self.db()?;
         Ok(StoreStats {
-            subscribers: self.inner.subscribers.len(),
-            entitlements: self.inner.entitlements.len(),
+            // Records created by pushes since the last period count too.
+            subscribers: db.subscribers.len() + self.subscribers_only_in_memory(&db)?,
+            entitlements: db.entitlements.len(),
             dedupe_entries: self.dedupe_len(),
         })
     }
 
     /// The secret that signs article links: generated on first call, stable afterwards.
     pub fn link_secret(&self) -> Result<[u8; 32], StoreError> {
-        if let Some(v) = self.inner.meta.get(META_LINK_SECRET)? {
+        let db = self.db()?;
+        if let Some(v) = db.meta.get(META_LINK_SECRET)? {
             return decode_secret(&v);
         }
         let mut fresh = [0u8; 32];
         rand::Rng::fill(&mut rand::rngs::OsRng, &mut fresh[..]);
         // CAS so two first callers racing agree on one secret.
-        let secret = match self.inner.meta.compare_and_swap(
+        let secret = match db.meta.compare_and_swap(
             META_LINK_SECRET,
             None as Option<&[u8]>,
             Some(&fresh[..]),

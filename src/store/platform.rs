@@ -192,7 +192,7 @@ fn id_from_suffix(key: &[u8]) -> Result<u64, StoreError> {
 impl Store {
     fn platform_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
         // sled caches open trees by name, so this is a map lookup after the first call.
-        Ok(self.inner.db.open_tree(name)?)
+        Ok(self.db()?.db.open_tree(name)?)
     }
 
     /// The cached access token of `app_id`, if one was stored (it may have expired).
@@ -210,7 +210,7 @@ impl Store {
         }
         self.platform_tree(TREE_TOKENS)?
             .insert(app_id.as_bytes(), encode_json(token))?;
-        self.flush()
+        self.sync()
     }
 
     /// Forgets the cached token of `app_id` if it is still `token` (a concurrent refresh may
@@ -226,7 +226,7 @@ impl Store {
         }
         let swapped =
             tree.compare_and_swap(app_id.as_bytes(), Some(current), None as Option<&[u8]>)?;
-        self.flush()?;
+        self.sync()?;
         Ok(swapped.is_ok())
     }
 
@@ -248,10 +248,12 @@ impl Store {
         origin: &str,
         now_ms: i64,
     ) -> Result<Vec<u64>, StoreError> {
+        let db = self.db()?;
         let ids = parts
             .iter()
-            .map(|_| self.inner.db.generate_id())
+            .map(|_| db.db.generate_id())
             .collect::<Result<Vec<u64>, _>>()?;
+        drop(db);
         let part_of = (ids.len() > 1).then(|| ids[0]);
         for (id, msg) in ids.iter().zip(parts) {
             self.outbox_put_new(*id, msg, origin, now_ms, part_of)?;
@@ -266,7 +268,7 @@ impl Store {
         now_ms: i64,
         part_of: Option<u64>,
     ) -> Result<u64, StoreError> {
-        let id = self.inner.db.generate_id()?;
+        let id = self.db()?.db.generate_id()?;
         self.outbox_put_new(id, msg, origin, now_ms, part_of)?;
         Ok(id)
     }
@@ -395,7 +397,7 @@ impl Store {
             };
             Ok(())
         })?;
-        self.flush()
+        self.sync()
     }
 
     /// The item with `id`, if it exists (it may have been swept).
@@ -426,7 +428,7 @@ impl Store {
             removed += self.sweep_done(prefix, before)?;
         }
         if removed > 0 {
-            self.flush()?;
+            self.sync()?;
         }
         Ok(removed)
     }

@@ -5,15 +5,12 @@
 //! and `message_count`. Doing that as a sled read-modify-write per push cost more than the whole
 //! protocol layer, so records live in a bounded in-memory cache ([`SubscriberCache`]):
 //!
-//! - Every change updates the cached record and marks it dirty; [`Store::flush_subscribers`]
-//!   writes dirty records in one sled batch per shard, outside the shard locks. The server's
-//!   write-behind step (`Store::write_behind`, every 100 ms) writes records whose *state*
-//!   changed (subscribe, unsubscribe, tags) before the dedupe entries of the same period, so
-//!   whenever a push's answer is in sled, so is its state change: after a crash either both
-//!   survive or the platform's retry finds no answer and redoes both. Activity (`last_seen`,
-//!   `message_count`) is written once a second: rewriting every active record ten times a
-//!   second cost 6 % of push CPU. Writing subscribe events through to sled from the request
-//!   cost ~3 % and bought nothing: sled itself only reaches the disk every 200 ms.
+//! - Every change updates the cached record and marks it dirty; the write-behind periods
+//!   (`period`, every 100 ms) take records whose *state* changed (subscribe, unsubscribe, tags)
+//!   together with the counters and stored answers of the same pushes, and write them in one
+//!   transaction: after a crash either all of a push survives or its retry redoes all of it.
+//!   Activity (`last_seen`, `message_count`) is written once a second: rewriting every active
+//!   record ten times a second cost 6 % of push CPU.
 //! - Each change is a read-modify-write under the record's shard lock, so concurrent pushes
 //!   from the same user never lose an update, and sled writes of one record happen in order.
 //!   Records are shared as `Arc`s (copied on write), so a push reading its sender's tags does not
@@ -28,7 +25,7 @@ use std::hash::BuildHasher;
 use foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{check_part, decode_json, encode_json, Store, StoreError};
+use super::{check_part, decode_json, Store, StoreError};
 use crate::wechat::types::OpenId;
 
 /// What mpgate knows about one follower.
@@ -123,8 +120,6 @@ enum Dirty {
 pub(super) struct SubscriberCache {
     hasher: RandomState,
     shards: Vec<Mutex<HashMap<Box<str>, Cached, RandomState>>>,
-    /// Serialises [`Store::flush_subscribers`].
-    write_gate: Mutex<()>,
 }
 
 impl SubscriberCache {
@@ -134,7 +129,6 @@ impl SubscriberCache {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(HashMap::default()))
                 .collect(),
-            write_gate: Mutex::new(()),
         }
     }
 
@@ -171,7 +165,7 @@ impl Store {
     }
 
     fn load_subscriber(&self, openid: &OpenId) -> Result<Option<Subscriber>, StoreError> {
-        self.inner
+        self.db()?
             .subscribers
             .get(openid.as_str().as_bytes())?
             .map(|v| decode_json("subscribers", &v))
@@ -334,65 +328,104 @@ impl Store {
         Ok(c.sub.clone())
     }
 
-    /// Writes every dirty cached record to sled (one batch per shard) and evicts clean records
-    /// unused since the previous eviction pass from shards over their share. Returns records
-    /// written.
+    /// Writes every dirty cached record to sled (one write-behind period with everything due)
+    /// and evicts clean records unused since the previous eviction pass from shards over their
+    /// share. Returns records written.
     pub fn flush_subscribers(&self) -> Result<usize, StoreError> {
-        self.write_subscribers(true)
+        Ok(self.write_period(true)?.records)
     }
 
-    /// The write-behind step: records with state changes, or with `full` (once a second) every
-    /// dirty record plus the eviction pass, so "unused since the last pass" means a while.
-    pub(super) fn write_subscribers(&self, full: bool) -> Result<usize, StoreError> {
+    /// Takes the records a period writes (called with the commit gate held exclusively): those
+    /// with state changes, or with `full` (once a second) every dirty record. They are marked
+    /// clean; [`Store::restore_subscribers`] marks them dirty again if the period fails.
+    pub(super) fn take_dirty_subscribers(&self, full: bool) -> Vec<Arc<Subscriber>> {
         let due = if full { Dirty::Activity } else { Dirty::State };
+        let mut out = Vec::new();
+        for shard in &self.inner.subscriber_cache.shards {
+            out.extend(
+                lock(shard)
+                    .values_mut()
+                    .filter(|c| c.dirty >= due)
+                    .map(|c| {
+                        c.dirty = Dirty::Clean;
+                        c.sub.clone()
+                    }),
+            );
+        }
+        out
+    }
+
+    /// A failed period's records go back to dirty (as state changes: the failed write may have
+    /// held one), so the next period writes them. A record changed meanwhile is dirty already
+    /// and holds the newer version.
+    pub(super) fn restore_subscribers(&self, taken: &[Arc<Subscriber>]) {
         let cache = &self.inner.subscriber_cache;
-        // One writer at a time (the write-behind thread, explicit flushes): two snapshots of one
-        // record written concurrently could land in sled in the wrong order.
-        let _gate = lock(&cache.write_gate);
-        let per_shard = CACHE_RECORDS / SHARDS;
-        let mut written = 0;
-        for shard in &cache.shards {
-            let lock = || Ok::<_, StoreError>(lock(shard));
-            let dirty: Vec<Arc<Subscriber>> = lock()?
-                .values_mut()
-                .filter(|c| c.dirty >= due)
-                .map(|c| {
-                    c.dirty = Dirty::Clean;
-                    c.sub.clone()
-                })
-                .collect();
-            if !dirty.is_empty() {
-                let mut batch = sled::Batch::default();
-                for sub in &dirty {
-                    batch.insert(sub.openid.as_bytes(), encode_json(&**sub));
-                }
-                // Outside the shard lock: sled can block on its log for a while, and a push
-                // must never wait for that. A record changed meanwhile is dirty again and goes
-                // out in the next write, after this one (writes are serialised above).
-                if let Err(e) = self.inner.subscribers.apply_batch(batch) {
-                    let mut shard = lock()?;
-                    for sub in &dirty {
-                        if let Some(c) = shard.get_mut(sub.openid.as_str()) {
-                            // The failed write may have held a state change.
-                            c.dirty = Dirty::State;
-                        }
-                    }
-                    return Err(e.into());
-                }
-                written += dirty.len();
-            }
-            if full {
-                let mut shard = lock()?;
-                // Only clean records go, so nothing unwritten is lost, and the next read
-                // finds what was just written.
-                if shard.len() > per_shard {
-                    shard.retain(|_, c| c.used || c.dirty != Dirty::Clean);
-                }
-                for c in shard.values_mut() {
-                    c.used = false;
+        for sub in taken {
+            let i = (cache.hasher.hash_one(sub.openid.as_str()) % SHARDS as u64) as usize;
+            let mut shard = lock(&cache.shards[i]);
+            match shard.get_mut(sub.openid.as_str()) {
+                Some(c) => c.dirty = Dirty::State,
+                // Periods run one at a time and only evict after a success, so a taken record
+                // is still cached; put it back if it is not, rather than lose it.
+                None => {
+                    shard.insert(
+                        Box::from(sub.openid.as_str()),
+                        Cached {
+                            sub: sub.clone(),
+                            dirty: Dirty::State,
+                            used: true,
+                        },
+                    );
                 }
             }
         }
-        Ok(written)
+    }
+
+    /// Records created since the last period, not yet in `db` (for counts without a write:
+    /// a period writes whole pushes, never just their records).
+    pub(super) fn subscribers_only_in_memory(
+        &self,
+        db: &super::Backend,
+    ) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for shard in &self.inner.subscriber_cache.shards {
+            let dirty: Vec<Box<str>> = lock(shard)
+                .iter()
+                .filter(|(_, c)| c.dirty != Dirty::Clean)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in dirty {
+                if !db.subscribers.contains_key(k.as_bytes())? {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Subscriber records changed and not yet on disk.
+    pub(super) fn subscribers_unwritten(&self) -> usize {
+        self.inner
+            .subscriber_cache
+            .shards
+            .iter()
+            .map(|s| lock(s).values().filter(|c| c.dirty != Dirty::Clean).count())
+            .sum()
+    }
+
+    /// The eviction pass (once a second, after a successful period): clean records not used
+    /// since the previous pass leave shards over their share. Only clean records go, so nothing
+    /// unwritten is lost, and the next read finds what was just written.
+    pub(super) fn evict_subscribers(&self) {
+        let per_shard = CACHE_RECORDS / SHARDS;
+        for shard in &self.inner.subscriber_cache.shards {
+            let mut shard = lock(shard);
+            if shard.len() > per_shard {
+                shard.retain(|_, c| c.used || c.dirty != Dirty::Clean);
+            }
+            for c in shard.values_mut() {
+                c.used = false;
+            }
+        }
     }
 }

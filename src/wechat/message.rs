@@ -604,6 +604,10 @@ impl Inbound {
 
     /// The key retries of this push share (PROTOCOL §7): `m:{MsgId}`, else
     /// `e:{FromUserName}:{CreateTime}:{event}`.
+    ///
+    /// Unambiguous by construction: `FromUserName` is an [`OpenId`], which cannot hold `:`
+    /// (see [`OpenId::parse`]), and `CreateTime` is digits, so the first two `:` after `e:`
+    /// always end the openid and the time; the event name comes last and may hold anything.
     pub fn dedupe_key(&self) -> String {
         // Built by hand: `format!` brings core::fmt's code into every push (see `push_u64`).
         match self.msg_id() {
@@ -1015,6 +1019,26 @@ mod tests {
         assert_eq!(e.dedupe_key(), "e:o_user:1700000000:debug_demo");
         assert!(!e.is_user_message());
         assert_eq!(e.msg_id(), None);
+    }
+
+    #[test]
+    fn event_dedupe_keys_cannot_collide_when_an_openid_contains_a_colon() {
+        // Issue 16: `e:{from}:{time}:{event}` was ambiguous for an openid holding `:`: a
+        // subscribe from `oA:1` at time 2 got the stored answer of `oA`'s event at time 1
+        // (both `e:oA:1:2:…`-shaped). Such an openid is refused at the edge now.
+        let xml = |from: &str, time: &str| {
+            format!(
+                "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[{from}]]></FromUserName><CreateTime>{time}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event></xml>"
+            )
+        };
+        assert!(
+            parse(&xml("oA:1", "2")).is_err(),
+            "an openid with `:` is refused"
+        );
+        let a = parse(&xml("oA", "1")).expect("parses");
+        let b = parse(&xml("oA1", "2")).expect("parses");
+        assert_ne!(a.dedupe_key(), b.dedupe_key());
+        assert_eq!(a.dedupe_key(), "e:oA:1:subscribe");
     }
 
     #[test]
