@@ -443,7 +443,7 @@ async fn a_sigkill_leaves_every_push_fully_done_or_not_done() {
     let counted = course_subscribe_count(&client, &server.base).await;
 
     // One line per half-done push: the last pass meets again those the first retries found.
-    let mut broken: Vec<&str> = Vec::new();
+    let mut broken: Vec<(Effects, &str)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let (mut stored, mut handled, mut part, mut answer_lost) = (0, 0, 0, 0);
     for r in &after_kills {
@@ -459,7 +459,7 @@ async fn a_sigkill_leaves_every_push_fully_done_or_not_done() {
                     Effects::All => answer_lost += 1,
                     Effects::None => {}
                 }
-                broken.push(why)
+                broken.push((*left, why))
             }
         }
     }
@@ -483,7 +483,13 @@ async fn a_sigkill_leaves_every_push_fully_done_or_not_done() {
         broken.is_empty(),
         "{} pushes were left half done by a kill:\n{}",
         broken.len(),
-        broken[..broken.len().min(10)].join("\n")
+        // A few of each kind.
+        [Effects::Part, Effects::All, Effects::None]
+            .iter()
+            .flat_map(|kind| broken.iter().filter(move |(k, _)| k == kind).take(4))
+            .map(|(_, why)| *why)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert_eq!(
         counted,
