@@ -82,10 +82,14 @@ fn sigkill(mut server: Server) {
     server.child.wait().unwrap();
 }
 
-/// The server's last warnings and errors (one line per push at info level drowns them).
+/// The server's last warnings and errors (a line per push at info level, and one per admin
+/// 404 for the records the tests look up, would drown them).
 fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.contains(" INFO")).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains(" INFO") && !l.contains("admin request refused"))
+        .collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
@@ -507,6 +511,8 @@ const OUTAGE: Duration = Duration::from_secs(8);
 /// What the server may add to its resident memory over that time (generous: pushes are
 /// refused then, not held; holding them cost ~1.2 KB each).
 const OUTAGE_RSS_GROWTH_KIB: u64 = 8 * 1024;
+/// How the OS says ENOSPC; `/healthz` passes the reason on.
+const NO_SPACE: &str = "No space left on device";
 
 /// A tmpfs of `size` mounted on `dir` for as long as this lives (needs root).
 struct Tmpfs {
@@ -705,6 +711,12 @@ async fn health_until(
     }
 }
 
+/// The data dir on a 24 MiB tmpfs that fills up under traffic. While the store cannot write,
+/// `/healthz` says so (503, e.g. `{"status": "unavailable", "store": "not writable: No space
+/// left on device (os error 28)"}`), pushes are refused with 503 for the platform to retry
+/// (those acknowledged before the failure was seen stay in memory, a bounded amount), grants
+/// are never 200; once space is back the store heals by itself; and nothing that got a 200
+/// is missing after a graceful stop and a restart.
 #[tokio::test]
 async fn a_full_disk_loses_nothing_acknowledged_and_recovers_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -749,14 +761,9 @@ async fn a_full_disk_loses_nothing_acknowledged_and_recovers_without_a_restart()
         match health_until(&client, &base, Duration::from_secs(10), |s, _| s != 200).await {
             Ok((at, body)) => {
                 let store = body["store"].as_str().unwrap_or_default();
-                if body["status"] != "unavailable"
-                    || !store.contains("not writable")
-                    || !store.contains("No space left on device")
-                {
-                    problems.push(format!(
-                    "/healthz while the disk is full says {body}, not status \"unavailable\" with \
-                     a store that is \"not writable\" and why (\"No space left on device\")"
-                ));
+                let says_why = store.contains("not writable") && store.contains(NO_SPACE);
+                if body["status"] != "unavailable" || !says_why {
+                    problems.push(format!("/healthz while the disk is full: {body}"));
                 }
                 at
             }
@@ -811,8 +818,8 @@ async fn a_full_disk_loses_nothing_acknowledged_and_recovers_without_a_restart()
     }
     if acked_late > 0 {
         problems.push(format!(
-            "{acked_late} pushes were acknowledged (200) after /healthz said the store could not \
-             write; they must be refused (503) so that the platform retries them"
+            "{acked_late} pushes were acknowledged (200) after the store's failure was (or \
+             should have been) seen; they must be refused (503) so that the platform retries them"
         ));
     }
     let mut grants_acked_late = 0;
@@ -828,7 +835,7 @@ async fn a_full_disk_loses_nothing_acknowledged_and_recovers_without_a_restart()
     }
     if grants_acked_late > 0 {
         problems.push(format!(
-            "{grants_acked_late} grants were answered 200 after /healthz said the store could not write"
+            "{grants_acked_late} grants were answered 200 after the store's failure was seen"
         ));
     }
 
