@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::admin::ADMIN;
 use crate::helpers::*;
 
-fn binary() -> Command {
+pub(crate) fn binary() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mpgate"));
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -15,7 +15,7 @@ fn binary() -> Command {
     c
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -23,9 +23,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Server {
-    child: Child,
-    base: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Drop for Server {
@@ -71,7 +71,7 @@ fn start_with_rules(
     }
 }
 
-async fn wait_healthy(base: &str) {
+pub(crate) async fn wait_healthy(base: &str) {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
