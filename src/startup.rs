@@ -85,12 +85,19 @@ impl Application {
         let data = web::Data::from(gateway.clone());
         let body_limit = settings.max_body_bytes;
         let admin = web::Data::new(crate::http::admin::AdminToken(settings.admin_token.clone()));
+        let body_deadline = crate::http::limits::BodyDeadline(settings.body_timeout);
+        let callback_allow = settings.callback_allow.clone().map(web::Data::new);
         let server = HttpServer::new(move || {
-            App::new()
+            let app = App::new()
                 .app_data(data.clone())
                 .app_data(admin.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
-                .configure(crate::http::routes)
+                .app_data(body_deadline);
+            match &callback_allow {
+                Some(list) => app.app_data(list.clone()),
+                None => app,
+            }
+            .configure(crate::http::routes)
         })
         .shutdown_timeout(10)
         .listen(listener)?
