@@ -300,3 +300,19 @@ fn spawn_jobs(
     }
     jobs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_is_divided_among_workers_and_never_exceeded() {
+        for cap in [1, 2, 3, 7, 8, 1024, 1025, 1_000_000] {
+            let c = ConnectionCap::new(cap);
+            assert!(c.workers >= 1 && c.per_worker >= 1, "{cap}");
+            assert!(c.total() <= cap, "{cap}: {} total", c.total());
+            // Rounding down loses less than one connection per worker.
+            assert!(c.total() + c.workers > cap, "{cap}: {} total", c.total());
+        }
+    }
+}
