@@ -4,15 +4,19 @@
 //! `MPGATE_CONFIG`, else `./mpgate.toml` when present) → `MPGATE_*` environment variables.
 //! Every key of the file is the lower-case variable name without the prefix
 //! (`token`, `app_id`, `encoding_aes_key`, …). A wrong value stops start-up with one line
-//! naming the variable and what is wrong; secrets are wrapped and never printed.
+//! naming the variable and what is wrong; secrets are wrapped and never printed. Every number
+//! has an accepted range, named in that line when a value falls outside it.
 //!
-//! May depend on: `wechat::types`, `wechat::crypto` (key parsing), std.
+//! May depend on: `wechat::types`, `wechat::crypto` (key parsing), `ipnet`, std.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 use crate::wechat::crypto::EncodingAesKey;
 use crate::wechat::types::{AppId, Token};
@@ -38,6 +42,44 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+/// The peers allowed to call `/wechat` (`MPGATE_CALLBACK_ALLOW`): IPv4 and IPv6 networks.
+///
+/// Only the TCP peer address is checked, never `X-Forwarded-For`: a header any client can
+/// write would let anyone in. Behind a proxy, the proxy enforces the list instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallbackAllow(Vec<IpNet>);
+
+impl CallbackAllow {
+    /// A comma-separated list of CIDRs (`101.226.0.0/16`, `2402:4e00::/32`) or bare addresses
+    /// (one host, as `getcallbackip` lists them).
+    pub fn parse(list: &str) -> Result<CallbackAllow, String> {
+        let mut nets = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let net = if item.contains('/') {
+                item.parse::<IpNet>().ok()
+            } else {
+                item.parse::<IpAddr>().ok().map(IpNet::from)
+            };
+            nets.push(net.ok_or_else(|| {
+                format!(
+                    "`{item}` is not an address or CIDR such as 101.226.0.0/16 or 2402:4e00::/32"
+                )
+            })?);
+        }
+        if nets.is_empty() {
+            return Err("is set but lists no address; unset it to allow every peer".into());
+        }
+        Ok(CallbackAllow(nets))
+    }
+
+    /// Whether `peer` is in one of the networks. An IPv4 peer seen through an IPv6 socket
+    /// (`::ffff:1.2.3.4`) is matched as the IPv4 address it is.
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.0.iter().any(|net| net.contains(&peer))
     }
 }
 
@@ -76,6 +118,14 @@ pub struct Settings {
     pub replay_window: Option<Duration>,
     /// Largest request body accepted on `/wechat`.
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive once its headers have (`POST /wechat`, the
+    /// admin API); a client that stalls mid-body is cut with 408.
+    pub body_timeout: Duration,
+    /// Concurrent connections the server holds open at most, over all workers; more wait in
+    /// the listen backlog.
+    pub max_connections: usize,
+    /// Absent: every peer may call `/wechat`.
+    pub callback_allow: Option<CallbackAllow>,
     /// Accept plaintext pushes although an AES key is configured (migration only).
     pub allow_plaintext: bool,
     /// Overrides the link secret generated and stored in the data dir on first start.
@@ -95,6 +145,30 @@ pub struct Settings {
     /// True when the token is the built-in demo one (logged as a warning).
     pub is_demo: bool,
 }
+
+/// `MPGATE_REPLAY_WINDOW_SECS`: 0 turns the check off; a day is already far beyond any clock skew.
+pub const RANGE_REPLAY_WINDOW_SECS: RangeInclusive<u64> = 0..=86_400;
+/// `MPGATE_MAX_BODY_BYTES`: a push is a few KiB; 16 MiB is far beyond any.
+pub const RANGE_MAX_BODY_BYTES: RangeInclusive<u64> = 1024..=16 * 1024 * 1024;
+/// `MPGATE_BODY_TIMEOUT_MS` default: a 64 KiB push arrives in milliseconds from the platform.
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 5_000;
+/// `MPGATE_BODY_TIMEOUT_MS`: at most 2 minutes, or stalled clients hold connections again.
+pub const RANGE_BODY_TIMEOUT_MS: RangeInclusive<u64> = 100..=120_000;
+/// `MPGATE_MAX_CONNECTIONS` default: fits the common open-file limit of 1,024 once raised to
+/// the hard limit (see `startup`), which is usually far higher.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
+/// `MPGATE_MAX_CONNECTIONS`.
+pub const RANGE_MAX_CONNECTIONS: RangeInclusive<u64> = 1..=1_000_000;
+/// `MPGATE_LINK_TTL_SECS`: up to 366 days; more is no paid link anyone needs, and far more
+/// overflowed the expiry time.
+pub const RANGE_LINK_TTL_SECS: RangeInclusive<u64> = 1..=366 * 86_400;
+/// `MPGATE_CACHE_MB`: sled refuses a cache of 0; 64 GiB is beyond any machine this runs on.
+pub const RANGE_CACHE_MB: RangeInclusive<u64> = 1..=65_536;
+/// `MPGATE_DEDUPE_RETENTION_SECS`: at least the platform's retry window and then some; at most
+/// 30 days.
+pub const RANGE_DEDUPE_RETENTION_SECS: RangeInclusive<u64> = 60..=30 * 86_400;
+/// `MPGATE_LINK_SECRET`: as many bytes as the HMAC-SHA256 key it is hashed into.
+pub const MIN_LINK_SECRET_BYTES: usize = 32;
 
 /// One clear line: which setting, what is wrong.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -125,6 +199,9 @@ const KEYS: &[&str] = &[
     "ADMIN_URL",
     "REPLAY_WINDOW_SECS",
     "MAX_BODY_BYTES",
+    "BODY_TIMEOUT_MS",
+    "MAX_CONNECTIONS",
+    "CALLBACK_ALLOW",
     "ALLOW_PLAINTEXT",
     "LINK_SECRET",
     "LINK_TTL_SECS",
@@ -271,14 +348,26 @@ impl Settings {
                 "must start with http:// or https://",
             ));
         }
-        let num = |k: &str, default: u64| -> Result<u64, SettingsError> {
-            match get(k) {
-                None => Ok(default),
-                Some(v) => v
-                    .parse::<u64>()
-                    .map_err(|_| err(&name(k), format!("`{v}` is not a whole number"))),
-            }
-        };
+        // Every number has a range; one line names the variable and the range when a value
+        // (or a typo) falls outside it.
+        let num =
+            |k: &str, default: u64, range: RangeInclusive<u64>| -> Result<u64, SettingsError> {
+                let Some(v) = get(k) else {
+                    return Ok(default);
+                };
+                let accepted = format!("between {} and {}", range.start(), range.end());
+                match v.parse::<u64>() {
+                    Ok(n) if range.contains(&n) => Ok(n),
+                    Ok(_) => Err(err(
+                        &name(k),
+                        format!("`{v}` is out of range: must be {accepted}"),
+                    )),
+                    Err(_) => Err(err(
+                        &name(k),
+                        format!("`{v}` is not a whole number {accepted}"),
+                    )),
+                }
+            };
         let boolean = |k: &str| -> Result<bool, SettingsError> {
             match get(k).map(|v| v.to_ascii_lowercase()) {
                 None => Ok(false),
@@ -287,28 +376,43 @@ impl Settings {
                 Some(v) => Err(err(&name(k), format!("`{v}` is not true or false"))),
             }
         };
-        let window = num("REPLAY_WINDOW_SECS", 300)?;
-        let max_body_bytes = num("MAX_BODY_BYTES", 64 * 1024)?;
-        if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
-            return Err(err(
-                &name("MAX_BODY_BYTES"),
-                "must be between 1024 and 16777216",
-            ));
-        }
+        let window = num("REPLAY_WINDOW_SECS", 300, RANGE_REPLAY_WINDOW_SECS)?;
+        let max_body_bytes = num("MAX_BODY_BYTES", 64 * 1024, RANGE_MAX_BODY_BYTES)?;
+        let body_timeout_ms = num(
+            "BODY_TIMEOUT_MS",
+            DEFAULT_BODY_TIMEOUT_MS,
+            RANGE_BODY_TIMEOUT_MS,
+        )?;
+        let max_connections = num(
+            "MAX_CONNECTIONS",
+            DEFAULT_MAX_CONNECTIONS,
+            RANGE_MAX_CONNECTIONS,
+        )?;
+        let callback_allow = get("CALLBACK_ALLOW")
+            .map(|v| CallbackAllow::parse(v).map_err(|e| err(&name("CALLBACK_ALLOW"), e)))
+            .transpose()?;
         let link_secret = get("LINK_SECRET").map(Secret::new);
-        let link_ttl = num("LINK_TTL_SECS", 7 * 86_400)?;
-        if link_ttl == 0 {
-            return Err(err(&name("LINK_TTL_SECS"), "must be greater than 0"));
+        if let Some(s) = &link_secret {
+            // The length only, never the value.
+            let len = s.expose().len();
+            if len < MIN_LINK_SECRET_BYTES {
+                return Err(err(
+                    &name("LINK_SECRET"),
+                    format!(
+                        "is {len} bytes; it must be at least {MIN_LINK_SECRET_BYTES} (make one with `openssl rand -hex 32`)"
+                    ),
+                ));
+            }
         }
-        let cache_mb = num("CACHE_MB", crate::store::DEFAULT_CACHE_MB)?;
+        let link_ttl = num("LINK_TTL_SECS", 7 * 86_400, RANGE_LINK_TTL_SECS)?;
+        let cache_mb = num("CACHE_MB", crate::store::DEFAULT_CACHE_MB, RANGE_CACHE_MB)?;
+        // The platform retries within ~15 s; anything under a minute would forget answered
+        // pushes.
         let dedupe_retention = num(
             "DEDUPE_RETENTION_SECS",
             crate::store::DEFAULT_DEDUPE_RETENTION_SECS.unsigned_abs(),
+            RANGE_DEDUPE_RETENTION_SECS,
         )?;
-        if dedupe_retention < 60 {
-            // The platform retries within ~15 s; anything shorter would forget answered pushes.
-            return Err(err(&name("DEDUPE_RETENTION_SECS"), "must be at least 60"));
-        }
         let log_format = match get("LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
             None | Some("pretty") | Some("text") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -336,7 +440,11 @@ impl Settings {
             admin_token,
             admin_url,
             replay_window: (window > 0).then(|| Duration::from_secs(window)),
+            // The ranges above keep these within usize on every platform.
             max_body_bytes: max_body_bytes as usize,
+            body_timeout: Duration::from_millis(body_timeout_ms),
+            max_connections: max_connections as usize,
+            callback_allow,
             allow_plaintext: boolean("ALLOW_PLAINTEXT")?,
             link_secret,
             link_ttl: Duration::from_secs(link_ttl),
@@ -481,6 +589,125 @@ mod tests {
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("supersecrettoken"));
         assert!(!dbg.contains("adminadmin"));
+    }
+
+    /// The one line a bad value gives: it names the variable.
+    fn refused(var: &str, value: &str) -> SettingsError {
+        let e = Settings::from_sources(None, &env(&[(var, value)]))
+            .expect_err(&format!("{var}={value} must be refused"));
+        assert_eq!(e.name, var, "{e}");
+        assert_eq!(e.to_string().lines().count(), 1, "{e}");
+        e
+    }
+
+    #[test]
+    fn every_number_is_range_checked_and_the_line_names_the_range() {
+        for (var, bad, range) in [
+            ("MPGATE_REPLAY_WINDOW_SECS", "86401", "between 0 and 86400"),
+            ("MPGATE_MAX_BODY_BYTES", "1023", "between 1024 and 16777216"),
+            (
+                "MPGATE_MAX_BODY_BYTES",
+                "16777217",
+                "between 1024 and 16777216",
+            ),
+            ("MPGATE_BODY_TIMEOUT_MS", "0", "between 100 and 120000"),
+            ("MPGATE_BODY_TIMEOUT_MS", "120001", "between 100 and 120000"),
+            ("MPGATE_MAX_CONNECTIONS", "0", "between 1 and 1000000"),
+            ("MPGATE_MAX_CONNECTIONS", "1000001", "between 1 and 1000000"),
+            ("MPGATE_LINK_TTL_SECS", "0", "between 1 and 31622400"),
+            ("MPGATE_CACHE_MB", "65537", "between 1 and 65536"),
+            (
+                "MPGATE_DEDUPE_RETENTION_SECS",
+                "59",
+                "between 60 and 2592000",
+            ),
+            (
+                "MPGATE_DEDUPE_RETENTION_SECS",
+                "2592001",
+                "between 60 and 2592000",
+            ),
+        ] {
+            let e = refused(var, bad);
+            assert!(e.problem.contains(range), "{var}={bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_number_that_is_not_one_names_the_range_too() {
+        for bad in ["-1", "1.5", "ten", "99999999999999999999999"] {
+            let e = refused("MPGATE_CACHE_MB", bad);
+            assert!(e.problem.contains("between 1 and 65536"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_cache_of_zero_mb_is_refused_before_sled_sees_it() {
+        let e = refused("MPGATE_CACHE_MB", "0");
+        assert!(e.problem.contains("between 1 and 65536"), "{e}");
+    }
+
+    #[test]
+    fn a_link_ttl_of_i64_max_is_refused_not_turned_into_expired_links() {
+        let e = refused("MPGATE_LINK_TTL_SECS", "9223372036854775807");
+        assert!(e.problem.contains("between 1 and 31622400"), "{e}");
+        let s = Settings::for_tests(&[("MPGATE_LINK_TTL_SECS", "31622400")]).unwrap();
+        assert_eq!(s.link_ttl, Duration::from_secs(366 * 86_400));
+    }
+
+    #[test]
+    fn a_short_link_secret_is_refused_with_a_hint_and_not_echoed() {
+        let e = refused("MPGATE_LINK_SECRET", "x");
+        assert!(e.problem.contains("at least 32"), "{e}");
+        assert!(e.problem.contains("openssl rand -hex 32"), "{e}");
+        let e = refused("MPGATE_LINK_SECRET", "secretsecretsecretsecret1234567");
+        assert!(!e.to_string().contains("secretsecret"), "{e}");
+        let s = Settings::for_tests(&[("MPGATE_LINK_SECRET", &"a".repeat(32))]).unwrap();
+        assert_eq!(s.link_secret.unwrap().expose().len(), 32);
+    }
+
+    #[test]
+    fn edge_limits_have_sane_defaults() {
+        let s = Settings::for_tests(&[]).unwrap();
+        assert_eq!(s.body_timeout, Duration::from_secs(5));
+        assert_eq!(s.max_connections, 1024);
+        assert_eq!(s.callback_allow, None);
+        let s = Settings::for_tests(&[
+            ("MPGATE_BODY_TIMEOUT_MS", "250"),
+            ("MPGATE_MAX_CONNECTIONS", "8"),
+        ])
+        .unwrap();
+        assert_eq!(s.body_timeout, Duration::from_millis(250));
+        assert_eq!(s.max_connections, 8);
+    }
+
+    #[test]
+    fn the_callback_allow_list_takes_cidrs_and_bare_addresses_of_both_families() {
+        let s = Settings::for_tests(&[(
+            "MPGATE_CALLBACK_ALLOW",
+            " 101.226.0.0/16, 203.205.151.37 ,2402:4e00::/32,",
+        )])
+        .unwrap();
+        let allow = s.callback_allow.unwrap();
+        for inside in [
+            "101.226.3.4",
+            "203.205.151.37",
+            "2402:4e00::1",
+            "::ffff:101.226.9.9",
+        ] {
+            assert!(allow.allows(inside.parse().unwrap()), "{inside}");
+        }
+        for outside in ["101.227.0.1", "203.205.151.38", "2402:4e01::1", "127.0.0.1"] {
+            assert!(!allow.allows(outside.parse().unwrap()), "{outside}");
+        }
+    }
+
+    #[test]
+    fn a_bad_callback_allow_list_names_the_entry() {
+        let e = refused("MPGATE_CALLBACK_ALLOW", "10.0.0.0/8, 10.0.0.0/33");
+        assert!(e.problem.contains("`10.0.0.0/33`"), "{e}");
+        let e = refused("MPGATE_CALLBACK_ALLOW", "weixin.qq.com");
+        assert!(e.problem.contains("`weixin.qq.com`"), "{e}");
+        refused("MPGATE_CALLBACK_ALLOW", ",");
     }
 
     #[test]

@@ -85,13 +85,24 @@ impl Application {
         let data = web::Data::from(gateway.clone());
         let body_limit = settings.max_body_bytes;
         let admin = web::Data::new(crate::http::admin::AdminToken(settings.admin_token.clone()));
+        let body_deadline = crate::http::limits::BodyDeadline(settings.body_timeout);
+        let callback_allow = settings.callback_allow.clone().map(web::Data::new);
+        let conns = ConnectionCap::new(settings.max_connections);
+        check_open_file_limit(&conns);
         let server = HttpServer::new(move || {
-            App::new()
+            let app = App::new()
                 .app_data(data.clone())
                 .app_data(admin.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
-                .configure(crate::http::routes)
+                .app_data(body_deadline);
+            match &callback_allow {
+                Some(list) => app.app_data(list.clone()),
+                None => app,
+            }
+            .configure(crate::http::routes)
         })
+        .workers(conns.workers)
+        .max_connections(conns.per_worker)
         .shutdown_timeout(10)
         .listen(listener)?
         .run();
@@ -193,6 +204,76 @@ fn final_flush(store: &Store) -> anyhow::Result<()> {
     )
 }
 
+/// `MPGATE_MAX_CONNECTIONS` spread over actix's workers (its cap is per worker): the total
+/// never exceeds the setting, so with fewer connections allowed than cores, fewer workers run.
+struct ConnectionCap {
+    workers: usize,
+    per_worker: usize,
+}
+
+impl ConnectionCap {
+    fn new(total: usize) -> ConnectionCap {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = cores.min(total).max(1);
+        ConnectionCap {
+            workers,
+            per_worker: (total / workers).max(1),
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.workers * self.per_worker
+    }
+}
+
+/// Descriptors beyond the connections: the data dir's files, outbound clients, the listener,
+/// the runtime's own, stdio.
+const OPEN_FILE_MARGIN: u64 = 128;
+
+/// Careful servers raise their soft open-file limit to the hard one when they need more: a
+/// server that runs out of descriptors cannot accept the platform's pushes. Logs what it did,
+/// and one warning naming both numbers when the limit stays below what the cap needs.
+fn check_open_file_limit(conns: &ConnectionCap) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let needed = conns.total() as u64 + OPEN_FILE_MARGIN;
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    let soft = limit.current.unwrap_or(u64::MAX);
+    if soft >= needed {
+        return;
+    }
+    // An unlimited hard limit cannot be the soft one for descriptors (the kernel caps it at
+    // `fs.nr_open`): ask for what is needed then.
+    let target = limit.maximum.unwrap_or(needed);
+    let mut have = soft;
+    if target > soft {
+        let raised = rustix::process::Rlimit {
+            current: Some(target),
+            ..limit
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                have = target;
+                tracing::info!(
+                    from = soft,
+                    to = target,
+                    "raised the open-file limit (RLIMIT_NOFILE) to its hard limit"
+                );
+            }
+            Err(e) => tracing::info!(error = %e, soft, target, "cannot raise the open-file limit"),
+        }
+    }
+    if have < needed {
+        tracing::warn!(
+            open_file_limit = have,
+            needed,
+            max_connections = conns.total(),
+            "the open-file limit ({have}) is below what MPGATE_MAX_CONNECTIONS needs ({needed} = {} connections + {OPEN_FILE_MARGIN} for the data dir and outbound clients): past it new connections fail and pushes go unanswered; raise it (`ulimit -n {needed}`, Docker `--ulimit nofile={needed}:{needed}`, systemd `LimitNOFILE={needed}`) or lower MPGATE_MAX_CONNECTIONS",
+            conns.total()
+        );
+    }
+}
+
 fn spawn_jobs(
     gw: &Arc<Gateway>,
     settings: &Settings,
@@ -250,4 +331,20 @@ fn spawn_jobs(
         }));
     }
     jobs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_is_divided_among_workers_and_never_exceeded() {
+        for cap in [1, 2, 3, 7, 8, 1024, 1025, 1_000_000] {
+            let c = ConnectionCap::new(cap);
+            assert!(c.workers >= 1 && c.per_worker >= 1, "{cap}");
+            assert!(c.total() <= cap, "{cap}: {} total", c.total());
+            // Rounding down loses less than one connection per worker.
+            assert!(c.total() + c.workers > cap, "{cap}: {} total", c.total());
+        }
+    }
 }

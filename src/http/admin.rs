@@ -2,12 +2,14 @@
 //! `Authorization: Bearer $MPGATE_ADMIN_TOKEN` (constant-time compare). Without a configured
 //! token every route answers 404: the API is off.
 //!
-//! Grants and revokes answer 200 only after the store has flushed them to disk.
+//! Grants and revokes answer 200 only after the store has flushed them to disk. Their JSON
+//! bodies are read under the body deadline ([`super::limits::Body`]).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use super::limits::Body;
 use crate::pipeline::Gateway;
 use crate::settings::Secret;
 use crate::store::{GrantOutcome, RevokeOutcome};
@@ -125,7 +127,7 @@ async fn grant(
     req: HttpRequest,
     token: web::Data<AdminToken>,
     gw: web::Data<Gateway>,
-    body: web::Bytes,
+    Body(body): Body,
 ) -> Result<HttpResponse, AdminError> {
     authorize(&req, &token)?;
     let b: GrantBody = json(&body)?;
@@ -173,7 +175,7 @@ async fn revoke(
     req: HttpRequest,
     token: web::Data<AdminToken>,
     gw: web::Data<Gateway>,
-    body: web::Bytes,
+    Body(body): Body,
 ) -> Result<HttpResponse, AdminError> {
     authorize(&req, &token)?;
     let b: RevokeBody = json(&body)?;

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use actix_web::{web, HttpResponse};
 
+use super::limits::{Body, CallbackPeer};
 use crate::pipeline::{CallbackError, CallbackQuery, Gateway};
 
 /// Query strings the platform sends never repeat a key; a malformed one is treated as absent
@@ -108,6 +109,7 @@ fn form_decode(s: &str) -> Cow<'_, str> {
 
 /// `GET /wechat`: echo `echostr` when the signature holds.
 pub async fn verify(
+    _allowed: CallbackPeer,
     req: actix_web::HttpRequest,
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, CallbackError> {
@@ -119,10 +121,11 @@ pub async fn verify(
         .body(echo))
 }
 
-/// `POST /wechat`: one push.
+/// `POST /wechat`: one push. The allow-list is checked before the body is read.
 pub async fn push(
+    _allowed: CallbackPeer,
     req: actix_web::HttpRequest,
-    body: web::Bytes,
+    Body(body): Body,
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, CallbackError> {
     let started = Instant::now();

@@ -5,16 +5,19 @@
 //! - [`pages`]: `GET /a/{article}`, the signed article page.
 //! - [`admin`]: the operator API under `/admin/…`.
 //! - [`error`]: the one place errors become HTTP statuses (and plain-text, JSON or page bodies).
+//! - [`limits`]: extractors that cut a stalled body (408) and refuse a peer outside the callback
+//!   allow-list (403) before a handler runs.
 //!
 //! Handlers translate and call narrow services the [`Gateway`](crate::pipeline::Gateway) lends
 //! (`paywall()`, `handoffs()`, `operator()`, `rules()`); none reaches into the store.
 //!
-//! May depend on: `pipeline` and those services, `settings`, actix-web.
+//! May depend on: `pipeline` and those services, `settings`, actix-web, tokio's timer.
 
 pub mod admin;
 pub mod callback;
 pub mod error;
 pub mod health;
+pub mod limits;
 pub mod pages;
 
 use actix_web::web;

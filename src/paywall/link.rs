@@ -115,6 +115,12 @@ impl LinkSigner {
     }
 }
 
+/// When a link issued at `now` for `ttl` expires: saturating, so a huge lifetime gives a link
+/// that never expires rather than one that wrapped round into the past.
+pub fn expires_at(now: i64, ttl: std::time::Duration) -> i64 {
+    now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// Parses the `e` query parameter (decimal unix seconds, as [`LinkSigner::url`] writes it).
 pub fn parse_expires(e: &str) -> Result<i64, LinkError> {
     let canonical = !e.is_empty()
@@ -147,6 +153,19 @@ pub fn percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_link_ttl_does_not_expire_links_at_once() {
+        let now = 1_700_000_000;
+        for secs in [u64::MAX, i64::MAX as u64, i64::MAX as u64 + 1] {
+            let e = expires_at(now, std::time::Duration::from_secs(secs));
+            assert_eq!(e, i64::MAX, "ttl {secs}");
+        }
+        assert_eq!(
+            expires_at(now, std::time::Duration::from_secs(604_800)),
+            now + 604_800
+        );
+    }
 
     const NOW: i64 = 1_760_000_000;
 

@@ -97,7 +97,7 @@ impl Paywall {
         };
         let article = match self.access(openid, id)? {
             Access::Granted => {
-                let expires = now.saturating_add(self.link_ttl.as_secs() as i64);
+                let expires = link::expires_at(now, self.link_ttl);
                 let url = self
                     .signer
                     .url(&self.public_url, id, openid.as_str(), expires);

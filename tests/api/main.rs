@@ -8,6 +8,7 @@ mod helpers;
 
 mod admin;
 mod bad_input;
+mod edge;
 mod faults;
 mod handoff;
 mod pages;
