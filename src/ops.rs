@@ -395,3 +395,26 @@ pub fn outbox(s: &Settings, state: &str) -> anyhow::Result<String> {
         }
     }
 }
+
+/// `mpgate check`'s look at the data dir: active grants per article, or why they were not read.
+/// Never creates a data dir. While the server runs it holds the dir; its own reload guard
+/// checks the same, so `check` only says it skipped.
+pub fn grants_for_check() -> crate::rules::cli::GrantsSeen {
+    use crate::rules::cli::GrantsSeen;
+    let s = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => return GrantsSeen::Skipped(format!("the settings are not valid ({e})")),
+    };
+    let in_use = std::fs::read_dir(&s.data_dir).is_ok_and(|mut d| d.next().is_some());
+    if !in_use {
+        return GrantsSeen::Skipped(format!("no data dir at {}", s.data_dir.display()));
+    }
+    match open_store(&s).and_then(|store| store.articles_with_active_grants()) {
+        Ok(counts) => GrantsSeen::Known(counts),
+        Err(StoreError::Locked { .. }) => GrantsSeen::Skipped(format!(
+            "the running server holds the data dir {} (it refuses a reload that drops an article with active grants, and logs why)",
+            s.data_dir.display()
+        )),
+        Err(e) => GrantsSeen::Skipped(format!("cannot read {}: {e}", s.data_dir.display())),
+    }
+}
