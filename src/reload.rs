@@ -566,7 +566,7 @@ reply = { text = "hi" }
             );
             assert!(text.starts_with("refusing to reload: "), "{text}");
             assert!(
-                text.contains("the live set has 2 rules and 1 articles"),
+                text.contains("the live set has 2 rules and 1 article"),
                 "{text}"
             );
             assert!(text.contains("allow_empty = true"), "{text}");

@@ -271,14 +271,22 @@ impl std::fmt::Display for UnconfirmedDrop {
                 live_articles,
             } => write!(
                 f,
-                "the new file has no rules and no articles (the live set has {live_rules} rules and {live_articles} articles)"
+                "the new file has no rules and no articles (the live set has {} and {})",
+                count(*live_rules, "rule", "rules"),
+                count(*live_articles, "article", "articles")
             ),
             UnconfirmedDrop::Article { id, active_grants } => write!(
                 f,
-                "article `{id}` is not declared but {active_grants} subscriber(s) hold active grants for it (their links would stop working)"
+                "article `{id}` is not declared but {} active grants for it (their links would stop working)",
+                count(*active_grants, "subscriber holds", "subscribers hold")
             ),
         }
     }
+}
+
+/// `1 rule`, `2 rules`: operators read these lines.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 impl UnconfirmedDrop {

@@ -164,7 +164,7 @@ fn check_warns_about_an_article_subscribers_paid_for_that_the_file_no_longer_dec
     let (code, text) = check_src(ONE_RULE, &paid(&[("rust-101", 2)]));
     assert_eq!(code, 0, "{text}");
     assert!(
-        text.contains("warning: article `rust-101` is not declared but 2 subscriber(s) hold active grants for it"),
+        text.contains("warning: article `rust-101` is not declared but 2 subscribers hold active grants for it"),
         "{text}"
     );
     assert!(text.contains("confirm_remove = [\"rust-101\"]"), "{text}");
