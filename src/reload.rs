@@ -36,8 +36,8 @@ use crate::rules::{ConfigErrors, RuleSet, UnconfirmedDrop};
 /// the change is loaded. Editors that write in place and uploads leave a file half-written
 /// for a moment, and a half file can compile (cut between two rules) or be empty; like
 /// vector's wait for a file to settle, we load only what has stopped changing. At the server's
-/// 500 ms interval the files have then been still for at least 1 s, and an edit is live within
-/// about 1.5 s. SIGHUP does not wait: the operator says the file is ready.
+/// 500 ms interval three polls 1 s apart end to end have seen the same files, and an edit is
+/// live within about 1.5 s. SIGHUP does not wait: the operator says the file is ready.
 pub const SETTLE_POLLS: u32 = 2;
 
 /// The live rules, shared by every request; cheap to clone.

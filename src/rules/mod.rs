@@ -297,7 +297,7 @@ impl UnconfirmedDrop {
                 "if that is meant, add `[reload]` with `allow_empty = true` to the file".to_string()
             }
             UnconfirmedDrop::Article { id, .. } => format!(
-                "if that is meant, add `[reload]` with `confirm_remove = [\"{id}\"]` to the file, or revoke the grants first (`mpgate revoke`)"
+                "if that is meant, add `[reload]` with `confirm_remove = [\"{id}\"]` to the file, or revoke the grants first (`mpgate revoke`) and save it again"
             ),
         }
     }
