@@ -454,4 +454,11 @@ async fn check_warns_about_a_paid_article_the_file_drops_and_says_when_the_serve
         "{out}"
     );
     assert!(!out.contains("warning: article"), "{out}");
+
+    // No data dir at all: nobody holds a grant; nothing to say, and no dir is created.
+    let none = data.path().join("never-created");
+    let (code, out) = check_with_data_dir(&edited, &none);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("note:") && !out.contains("warning"), "{out}");
+    assert!(!none.exists());
 }
