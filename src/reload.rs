@@ -638,6 +638,45 @@ reply = { text = "hi" }
         live.reload(&path, &Unreadable).expect("no article goes");
     }
 
+    /// SIGHUP skips the settle wait, not the guard.
+    #[tokio::test]
+    async fn a_requested_reload_of_an_emptied_file_is_refused_too() {
+        let (_dir, path, live) = live_from(PAID);
+        let before = live.current().version().to_string();
+        let requests = ReloadRequests::new();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(live.clone().watch_with_requests(
+            path.clone(),
+            Duration::from_secs(3_600),
+            rx,
+            requests.clone(),
+            Arc::new(grants(&[])),
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(&path, "").expect("truncate");
+        requests.request();
+        // Then a good edit, asked for the same way: it loads, so the empty one was seen.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            live.current().version(),
+            before,
+            "the empty file was refused"
+        );
+        std::fs::write(&path, PAID.replace("\"hi\"", "\"hey\"")).expect("write");
+        requests.request();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while live.current().version() == before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the good edit did not load"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!live.current().is_empty());
+        tx.send(true).expect("stop");
+        task.await.expect("watcher stops");
+    }
+
     // ── settling ─────────────────────────────────────────────────────────────
 
     fn fp(len: u64) -> Fingerprint {
