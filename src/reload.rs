@@ -655,13 +655,13 @@ reply = { text = "hi" }
         tokio::time::sleep(Duration::from_millis(100)).await;
         std::fs::write(&path, "").expect("truncate");
         requests.request();
-        // Then a good edit, asked for the same way: it loads, so the empty one was seen.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
             live.current().version(),
             before,
             "the empty file was refused"
         );
+        // A good edit asked for the same way loads: the watcher was listening all along.
         std::fs::write(&path, PAID.replace("\"hi\"", "\"hey\"")).expect("write");
         requests.request();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
