@@ -138,7 +138,11 @@ pub fn run(cli: Cli) -> ExitCode {
     let mut out = std::io::stdout();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
-        Command::Check { path } => code(crate::rules::cli::check(&keywords_path(path), &mut out)),
+        Command::Check { path } => code(crate::rules::cli::check(
+            &keywords_path(path),
+            &crate::ops::grants_for_check(),
+            &mut out,
+        )),
         Command::Simulate {
             keywords,
             openid,

@@ -9,7 +9,7 @@
 //! | [`wechat`] | the wire protocol, pure: signatures, AES, XML in/out, typed messages and replies, ids parsed once ([`wechat::types`]) | nothing of mpgate |
 //! | [`rules`] | keywords.toml → compiled rules → a routing decision, pure over a message and a subscriber view; `check`/`simulate` | `wechat`, `render` |
 //! | [`render`] | minijinja templates from `templates/` | — |
-//! | [`reload`] | the live rules and hot reload: the only module that watches files | `rules`, `render` |
+//! | [`reload`] | the live rules and hot reload: the only module that watches files | `rules`, `render`, `store` (active grants, through a trait) |
 //! | [`store`] | all state (subscribers, dedupe, entitlements, hand-offs, counters, outbox); the only module that names sled; its own write-behind (whole pushes per period; recovery from a failing disk) and sweeps | `wechat::types` |
 //! | [`paywall`] | signed article links and the one access decision, for chats and pages | `store`, `rules`, `wechat` |
 //! | [`handoff`] | the hand-off state machine | `store`, `rules`, `wechat`, `platform::CustomerService` |

@@ -395,3 +395,48 @@ pub fn outbox(s: &Settings, state: &str) -> anyhow::Result<String> {
         }
     }
 }
+
+/// `mpgate check`'s look at the data dir: active grants per article, or why they were not read.
+/// Never creates a data dir (without one there are no grants). While the server runs it holds the dir; its own reload guard
+/// checks the same, so `check` only says it skipped.
+pub fn grants_for_check() -> crate::rules::cli::GrantsSeen {
+    use crate::rules::cli::GrantsSeen;
+    let s = match settings_as_they_are() {
+        Ok(s) => s,
+        Err(e) => return GrantsSeen::Skipped(format!("the settings are not valid ({e})")),
+    };
+    // No data dir (or an empty one): nobody holds a grant, and none is created here.
+    let in_use = std::fs::read_dir(&s.data_dir).is_ok_and(|mut d| d.next().is_some());
+    if !in_use {
+        return GrantsSeen::Known(Default::default());
+    }
+    match open_store(&s).and_then(|store| store.articles_with_active_grants()) {
+        Ok(counts) => GrantsSeen::Known(counts),
+        Err(StoreError::Locked { .. }) => GrantsSeen::Skipped(format!(
+            "the running server holds the data dir {} (it refuses a reload that drops an article with active grants, and logs why)",
+            s.data_dir.display()
+        )),
+        Err(e) => GrantsSeen::Skipped(format!("cannot read {}: {e}", s.data_dir.display())),
+    }
+}
+
+/// The settings as `Settings::from_env` merges them (`MPGATE_CONFIG` or ./mpgate.toml, then
+/// `MPGATE_*`), without its data dir check, which creates the dir: `check` only reads.
+fn settings_as_they_are() -> anyhow::Result<Settings> {
+    let env: std::collections::BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("MPGATE_"))
+        .collect();
+    let file = match env.get("MPGATE_CONFIG") {
+        Some(p) => Some(std::path::PathBuf::from(p)),
+        None => Some(std::path::PathBuf::from("mpgate.toml")).filter(|p| p.exists()),
+    };
+    let src = match &file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("MPGATE_CONFIG: cannot read {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let merged = file.as_deref().zip(src.as_deref());
+    Ok(Settings::from_sources(merged, &env)?)
+}

@@ -4,16 +4,25 @@
 //! lock-free, and a reload validates the whole file and every template first, then swaps
 //! atomically; a failed reload keeps the old rules and is logged once.
 //!
+//! A file that compiles is still refused when it would drop what the operator did not mean to
+//! drop (an emptied or truncated file, an article subscribers paid for): see
+//! [`RuleSet::unconfirmed_drops`]. The facts about grants come from the state through the narrow
+//! [`ActiveGrants`]; this module never opens a store.
+//!
 //! [`LiveRules::watch`] polls on purpose (no extra crate): every tick it takes a cheap fingerprint
 //! (mtime, size, inode) of keywords.toml and every file under the templates dir. Polling survives
 //! editors that save by writing a new file and renaming it over the old one (the inode changes),
-//! which event-based watchers often lose track of. A rules file that is briefly missing mid-save is
-//! ignored for one tick.
+//! which event-based watchers often lose track of. A change is loaded only once the fingerprint
+//! has stayed the same for [`SETTLE_POLLS`] more polls, so a file caught mid-save (or missing
+//! for a moment between delete and create) is never served.
 //!
 //! One task reloads: the watcher. Other triggers (SIGHUP) only ask it, through
 //! [`ReloadRequests`], so reloads never run concurrently and each reads the file as it is when it
-//! runs; two reloaders side by side could swap an older file in after a newer one. May depend on: [`crate::rules`], [`crate::render`], arc-swap, tokio, tracing.
+//! runs; two reloaders side by side could swap an older file in after a newer one. May depend on:
+//! [`crate::rules`], [`crate::render`], [`crate::store`] (only to implement [`ActiveGrants`]),
+//! arc-swap, tokio, tracing.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,7 +30,15 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 
 use crate::render::template_files;
-use crate::rules::{ConfigErrors, RuleSet};
+use crate::rules::{ConfigErrors, RuleSet, UnconfirmedDrop};
+
+/// How many polls after the one that saw a change must see the very same fingerprint before
+/// the change is loaded. Editors that write in place and uploads leave a file half-written
+/// for a moment, and a half file can compile (cut between two rules) or be empty; like
+/// vector's wait for a file to settle, we load only what has stopped changing. At the server's
+/// 500 ms interval three polls 1 s apart end to end have seen the same files, and an edit is
+/// live within about 1.5 s. SIGHUP does not wait: the operator says the file is ready.
+pub const SETTLE_POLLS: u32 = 2;
 
 /// The live rules, shared by every request; cheap to clone.
 #[derive(Clone)]
@@ -35,6 +52,53 @@ impl std::fmt::Debug for LiveRules {
             .field("version", &self.current().version())
             .finish()
     }
+}
+
+/// What the reload guard asks the state: active grants per article id (articles without any
+/// may be absent). The server passes its store.
+pub trait ActiveGrants: Send + Sync {
+    /// The counts, or why they cannot be read.
+    fn active_grants(&self) -> Result<BTreeMap<String, usize>, String>;
+}
+
+impl ActiveGrants for crate::store::Store {
+    fn active_grants(&self) -> Result<BTreeMap<String, usize>, String> {
+        self.articles_with_active_grants()
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Known counts: tests, and a rules file with no data dir behind it (an empty map: nobody can
+/// hold a grant).
+impl ActiveGrants for BTreeMap<String, usize> {
+    fn active_grants(&self) -> Result<BTreeMap<String, usize>, String> {
+        Ok(self.clone())
+    }
+}
+
+/// Why a reload kept the live rules.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file or a template does not compile.
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+    /// It compiles, but would drop what its `[reload]` table does not confirm.
+    #[error("{}", refusal(.0))]
+    Refused(Vec<UnconfirmedDrop>),
+    /// It stops declaring an article, and whether subscribers hold grants for it is unknown.
+    #[error("refusing to reload: cannot tell whether the removed articles have active grants ({0}); keeping the live rules")]
+    GrantsUnknown(String),
+}
+
+/// One sentence: what would be dropped, that the live rules stay, and how to confirm.
+fn refusal(drops: &[UnconfirmedDrop]) -> String {
+    let what: Vec<String> = drops.iter().map(ToString::to_string).collect();
+    let how: Vec<String> = drops.iter().map(UnconfirmedDrop::hint).collect();
+    format!(
+        "refusing to reload: {}; keeping the live rules ({})",
+        what.join("; "),
+        how.join("; ")
+    )
 }
 
 /// Asks the watcher ([`LiveRules::watch_with_requests`]) to reload now, whatever the files'
@@ -94,6 +158,50 @@ fn fingerprint(path: &Path, templates_dir: &Path) -> Fingerprint {
     }
 }
 
+/// The watcher's view of the files: what is live, and a change waiting to settle.
+#[derive(Debug, Default)]
+struct Settling {
+    /// The fingerprint of the files last loaded (or refused); `None` forces a look.
+    loaded: Option<Fingerprint>,
+    /// A changed fingerprint and how many polls since it was first seen have seen it again.
+    pending: Option<(Fingerprint, u32)>,
+}
+
+impl Settling {
+    /// Takes one poll's fingerprint; true when it is a change that has settled and should be
+    /// loaded now.
+    fn settled(&mut self, fp: Fingerprint, polls: u32) -> bool {
+        if self.loaded.as_ref() == Some(&fp) {
+            self.pending = None;
+            return false;
+        }
+        match &mut self.pending {
+            Some((seen, n)) if *seen == fp => {
+                *n += 1;
+                if *n < polls {
+                    return false;
+                }
+            }
+            _ => {
+                self.pending = Some((fp, 0));
+                return polls == 0 && self.take();
+            }
+        }
+        self.take()
+    }
+
+    /// The pending change becomes the loaded one.
+    fn take(&mut self) -> bool {
+        match self.pending.take() {
+            Some((fp, _)) => {
+                self.loaded = Some(fp);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 impl LiveRules {
     pub fn new(rules: RuleSet) -> Self {
         LiveRules {
@@ -111,18 +219,35 @@ impl LiveRules {
         self.inner.load_full()
     }
 
-    /// Validates `path` and its templates, then swaps them in; returns the new version.
-    /// On failure the old rules stay live and the diagnostics are logged once, here.
-    pub fn reload(&self, path: &Path) -> Result<String, ConfigErrors> {
-        let res = self.try_reload(path);
+    /// Validates `path` and its templates, checks what the swap would drop against `grants`,
+    /// then swaps them in; returns the new version. On failure or refusal the old rules stay
+    /// live and the reason is logged once, here.
+    pub fn reload(&self, path: &Path, grants: &dyn ActiveGrants) -> Result<String, ReloadError> {
+        let res = self.try_reload(path, grants);
         if let Err(e) = &res {
             log_failure(path, e);
         }
         res
     }
 
-    fn try_reload(&self, path: &Path) -> Result<String, ConfigErrors> {
+    fn try_reload(&self, path: &Path, grants: &dyn ActiveGrants) -> Result<String, ReloadError> {
         let loaded = RuleSet::load(path)?;
+        let live = self.load_full();
+        // The store is asked only when an article the file does not confirm would go.
+        let confirmed = &loaded.rules.reload_confirms().confirm_remove;
+        let facts = if loaded
+            .rules
+            .removed_articles(&live)
+            .any(|id| !confirmed.iter().any(|c| c == id))
+        {
+            grants.active_grants().map_err(ReloadError::GrantsUnknown)?
+        } else {
+            BTreeMap::new()
+        };
+        let drops = loaded.rules.unconfirmed_drops(Some(&live), &facts);
+        if !drops.is_empty() {
+            return Err(ReloadError::Refused(drops));
+        }
         for w in &loaded.warnings {
             tracing::warn!(diagnostic = %w, "rules warning");
         }
@@ -132,34 +257,44 @@ impl LiveRules {
         Ok(version)
     }
 
-    /// Polls `path` and the templates dir every `interval` and reloads on change until
-    /// `shutdown` turns true (or its sender is dropped).
+    /// Polls `path` and the templates dir every `interval` and reloads on a settled change
+    /// until `shutdown` turns true (or its sender is dropped); `grants` guards what a reload
+    /// may drop.
     pub async fn watch(
         self,
         path: PathBuf,
         interval: Duration,
         shutdown: tokio::sync::watch::Receiver<bool>,
+        grants: Arc<dyn ActiveGrants>,
     ) {
-        self.watch_with_requests(path, interval, shutdown, ReloadRequests::new())
+        self.watch_with_requests(path, interval, shutdown, ReloadRequests::new(), grants)
             .await
     }
 
-    /// [`LiveRules::watch`], also reloading whenever `requests` asks: the one reloader of the
-    /// server (see the module doc).
+    /// [`LiveRules::watch`], also reloading at once whenever `requests` asks: the one reloader
+    /// of the server (see the module doc).
     pub async fn watch_with_requests(
         self,
         path: PathBuf,
         interval: Duration,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
         requests: ReloadRequests,
+        grants: Arc<dyn ActiveGrants>,
     ) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last = fingerprint(&path, self.current().templates_dir());
-        let mut missing_once = false;
-        // Files may have changed between the initial load and this first fingerprint.
+        let mut files = Settling {
+            loaded: Some(fingerprint(&path, self.current().templates_dir())),
+            pending: None,
+        };
+        // Files may have changed between the initial load and this first fingerprint: treat
+        // them as a change (it settles like any other).
         if self.current().is_stale() {
-            let _ = self.reload(&path);
+            files.loaded = None;
+        }
+        {
+            let (me, g) = (self.clone(), grants.clone());
+            let _ = tokio::task::spawn_blocking(move || me.warn_at_start(&*g)).await;
         }
         // The diagnostics last logged, so a broken edit is reported once, not every tick.
         let mut last_failure: Option<String> = None;
@@ -184,17 +319,13 @@ impl LiveRules {
             };
             if requested {
                 tracing::info!("reload requested");
-            } else if fp == last {
-                continue;
-            } else if fp.main.is_none() && !missing_once {
-                // Editors that save by delete-then-create leave a gap; wait one tick.
-                missing_once = true;
+                files.loaded = Some(fp);
+                files.pending = None;
+            } else if !files.settled(fp, SETTLE_POLLS) {
                 continue;
             }
-            missing_once = false;
-            last = fp;
-            let (me, p) = (self.clone(), path.clone());
-            let res = match tokio::task::spawn_blocking(move || me.try_reload(&p)).await {
+            let (me, p, g) = (self.clone(), path.clone(), grants.clone());
+            let res = match tokio::task::spawn_blocking(move || me.try_reload(&p, &*g)).await {
                 Ok(r) => r,
                 Err(_) => continue,
             };
@@ -212,19 +343,38 @@ impl LiveRules {
             // A reload may have moved the templates dir; fingerprint what is now watched.
             let new_tdir = self.current().templates_dir().to_path_buf();
             if new_tdir != tdir {
-                last = fingerprint(&path, &new_tdir);
+                files.loaded = Some(fingerprint(&path, &new_tdir));
             }
+        }
+    }
+
+    /// Start-up loading is not a reload: an empty file, or one that no longer declares an
+    /// article subscribers paid for, is the operator's choice then, but it is said once.
+    fn warn_at_start(&self, grants: &dyn ActiveGrants) {
+        let live = self.load_full();
+        let facts = match grants.active_grants() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the active grants to check the rules against");
+                BTreeMap::new()
+            }
+        };
+        for d in live.unconfirmed_drops(None, &facts) {
+            tracing::warn!(path = %live.source_path().display(), "serving rules where {d}");
         }
     }
 }
 
-fn log_failure(path: &Path, e: &ConfigErrors) {
-    tracing::error!(
-        path = %path.display(),
-        errors = e.0.len(),
-        diagnostics = %e,
-        "rules reload failed; keeping the previous rules"
-    );
+fn log_failure(path: &Path, e: &ReloadError) {
+    match e {
+        ReloadError::Invalid(e) => tracing::error!(
+            path = %path.display(),
+            errors = e.0.len(),
+            diagnostics = %e,
+            "rules reload failed; keeping the previous rules"
+        ),
+        refused => tracing::error!(path = %path.display(), "{refused}"),
+    }
 }
 
 #[cfg(test)]
@@ -276,6 +426,7 @@ reply = { text = "REPLY" }
             Duration::from_millis(5),
             rx,
             requests.clone(),
+            Arc::new(BTreeMap::new()),
         ));
         // Each round: a SIGHUP, then at once a save (a slow reload of the previous file is
         // under way while the file changes). Two reloaders side by side let the SIGHUP's reload
@@ -327,6 +478,7 @@ reply = { text = "REPLY" }
             Duration::from_secs(3_600),
             rx,
             requests.clone(),
+            Arc::new(BTreeMap::new()),
         ));
         let old = live.current().version().to_string();
         // The first tick fires at once; let it pass before the edit.
@@ -347,5 +499,216 @@ reply = { text = "REPLY" }
         );
         tx.send(true).expect("stop");
         task.await.expect("watcher stops");
+    }
+
+    // ── the guard ────────────────────────────────────────────────────────────
+
+    const PAID: &str = r#"
+[[rule]]
+name = "hello"
+when = { exact = ["hello"] }
+reply = { text = "hi" }
+
+[[rule]]
+name = "rust"
+when = { exact = ["rust"] }
+article = "rust-101"
+
+[[article]]
+id = "rust-101"
+title = "Rust 101"
+body_url = "https://example.com/rust-101"
+"#;
+
+    /// PAID without the article (and the rule that shows it).
+    const UNPAID: &str = r#"
+[[rule]]
+name = "hello"
+when = { exact = ["hello"] }
+reply = { text = "hi" }
+"#;
+
+    fn live_from(src: &str) -> (tempfile::TempDir, PathBuf, LiveRules) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("templates")).expect("mkdir");
+        let path = dir.path().join("keywords.toml");
+        std::fs::write(&path, src).expect("write");
+        let live = LiveRules::new(RuleSet::load(&path).expect("loads").rules);
+        (dir, path, live)
+    }
+
+    fn grants(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+        pairs.iter().map(|(a, n)| (a.to_string(), *n)).collect()
+    }
+
+    struct Unreadable;
+    impl ActiveGrants for Unreadable {
+        fn active_grants(&self) -> Result<BTreeMap<String, usize>, String> {
+            Err("disk says no".into())
+        }
+    }
+
+    #[test]
+    fn an_emptied_rules_file_is_refused_and_the_live_rules_stay() {
+        let (_dir, path, live) = live_from(PAID);
+        let before = live.current().version().to_string();
+        for empty in [
+            "",
+            "\n",
+            "# all rules removed\n[account]\ntimezone = \"Asia/Shanghai\"\n",
+        ] {
+            std::fs::write(&path, empty).expect("write");
+            let err = live.reload(&path, &grants(&[])).expect_err("refused");
+            let text = err.to_string();
+            assert!(
+                matches!(&err, ReloadError::Refused(d) if d == &[UnconfirmedDrop::Everything { live_rules: 2, live_articles: 1 }]),
+                "{err:?}"
+            );
+            assert!(text.starts_with("refusing to reload: "), "{text}");
+            assert!(
+                text.contains("the live set has 2 rules and 1 article"),
+                "{text}"
+            );
+            assert!(text.contains("allow_empty = true"), "{text}");
+            assert_eq!(live.current().version(), before);
+        }
+    }
+
+    #[test]
+    fn allow_empty_lets_an_empty_file_replace_the_rules() {
+        let (_dir, path, live) = live_from(UNPAID);
+        std::fs::write(&path, "[reload]\nallow_empty = true\n").expect("write");
+        live.reload(&path, &grants(&[])).expect("confirmed");
+        assert!(live.current().is_empty());
+        // Once empty, an empty file drops nothing: it reloads without the marker.
+        std::fs::write(&path, "").expect("write");
+        live.reload(&path, &grants(&[])).expect("nothing to drop");
+    }
+
+    #[test]
+    fn dropping_an_article_with_active_grants_is_refused_naming_it() {
+        let (_dir, path, live) = live_from(PAID);
+        let before = live.current().version().to_string();
+        std::fs::write(&path, UNPAID).expect("write");
+        let err = live
+            .reload(&path, &grants(&[("rust-101", 3), ("other", 1)]))
+            .expect_err("refused");
+        assert!(
+            matches!(&err, ReloadError::Refused(d) if d == &[UnconfirmedDrop::Article { id: "rust-101".into(), active_grants: 3 }]),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("article `rust-101`"), "{text}");
+        assert!(text.contains("confirm_remove = [\"rust-101\"]"), "{text}");
+        assert_eq!(live.current().version(), before);
+        assert!(live.current().article("rust-101").is_some());
+    }
+
+    #[test]
+    fn confirm_remove_lets_a_paid_article_go() {
+        let (_dir, path, live) = live_from(PAID);
+        std::fs::write(
+            &path,
+            format!("[reload]\nconfirm_remove = [\"rust-101\"]\n{UNPAID}"),
+        )
+        .expect("write");
+        // Confirmed: the store is not even asked.
+        live.reload(&path, &Unreadable).expect("confirmed");
+        assert!(live.current().article("rust-101").is_none());
+    }
+
+    #[test]
+    fn an_article_nobody_holds_a_grant_for_may_go_without_confirmation() {
+        let (_dir, path, live) = live_from(PAID);
+        std::fs::write(&path, UNPAID).expect("write");
+        live.reload(&path, &grants(&[("other", 4)]))
+            .expect("nothing paid is lost");
+        assert!(live.current().article("rust-101").is_none());
+    }
+
+    #[test]
+    fn when_the_grants_cannot_be_read_an_article_is_not_dropped() {
+        let (_dir, path, live) = live_from(PAID);
+        std::fs::write(&path, UNPAID).expect("write");
+        let err = live.reload(&path, &Unreadable).expect_err("refused");
+        assert!(matches!(err, ReloadError::GrantsUnknown(_)), "{err:?}");
+        assert!(live.current().article("rust-101").is_some());
+        // Edits that keep every article do not need the grants.
+        std::fs::write(&path, PAID.replace("\"hi\"", "\"hello!\"")).expect("write");
+        live.reload(&path, &Unreadable).expect("no article goes");
+    }
+
+    /// SIGHUP skips the settle wait, not the guard.
+    #[tokio::test]
+    async fn a_requested_reload_of_an_emptied_file_is_refused_too() {
+        let (_dir, path, live) = live_from(PAID);
+        let before = live.current().version().to_string();
+        let requests = ReloadRequests::new();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(live.clone().watch_with_requests(
+            path.clone(),
+            Duration::from_secs(3_600),
+            rx,
+            requests.clone(),
+            Arc::new(grants(&[])),
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(&path, "").expect("truncate");
+        requests.request();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            live.current().version(),
+            before,
+            "the empty file was refused"
+        );
+        // A good edit asked for the same way loads: the watcher was listening all along.
+        std::fs::write(&path, PAID.replace("\"hi\"", "\"hey\"")).expect("write");
+        requests.request();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while live.current().version() == before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the good edit did not load"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!live.current().is_empty());
+        tx.send(true).expect("stop");
+        task.await.expect("watcher stops");
+    }
+
+    // ── settling ─────────────────────────────────────────────────────────────
+
+    fn fp(len: u64) -> Fingerprint {
+        Fingerprint {
+            main: Some(FileStamp {
+                path: PathBuf::from("keywords.toml"),
+                modified: None,
+                len,
+                inode: 1,
+            }),
+            templates: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_change_loads_only_after_it_stays_the_same_for_the_settle_polls() {
+        let mut files = Settling {
+            loaded: Some(fp(10)),
+            pending: None,
+        };
+        assert!(!files.settled(fp(10), 2), "no change");
+        assert!(!files.settled(fp(5), 2), "first sight of a change");
+        assert!(!files.settled(fp(5), 2), "one poll still");
+        // The rest of the file arrives: the wait starts over.
+        assert!(!files.settled(fp(20), 2));
+        assert!(!files.settled(fp(20), 2));
+        assert!(files.settled(fp(20), 2), "two polls still: load");
+        assert_eq!(files.loaded, Some(fp(20)));
+        assert!(!files.settled(fp(20), 2), "loaded once");
+        // A change that reverts before settling loads nothing.
+        assert!(!files.settled(fp(7), 2));
+        assert!(!files.settled(fp(20), 2));
+        assert!(files.pending.is_none());
     }
 }

@@ -287,6 +287,7 @@ fn spawn_jobs(
         Duration::from_millis(500),
         shutdown.clone(),
         reload_requests.clone(),
+        Arc::new(gw.store().clone()),
     )));
     // Every minute: close idle handoffs. (Expired dedupe keys are the store's upkeep.)
     {

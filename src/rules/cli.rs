@@ -2,8 +2,11 @@
 //!
 //! Each takes the rules file path and a writer and returns the process exit code, so the lead's
 //! clap wiring stays one line per subcommand and tests can capture the output. Nothing here
-//! changes state. May depend on: [`super`] (the rules engine), [`crate::wechat`] types.
+//! changes state; what `check` needs from the data dir (active grants) the caller reads and
+//! passes in as [`GrantsSeen`]. May depend on: [`super`] (the rules engine), [`crate::wechat`]
+//! types.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -42,13 +45,44 @@ fn print_errors(e: &ConfigErrors, out: &mut dyn Write) -> std::io::Result<()> {
     )
 }
 
+/// What `mpgate check` learnt about paid access from the data dir.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GrantsSeen {
+    /// Active grants per article id.
+    Known(BTreeMap<String, usize>),
+    /// Not checked, and why (the running server holds the data dir, there is none, …).
+    Skipped(String),
+}
+
 /// Validates the rules file and its templates; exit code 0 when usable (warnings allowed).
-pub fn check(path: &Path, out: &mut dyn Write) -> i32 {
+/// Also warns about what the server would refuse to hot-reload without `[reload]`
+/// confirming it: a file with no rules and no articles, and articles with active `grants`
+/// that the file does not declare.
+pub fn check(path: &Path, grants: &GrantsSeen, out: &mut dyn Write) -> i32 {
     let res = (|| -> std::io::Result<i32> {
         match RuleSet::load(path) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     writeln!(out, "{w}")?;
+                }
+                let none = BTreeMap::new();
+                let counts = match grants {
+                    GrantsSeen::Known(c) => c,
+                    GrantsSeen::Skipped(why) => {
+                        writeln!(
+                            out,
+                            "note: active grants not checked against the articles: {why}"
+                        )?;
+                        &none
+                    }
+                };
+                for d in loaded.rules.unconfirmed_drops(None, counts) {
+                    writeln!(
+                        out,
+                        "{}: warning: {d}\n  help: {}",
+                        path.display(),
+                        d.hint()
+                    )?;
                 }
                 let r = &loaded.rules;
                 let menu = match r.menu() {

@@ -15,6 +15,8 @@
 //!
 //! Pure over a parsed message, a [`SubscriberView`] and a clock: no sled, no actix, no HTTP.
 //! Files are read only by the `load`/`from_source` entry points (keywords.toml and templates).
+//! What a reload may drop ([`RuleSet::unconfirmed_drops`]) is judged over facts passed in (the
+//! active grants per article), never read here.
 //! May depend on: [`crate::wechat`] types, [`crate::render`], regex, aho-corasick, chrono(-tz).
 
 pub mod cli;
@@ -26,7 +28,7 @@ mod raw;
 mod route;
 mod window;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use chrono_tz::Tz;
@@ -51,6 +53,7 @@ pub struct RuleSet {
     menu: Option<Vec<MenuButton>>,
     handoff: HandoffSettings,
     templates: Templates,
+    reload: ReloadConfirms,
 }
 
 /// A successful load: the rules plus any warnings worth showing the operator.
@@ -221,6 +224,85 @@ pub enum ArticleBody {
     Url(String),
 }
 
+/// `[reload]` in keywords.toml: what the operator confirms a hot reload of this file may drop.
+/// Without it, a reload that would drop every rule, or an article subscribers paid for, is
+/// refused (see [`RuleSet::unconfirmed_drops`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadConfirms {
+    /// `allow_empty = true`: a file with no rules and no articles may replace a live set.
+    pub allow_empty: bool,
+    /// `confirm_remove = ["id", …]`: articles that may go although subscribers hold grants.
+    pub confirm_remove: Vec<String>,
+}
+
+impl ReloadConfirms {
+    fn from_raw(raw: Option<&raw::RawReload>) -> Self {
+        raw.map(|r| ReloadConfirms {
+            allow_empty: r.allow_empty,
+            confirm_remove: r.confirm_remove.clone(),
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// Something a rules file would drop that its `[reload]` table does not confirm. `Display` says
+/// what would be lost; [`UnconfirmedDrop::hint`] says how to confirm it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnconfirmedDrop {
+    /// The file has no rules and no articles (an emptied or truncated file looks like this).
+    /// The counts are what the live set has (both 0 for `mpgate check`, where nothing is live).
+    Everything {
+        live_rules: usize,
+        live_articles: usize,
+    },
+    /// An article subscribers hold active grants for is not declared: their links would 404.
+    Article { id: String, active_grants: usize },
+}
+
+impl std::fmt::Display for UnconfirmedDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnconfirmedDrop::Everything {
+                live_rules: 0,
+                live_articles: 0,
+            } => f.write_str("the file has no rules and no articles: every push would get `success`"),
+            UnconfirmedDrop::Everything {
+                live_rules,
+                live_articles,
+            } => write!(
+                f,
+                "the new file has no rules and no articles (the live set has {} and {})",
+                count(*live_rules, "rule", "rules"),
+                count(*live_articles, "article", "articles")
+            ),
+            UnconfirmedDrop::Article { id, active_grants } => write!(
+                f,
+                "article `{id}` is not declared but {} active grants for it (their links would stop working)",
+                count(*active_grants, "subscriber holds", "subscribers hold")
+            ),
+        }
+    }
+}
+
+/// `1 rule`, `2 rules`: operators read these lines.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+impl UnconfirmedDrop {
+    /// How the operator confirms this drop, or avoids it.
+    pub fn hint(&self) -> String {
+        match self {
+            UnconfirmedDrop::Everything { .. } => {
+                "if that is meant, add `[reload]` with `allow_empty = true` to the file".to_string()
+            }
+            UnconfirmedDrop::Article { id, .. } => format!(
+                "if that is meant, add `[reload]` with `confirm_remove = [\"{id}\"]` to the file, or revoke the grants first (`mpgate revoke`) and save it again"
+            ),
+        }
+    }
+}
+
 impl RuleSet {
     /// Reads `path` and every template it names, compiles, and validates.
     pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
@@ -325,5 +407,64 @@ impl RuleSet {
 
     pub fn rule_names(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|r| r.name.as_str())
+    }
+
+    /// What this file confirms a reload of it may drop (`[reload]`).
+    pub fn reload_confirms(&self) -> &ReloadConfirms {
+        &self.reload
+    }
+
+    /// No rules and no articles: the set answers every push with `success`.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.articles.is_empty()
+    }
+
+    /// Articles `live` declares and this set does not.
+    pub fn removed_articles<'a>(&'a self, live: &'a RuleSet) -> impl Iterator<Item = &'a str> {
+        live.articles
+            .iter()
+            .filter(|a| self.article(&a.id).is_none())
+            .map(|a| a.id.as_str())
+    }
+
+    /// What putting this set in place of `live` would drop that its `[reload]` does not
+    /// confirm; empty when the swap may go ahead. `grants` is active grants per article id, a
+    /// fact from the store passed in (the rules never read it).
+    ///
+    /// With `live`: every rule, when this set is empty and `live` is not; and each article
+    /// `live` declares, this set does not, and subscribers hold grants for. Without (`mpgate
+    /// check`, nothing is live): this set being empty, and each article with grants that this
+    /// set does not declare.
+    pub fn unconfirmed_drops(
+        &self,
+        live: Option<&RuleSet>,
+        grants: &BTreeMap<String, usize>,
+    ) -> Vec<UnconfirmedDrop> {
+        let mut drops = Vec::new();
+        let live_has_some = live.is_none_or(|l| !l.is_empty());
+        if self.is_empty() && live_has_some && !self.reload.allow_empty {
+            drops.push(UnconfirmedDrop::Everything {
+                live_rules: live.map_or(0, |l| l.rules.len()),
+                live_articles: live.map_or(0, |l| l.articles.len()),
+            });
+        }
+        let gone: Vec<&str> = match live {
+            Some(l) => self.removed_articles(l).collect(),
+            None => grants
+                .keys()
+                .map(String::as_str)
+                .filter(|id| self.article(id).is_none())
+                .collect(),
+        };
+        for id in gone {
+            let active_grants = grants.get(id).copied().unwrap_or(0);
+            if active_grants > 0 && !self.reload.confirm_remove.iter().any(|c| c == id) {
+                drops.push(UnconfirmedDrop::Article {
+                    id: id.to_string(),
+                    active_grants,
+                });
+            }
+        }
+        drops
     }
 }

@@ -24,6 +24,20 @@ pub(crate) struct RawFile {
     // Not `Spanned`: `[menu]` is usually implicit (only `[[menu.button]]`), which toml 0.8
     // cannot span.
     pub menu: Option<RawMenu>,
+    #[serde(default)]
+    pub reload: Option<RawReload>,
+}
+
+/// `[reload]`: what the operator confirms a hot reload of this file may drop.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawReload {
+    /// A file with no rules and no articles may replace a live set that has some.
+    #[serde(default)]
+    pub allow_empty: bool,
+    /// Article ids the file may stop declaring although subscribers hold active grants.
+    #[serde(default)]
+    pub confirm_remove: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

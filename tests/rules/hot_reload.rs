@@ -23,6 +23,11 @@ when = { exact = ["hello"] }
 replly = { text = "typo" }
 "#;
 
+/// Rules with no data dir behind them: nobody holds a grant.
+fn nobody_paid() -> std::collections::BTreeMap<String, usize> {
+    Default::default()
+}
+
 fn temp_rules() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("templates")).expect("mkdir");
@@ -43,13 +48,13 @@ fn reload_swaps_on_success_and_keeps_old_rules_on_failure() {
     );
 
     std::fs::write(&path, V2).expect("write");
-    let v2 = live.reload(&path).expect("v2 loads");
+    let v2 = live.reload(&path, &nobody_paid()).expect("v2 loads");
     assert_ne!(v1, v2);
     assert_eq!(live.current().version(), v2);
     assert_eq!(reply_text(&route(&live.current(), &text("hello"))), "v2");
 
     std::fs::write(&path, BROKEN_SRC).expect("write");
-    let err = live.reload(&path).expect_err("broken");
+    let err = live.reload(&path, &nobody_paid()).expect_err("broken");
     assert!(err.to_string().contains("unknown field `replly`"));
     assert_eq!(live.current().version(), v2);
     assert_eq!(reply_text(&route(&live.current(), &text("hello"))), "v2");
@@ -92,10 +97,12 @@ async fn watch_picks_up_a_rename_save_and_ignores_broken_edits() {
     let (dir, path) = temp_rules();
     let live = LiveRules::new(RuleSet::load(&path).expect("v1").rules);
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(
-        live.clone()
-            .watch(path.clone(), Duration::from_millis(100), rx),
-    );
+    let task = tokio::spawn(live.clone().watch(
+        path.clone(),
+        Duration::from_millis(100),
+        rx,
+        std::sync::Arc::new(nobody_paid()),
+    ));
     let v1 = live.current().version().to_string();
     // Let the watcher take its first fingerprint so the rename below is seen as a change.
     tokio::time::sleep(Duration::from_millis(300)).await;

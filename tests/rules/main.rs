@@ -157,6 +157,11 @@ fn reply_text(d: &Decision) -> &str {
     }
 }
 
+/// `mpgate check` with no data dir behind the rules: nobody holds a grant.
+fn no_grants() -> cli::GrantsSeen {
+    cli::GrantsSeen::Known(Default::default())
+}
+
 fn winner(d: &Decision) -> &str {
     d.rule.as_deref().unwrap_or("<none>")
 }

@@ -6,7 +6,7 @@ use super::*;
 fn shipped_keywords_toml_passes_check_without_warnings() {
     let path = manifest().join("keywords.toml");
     let mut out = Vec::new();
-    let code = cli::check(&path, &mut out);
+    let code = cli::check(&path, &no_grants(), &mut out);
     let text = String::from_utf8_lossy(&out);
     assert_eq!(code, 0, "{text}");
     assert!(!text.contains("warning"), "{text}");

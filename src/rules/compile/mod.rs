@@ -169,6 +169,7 @@ pub(crate) fn compile(src: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
             menu: menu.map(|(b, _)| b),
             handoff,
             templates: c.templates,
+            reload: super::ReloadConfirms::from_raw(raw.reload.as_ref()),
         },
         warnings: diags,
     })
