@@ -31,6 +31,8 @@ pub enum Class {
     Gone,
     /// Conflicts with what is stored (409).
     Conflict,
+    /// The client took too long to send its request (408).
+    Timeout,
     /// Our fault (500): the cause is logged, never sent.
     Internal,
     /// Ours and temporary (503): the store cannot write now (a full or failing disk). The
@@ -47,6 +49,7 @@ impl Class {
             Class::NotFound => StatusCode::NOT_FOUND,
             Class::Gone => StatusCode::GONE,
             Class::Conflict => StatusCode::CONFLICT,
+            Class::Timeout => StatusCode::REQUEST_TIMEOUT,
             Class::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Class::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -21,6 +21,7 @@ use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 
+use super::error::{Class, Classify};
 use crate::settings::CallbackAllow;
 
 /// How long a body may take once the headers are in; registered as app data by `startup`.
@@ -40,12 +41,20 @@ pub enum EdgeRefusal {
     NotAllowed,
 }
 
+impl Classify for EdgeRefusal {
+    fn class(&self) -> Class {
+        match self {
+            EdgeRefusal::BodyTimeout(_) => Class::Timeout,
+            EdgeRefusal::NotAllowed => Class::Forbidden,
+        }
+    }
+}
+
+/// An extractor's error must be an actix error, so the status comes from the one mapping
+/// (`http::error`) through [`Classify`]; the log line is written where the peer is known.
 impl ResponseError for EdgeRefusal {
     fn status_code(&self) -> StatusCode {
-        match self {
-            EdgeRefusal::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            EdgeRefusal::NotAllowed => StatusCode::FORBIDDEN,
-        }
+        self.class().status()
     }
 
     /// Logged where it happens (with the peer); here only worded. The connection is closed:
