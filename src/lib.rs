@@ -18,6 +18,7 @@
 //! | [`http`] | thin actix handlers and the one error → HTTP mapping ([`http::error`]) | `pipeline` and the services it lends (`paywall`, `handoff`, `store` views) |
 //! | [`ops`], [`cli`] | operator commands on the data dir or through the admin API | the services above |
 //! | [`settings`], [`telemetry`], [`startup`], [`sync`] | process wiring, logs, start-up, the one lock policy; [`defaults`]: the embedded demo rules | — |
+//! | `fuzzing` (hidden) | checks the fuzz targets in `fuzz/` need on private internals (the XML scanner against the strict reader) | `wechat` |
 
 pub mod cli;
 pub mod defaults;
@@ -37,3 +38,22 @@ pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod wechat;
+
+/// What the fuzz targets in `fuzz/` reach that is not otherwise public: not an API, and nothing
+/// in mpgate calls it. Each item is a thin wrapper that keeps the internal it checks private.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::wechat::xml;
+
+    /// Checks the zero-copy scanner against the strict reader on `input`: `None` when the scanner
+    /// declines (the strict reader decides alone), `Some(Ok(()))` when it builds exactly the tree
+    /// the strict reader builds, `Some(Err(why))` when the two disagree (a bug in the scanner).
+    pub fn xml_scan_agrees(input: &str) -> Option<Result<(), String>> {
+        let doc = xml::scan(input)?;
+        Some(match xml::parse(input) {
+            Ok(tree) if doc == xml::Doc::from_element(&tree) => Ok(()),
+            Ok(tree) => Err(format!("scan built {doc:?}, parse built {tree:?}")),
+            Err(e) => Err(format!("scan accepted what parse refuses ({e})")),
+        })
+    }
+}
