@@ -8,7 +8,7 @@ use crate::pipeline::Gateway;
 
 pub async fn healthz(gw: web::Data<Gateway>) -> HttpResponse {
     let rules = gw.rules().current();
-    let health = gw.store().health();
+    let health = gw.store_health();
     if health.writable {
         return HttpResponse::Ok().json(serde_json::json!({
             "status": "ok",

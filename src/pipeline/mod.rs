@@ -127,6 +127,11 @@ impl Gateway {
         &self.store
     }
 
+    /// Whether the store can write (and why not): what `/healthz` reports.
+    pub fn store_health(&self) -> crate::store::Health {
+        self.store.health()
+    }
+
     pub fn rules(&self) -> &LiveRules {
         &self.rules
     }
