@@ -13,8 +13,9 @@
 //! (mtime, size, inode) of keywords.toml and every file under the templates dir. Polling survives
 //! editors that save by writing a new file and renaming it over the old one (the inode changes),
 //! which event-based watchers often lose track of. A change is loaded only once the fingerprint
-//! has stayed the same for [`SETTLE_POLLS`] more polls, so a file caught mid-save (or missing
-//! for a moment between delete and create) is never served.
+//! has stayed the same for [`SETTLE_POLLS`] more polls and at least [`SETTLE_FOR`] by the reads'
+//! own clock, so a file caught mid-save (or missing for a moment between delete and create) is
+//! never served.
 //!
 //! One task reloads: the watcher. Other triggers (SIGHUP) only ask it, through
 //! [`ReloadRequests`], so reloads never run concurrently and each reads the file as it is when it
@@ -25,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
@@ -37,8 +38,24 @@ use crate::rules::{ConfigErrors, RuleSet, UnconfirmedDrop};
 /// for a moment, and a half file can compile (cut between two rules) or be empty; like
 /// vector's wait for a file to settle, we load only what has stopped changing. At the server's
 /// 500 ms interval three polls 1 s apart end to end have seen the same files, and an edit is
-/// live within about 1.5 s. SIGHUP does not wait: the operator says the file is ready.
+/// live within about 2 s (see [`SETTLE_FOR`]). SIGHUP does not wait: the operator says the file is ready.
 pub const SETTLE_POLLS: u32 = 2;
+
+/// How long, at least, the same fingerprint must have been read before a change loads,
+/// measured between the reads themselves. Counting polls alone is not enough: the reads run on
+/// the blocking pool, and on a busy machine one can run late and the next on time, so three
+/// reads 500 ms apart by the timer can span less than 600 ms (seen once by the two-halves
+/// test under load, with a half file served).
+pub const SETTLE_FOR: Duration = Duration::from_secs(1);
+
+/// When one poll read the files: just before the read began and just after it ended. The wait
+/// is measured from the end of the first read that saw a fingerprint to the start of the
+/// current one, so it never comes out longer than the files really stood still.
+#[derive(Clone, Copy, Debug)]
+struct ReadAt {
+    started: Instant,
+    done: Instant,
+}
 
 /// The live rules, shared by every request; cheap to clone.
 #[derive(Clone)]
@@ -163,28 +180,29 @@ fn fingerprint(path: &Path, templates_dir: &Path) -> Fingerprint {
 struct Settling {
     /// The fingerprint of the files last loaded (or refused); `None` forces a look.
     loaded: Option<Fingerprint>,
-    /// A changed fingerprint and how many polls since it was first seen have seen it again.
-    pending: Option<(Fingerprint, u32)>,
+    /// A changed fingerprint, how many polls since it was first seen have seen it again, and
+    /// when the first read that saw it ended.
+    pending: Option<(Fingerprint, u32, Instant)>,
 }
 
 impl Settling {
     /// Takes one poll's fingerprint; true when it is a change that has settled and should be
     /// loaded now.
-    fn settled(&mut self, fp: Fingerprint, polls: u32) -> bool {
+    fn settled(&mut self, fp: Fingerprint, at: ReadAt, polls: u32, still_for: Duration) -> bool {
         if self.loaded.as_ref() == Some(&fp) {
             self.pending = None;
             return false;
         }
         match &mut self.pending {
-            Some((seen, n)) if *seen == fp => {
+            Some((seen, n, since)) if *seen == fp => {
                 *n += 1;
-                if *n < polls {
+                if *n < polls || at.started.saturating_duration_since(*since) < still_for {
                     return false;
                 }
             }
             _ => {
-                self.pending = Some((fp, 0));
-                return polls == 0 && self.take();
+                self.pending = Some((fp, 0, at.done));
+                return polls == 0 && still_for.is_zero() && self.take();
             }
         }
         self.take()
@@ -193,7 +211,7 @@ impl Settling {
     /// The pending change becomes the loaded one.
     fn take(&mut self) -> bool {
         match self.pending.take() {
-            Some((fp, _)) => {
+            Some((fp, ..)) => {
                 self.loaded = Some(fp);
                 true
             }
@@ -310,10 +328,16 @@ impl LiveRules {
                 }
             };
             let tdir = self.current().templates_dir().to_path_buf();
-            let fp = {
+            let (fp, at) = {
                 let (p, t) = (path.clone(), tdir.clone());
-                match tokio::task::spawn_blocking(move || fingerprint(&p, &t)).await {
-                    Ok(fp) => fp,
+                let read = move || {
+                    let started = Instant::now();
+                    let fp = fingerprint(&p, &t);
+                    let done = Instant::now();
+                    (fp, ReadAt { started, done })
+                };
+                match tokio::task::spawn_blocking(read).await {
+                    Ok(r) => r,
                     Err(_) => continue,
                 }
             };
@@ -321,7 +345,7 @@ impl LiveRules {
                 tracing::info!("reload requested");
                 files.loaded = Some(fp);
                 files.pending = None;
-            } else if !files.settled(fp, SETTLE_POLLS) {
+            } else if !files.settled(fp, at, SETTLE_POLLS, SETTLE_FOR) {
                 continue;
             }
             let (me, p, g) = (self.clone(), path.clone(), grants.clone());
@@ -693,22 +717,57 @@ reply = { text = "hi" }
 
     #[test]
     fn a_change_loads_only_after_it_stays_the_same_for_the_settle_polls() {
+        let base = Instant::now();
+        let at = |ms: u64| ReadAt {
+            started: base + Duration::from_millis(ms),
+            done: base + Duration::from_millis(ms + 1),
+        };
+        let settled = |files: &mut Settling, fp, ms| files.settled(fp, at(ms), 2, SETTLE_FOR);
         let mut files = Settling {
             loaded: Some(fp(10)),
             pending: None,
         };
-        assert!(!files.settled(fp(10), 2), "no change");
-        assert!(!files.settled(fp(5), 2), "first sight of a change");
-        assert!(!files.settled(fp(5), 2), "one poll still");
+        assert!(!settled(&mut files, fp(10), 0), "no change");
+        assert!(!settled(&mut files, fp(5), 500), "first sight of a change");
+        assert!(!settled(&mut files, fp(5), 1000), "one poll still");
         // The rest of the file arrives: the wait starts over.
-        assert!(!files.settled(fp(20), 2));
-        assert!(!files.settled(fp(20), 2));
-        assert!(files.settled(fp(20), 2), "two polls still: load");
+        assert!(!settled(&mut files, fp(20), 1500));
+        assert!(!settled(&mut files, fp(20), 2000));
+        assert!(
+            settled(&mut files, fp(20), 2501),
+            "two polls and 1 s still: load"
+        );
         assert_eq!(files.loaded, Some(fp(20)));
-        assert!(!files.settled(fp(20), 2), "loaded once");
+        assert!(!settled(&mut files, fp(20), 3000), "loaded once");
         // A change that reverts before settling loads nothing.
-        assert!(!files.settled(fp(7), 2));
-        assert!(!files.settled(fp(20), 2));
+        assert!(!settled(&mut files, fp(7), 3500));
+        assert!(!settled(&mut files, fp(20), 4000));
         assert!(files.pending.is_none());
+    }
+
+    #[test]
+    fn polls_that_ran_late_and_then_on_time_do_not_shorten_the_settle_wait() {
+        // Regression (the two-halves test, once, under load): three reads of a half file 500 ms
+        // apart by the timer, the first run late on the blocking pool, spanned ~550 ms, and the
+        // half was loaded as if it had stood still for a second.
+        let base = Instant::now();
+        let at = |ms: u64| ReadAt {
+            started: base + Duration::from_millis(ms),
+            done: base + Duration::from_millis(ms + 1),
+        };
+        let mut files = Settling {
+            loaded: Some(fp(10)),
+            pending: None,
+        };
+        assert!(!files.settled(fp(5), at(450), 2, SETTLE_FOR));
+        assert!(!files.settled(fp(5), at(510), 2, SETTLE_FOR));
+        assert!(
+            !files.settled(fp(5), at(1005), 2, SETTLE_FOR),
+            "three polls, but only 554 ms still"
+        );
+        assert!(
+            files.settled(fp(5), at(1505), 2, SETTLE_FOR),
+            "now 1 s still"
+        );
     }
 }
