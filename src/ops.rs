@@ -363,7 +363,12 @@ pub fn handoffs(s: &Settings) -> anyhow::Result<String> {
 
 pub fn close_handoff(s: &Settings, openid: &str) -> anyhow::Result<String> {
     let closed = match target(s)? {
-        Target::Local(store) => store.handoff_close(&parse_openid(openid)?)?.is_some(),
+        Target::Local(store) => {
+            let closed = store.handoff_close(&parse_openid(openid)?)?.is_some();
+            // Written behind: on disk before the command says so.
+            store.flush()?;
+            closed
+        }
         Target::Remote(api) => {
             let a = api.post(&["handoffs", openid, "close"], serde_json::json!({}))?;
             if a.status == 404 {

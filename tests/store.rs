@@ -838,6 +838,36 @@ fn handoff_sessions_round_trip() {
     assert_eq!(store.handoffs().expect("list"), vec![q]);
 }
 
+#[test]
+fn a_handoff_reaches_the_disk_with_the_period_of_the_push_that_opened_it() {
+    let (dir, store) = fresh();
+    let session = |openid: &str| HandoffSession {
+        openid: openid.into(),
+        state: HandoffState::Queued,
+        kf_account: None,
+        opened_at: T0,
+        last_activity: T0,
+        rule: "human".into(),
+    };
+    store.handoff_put(&session("oKept")).expect("put");
+    store.handoff_put(&session("oClosed")).expect("put");
+    store.write_behind(false).expect("period");
+    store.handoff_close(&uid("oClosed")).expect("close");
+    // Not yet written: a crash now (no flush on drop) keeps the last period's state.
+    store.handoff_put(&session("oUnwritten")).expect("put");
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        store.handoffs().expect("list"),
+        vec![session("oClosed"), session("oKept")]
+    );
+    store.handoff_close(&uid("oClosed")).expect("close");
+    store.write_behind(false).expect("period");
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.handoffs().expect("list"), vec![session("oKept")]);
+}
+
 // ---- counters ----------------------------------------------------------------------------
 
 #[test]

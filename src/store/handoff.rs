@@ -3,13 +3,14 @@
 //!
 //! Every user message asks whether its sender is talking to a person; almost never, and a sled
 //! miss costs several µs. Sessions are few (one per conversation with an agent), so all of them
-//! are kept in memory: loaded on open, every change written to sled first and then to the
-//! mirror, under one lock so the two never disagree.
+//! are kept in memory, loaded on open. The mirror is the truth: a change is made there and
+//! marked, and the next write-behind period (`period`) writes it with the rest of the push that
+//! made it (opening a hand-off and the push's stored answer reach the disk together).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{check_part, decode_json, encode_json, Store, StoreError};
+use super::{check_part, decode_json, Store, StoreError};
 use crate::wechat::types::OpenId;
 
 /// Where a handoff to the customer-service desk stands.
@@ -38,8 +39,18 @@ pub struct HandoffSession {
     pub rule: String,
 }
 
-/// All open sessions by openid (ordered, so listings come out sorted like the tree).
-pub(super) struct HandoffMirror(Mutex<BTreeMap<String, HandoffSession>>);
+/// All open sessions by openid (ordered, so listings come out sorted like the tree), and the
+/// openids whose session changed since the last period.
+pub(super) struct HandoffMirror(Mutex<Mirror>);
+
+#[derive(Default)]
+struct Mirror {
+    sessions: BTreeMap<String, HandoffSession>,
+    changed: BTreeSet<String>,
+}
+
+/// A session change a period writes: the session, or `None` for a closed one.
+pub(super) type HandoffChange = (String, Option<HandoffSession>);
 
 impl HandoffMirror {
     pub(super) fn load(tree: &sled::Tree) -> Result<HandoffMirror, StoreError> {
@@ -48,10 +59,13 @@ impl HandoffMirror {
             let s: HandoffSession = decode_json("handoffs", &v?)?;
             map.insert(s.openid.clone(), s);
         }
-        Ok(HandoffMirror(Mutex::new(map)))
+        Ok(HandoffMirror(Mutex::new(Mirror {
+            sessions: map,
+            changed: BTreeSet::new(),
+        })))
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, BTreeMap<String, HandoffSession>>, StoreError> {
+    fn lock(&self) -> Result<MutexGuard<'_, Mirror>, StoreError> {
         Ok(crate::sync::lock(&self.0))
     }
 }
@@ -63,48 +77,61 @@ impl Store {
             .inner
             .handoffs_mem
             .lock()?
+            .sessions
             .get(openid.as_str())
             .cloned())
     }
 
-    /// Creates or replaces the session keyed by `session.openid`.
+    /// Creates or replaces the session keyed by `session.openid` (written behind).
     pub fn handoff_put(&self, session: &HandoffSession) -> Result<(), StoreError> {
         check_part("openid", &session.openid)?;
         let mut mem = self.inner.handoffs_mem.lock()?;
-        self.db()?
-            .handoffs
-            .insert(session.openid.as_bytes(), encode_json(session))?;
-        mem.insert(session.openid.clone(), session.clone());
+        mem.sessions.insert(session.openid.clone(), session.clone());
+        mem.changed.insert(session.openid.clone());
         Ok(())
     }
 
-    /// Removes and returns the session of `openid`.
+    /// Removes and returns the session of `openid` (written behind).
     pub fn handoff_close(&self, openid: &OpenId) -> Result<Option<HandoffSession>, StoreError> {
         let mut mem = self.inner.handoffs_mem.lock()?;
-        self.db()?.handoffs.remove(openid.as_str().as_bytes())?;
-        Ok(mem.remove(openid.as_str()))
+        let closed = mem.sessions.remove(openid.as_str());
+        if closed.is_some() {
+            mem.changed.insert(openid.as_str().to_owned());
+        }
+        Ok(closed)
     }
 
-    /// Makes `backend`'s sessions those of the mirror (after the store reopened its data dir:
-    /// writes sled had not synced were dropped with the old handle, the mirror kept them).
-    pub(super) fn rewrite_handoffs(&self, backend: &super::Backend) -> Result<(), StoreError> {
-        let mem = self.inner.handoffs_mem.lock()?;
-        let mut batch = sled::Batch::default();
-        for k in backend.handoffs.iter().keys() {
-            let k = k?;
-            if !mem.contains_key(String::from_utf8_lossy(&k).as_ref()) {
-                batch.remove(k);
-            }
+    /// Takes the session changes a period writes (called with the commit gate held
+    /// exclusively).
+    pub(super) fn take_handoff_changes(&self) -> Result<Vec<HandoffChange>, StoreError> {
+        let mut mem = self.inner.handoffs_mem.lock()?;
+        let changed = std::mem::take(&mut mem.changed);
+        Ok(changed
+            .into_iter()
+            .map(|o| {
+                let s = mem.sessions.get(&o).cloned();
+                (o, s)
+            })
+            .collect())
+    }
+
+    /// A failed period's changes are marked again, so the next one writes the mirror's
+    /// (possibly newer) state of those sessions.
+    pub(super) fn restore_handoff_changes(&self, taken: &[HandoffChange]) {
+        if let Ok(mut mem) = self.inner.handoffs_mem.lock() {
+            mem.changed.extend(taken.iter().map(|(o, _)| o.clone()));
         }
-        for s in mem.values() {
-            batch.insert(s.openid.as_bytes(), encode_json(s));
-        }
-        backend.handoffs.apply_batch(batch)?;
-        Ok(())
     }
 
     /// Every open session, ordered by openid.
     pub fn handoffs(&self) -> Result<Vec<HandoffSession>, StoreError> {
-        Ok(self.inner.handoffs_mem.lock()?.values().cloned().collect())
+        Ok(self
+            .inner
+            .handoffs_mem
+            .lock()?
+            .sessions
+            .values()
+            .cloned()
+            .collect())
     }
 }

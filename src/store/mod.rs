@@ -48,18 +48,17 @@
 //! # What is durable when
 //! - **Grants, revokes, the outbox and the link secret** are synced to disk before the call
 //!   returns: the operator API answers 200 only then, so a SIGKILL right after loses nothing.
-//! - **Handoff sessions** are written to sled at once and reach disk with the next sync (sled's
-//!   background flush every 200 ms, or the next period); the in-memory mirror is the truth
-//!   if the data dir has to be reopened.
-//! - **Per-push state** (subscriber state changes, counters, stored answers) reaches disk in
-//!   write-behind periods (`period`; the upkeep thread runs one every 100 ms): the pushes'
-//!   changes, whole, in one transaction, synced before the period ends. A crash loses the
+//! - **Per-push state** (subscriber state changes, hand-off sessions, counters, stored answers)
+//!   reaches disk in write-behind periods (`period`; the upkeep thread runs one every 100 ms):
+//!   the pushes' changes, whole, in one transaction, synced before the period ends. A crash loses the
 //!   pushes of the last ≤ 100 ms entirely (their retries are handled again), never part of one.
 //! - **Subscriber activity** (`last_seen`, `message_count`) goes with every tenth period: a
 //!   crash may lose up to ~1 s of it.
 //! - A write that fails (full or failing disk) keeps everything in memory and makes the store
 //!   not writable until a period succeeds; see `period` for what callers get meanwhile.
-//! - [`Store::flush`] (shutdown, an operator-created record) runs a period with everything due.
+//! - [`Store::flush`] (shutdown, an operator-created record, a hand-off closed from the CLI)
+//!   runs a period with everything due. An operator's hand-off close through the admin API
+//!   reaches disk with the next period (≤ 100 ms).
 
 //! # Lock: one process per data dir (a property of this backend)
 //! sled is an embedded database: it holds an exclusive file lock on the data dir for as long as

@@ -38,6 +38,7 @@ use crate::sync::lock;
 
 use super::counters::{decode_count, tree_key, Pending};
 use super::dedupe::EncodedDedupe;
+use super::handoff::HandoffChange;
 use super::{encode_json, Backend, Store, StoreError};
 
 /// Answers waiting in memory past which new pushes are refused. An unwritten push holds about
@@ -249,7 +250,7 @@ impl Store {
                 return Err(e);
             }
         }
-        let (take, records, mut counts, puts) = {
+        let (take, records, mut counts, puts, handoffs) = {
             let _all = self
                 .inner
                 .commit_gate
@@ -260,6 +261,7 @@ impl Store {
                 self.take_dirty_subscribers(full),
                 self.take_counts(),
                 self.dedupe_puts(),
+                self.take_handoff_changes()?,
             )
         };
         let number = h.next_period.fetch_add(1, Ordering::Relaxed);
@@ -287,6 +289,7 @@ impl Store {
                 // Nothing of this period was written: all of it goes back as it was.
                 self.finish_dedupe(take, None, false)?;
                 self.restore_subscribers(&records);
+                self.restore_handoff_changes(&handoffs);
                 self.restore_counts(counts);
                 lock(&h.state).unconfirmed = unconfirmed;
                 self.inner.health.failed(&e, self.unwritten());
@@ -294,7 +297,16 @@ impl Store {
             }
         };
         let written = self.encode_dedupe(&take).and_then(|encoded| {
-            write_transaction(&db, number, &records, &counts, &encoded)?;
+            write_transaction(
+                &db,
+                number,
+                &Changes {
+                    records: &records,
+                    counts: &counts,
+                    handoffs: &handoffs,
+                    dedupe: &encoded,
+                },
+            )?;
             db.db.flush()?;
             Ok(encoded)
         });
@@ -316,6 +328,7 @@ impl Store {
             Err(e) => {
                 self.finish_dedupe(take, None, false)?;
                 self.restore_subscribers(&records);
+                self.restore_handoff_changes(&handoffs);
                 // These counts may be on disk or not: kept apart until a later period can tell.
                 lock(&h.state).unconfirmed = Some((number, counts));
                 self.inner.health.failed(&e, self.unwritten());
@@ -326,8 +339,8 @@ impl Store {
 
     /// Drops the failed backend and opens the data dir again: sled answers every call with its
     /// first I/O error until then. What sled had not synced goes with it; the store's memory
-    /// (pending answers, dirty records, counts, the hand-off mirror) still holds all of it, and
-    /// the hand-off sessions are written back at once.
+    /// (pending answers, dirty records, counts, changed hand-off sessions) still holds all of
+    /// it, and the next period writes it.
     fn reopen(&self) -> Result<(), StoreError> {
         if let Some(mut old) = self.inner.backend.swap(None) {
             let deadline = std::time::Instant::now() + RELEASE_WAIT;
@@ -351,8 +364,6 @@ impl Store {
             }
         }
         let backend = Backend::open(&self.inner.dir, &self.inner.cfg)?;
-        self.rewrite_handoffs(&backend)?;
-        backend.db.flush()?;
         self.inner.backend.store(Some(Arc::new(backend)));
         lock(&self.inner.health.state).reopen = false;
         tracing::info!("data dir reopened after a failed write");
@@ -385,29 +396,48 @@ impl HealthState {
     }
 }
 
+/// What one period writes.
+struct Changes<'a> {
+    records: &'a [Arc<super::Subscriber>],
+    counts: &'a Pending,
+    handoffs: &'a [HandoffChange],
+    dedupe: &'a EncodedDedupe,
+}
+
 /// Writes one period in one transaction over the trees it touches.
-fn write_transaction(
-    db: &Backend,
-    number: u64,
-    records: &[Arc<super::Subscriber>],
-    counts: &Pending,
-    encoded: &EncodedDedupe,
-) -> Result<(), StoreError> {
-    if records.is_empty() && counts.is_empty() && encoded.batches.is_empty() {
+fn write_transaction(db: &Backend, number: u64, changes: &Changes<'_>) -> Result<(), StoreError> {
+    if changes.records.is_empty()
+        && changes.counts.is_empty()
+        && changes.handoffs.is_empty()
+        && changes.dedupe.batches.is_empty()
+    {
         return Ok(());
     }
     // Encoded once, outside the closure: sled may run it again on a conflict.
-    let records: Vec<(&[u8], Vec<u8>)> = records
+    let records: Vec<(&[u8], Vec<u8>)> = changes
+        .records
         .iter()
         .map(|s| (s.openid.as_bytes(), encode_json(&**s)))
         .collect();
-    let counts: Vec<(Vec<u8>, u64)> = counts
+    let counts: Vec<(Vec<u8>, u64)> = changes
+        .counts
         .iter()
         .map(|((day, c), n)| (tree_key(*day, &c.name()), *n))
         .collect();
+    let handoffs: Vec<(&[u8], Option<Vec<u8>>)> = changes
+        .handoffs
+        .iter()
+        .map(|(o, s)| (o.as_bytes(), s.as_ref().map(encode_json)))
+        .collect();
     use sled::Transactional;
-    (&db.meta, &db.subscribers, &db.counters, &db.dedupe_log).transaction(
-        |(meta, subscribers, counters, log)| {
+    (
+        &db.meta,
+        &db.subscribers,
+        &db.counters,
+        &db.dedupe_log,
+        &db.handoffs,
+    )
+        .transaction(|(meta, subscribers, counters, log, sessions)| {
             for (k, v) in &records {
                 subscribers.insert(*k, v.as_slice())?;
             }
@@ -419,12 +449,17 @@ fn write_transaction(
                     .unwrap_or(0);
                 counters.insert(k.as_slice(), &old.saturating_add(*n).to_be_bytes())?;
             }
-            for (seq, _, v) in &encoded.batches {
+            for (seq, _, v) in &changes.dedupe.batches {
                 log.insert(&seq.to_be_bytes(), v.as_slice())?;
+            }
+            for (k, v) in &handoffs {
+                match v {
+                    Some(v) => sessions.insert(*k, v.as_slice())?,
+                    None => sessions.remove(*k)?,
+                };
             }
             meta.insert(META_PERIOD, &number.to_be_bytes())?;
             Ok(())
-        },
-    )?;
+        })?;
     Ok(())
 }
