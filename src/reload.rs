@@ -416,6 +416,15 @@ reply = { text = "REPLY" }
         RULES.replace("REPLY", &format!("v{n}"))
     }
 
+    /// Waits (up to 2 s) until the live rules are no longer version `from`.
+    async fn until_reloaded(live: &LiveRules, from: &str, what: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while live.current().version() == from {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn save_by_rename(path: &Path, content: &str) {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, content).expect("write");
@@ -509,14 +518,7 @@ reply = { text = "REPLY" }
         tokio::time::sleep(Duration::from_millis(100)).await;
         save_by_rename(&path, &rules(2));
         requests.request();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while live.current().version() == old {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the request did not reload"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until_reloaded(&live, &old, "the request did not reload").await;
         assert_eq!(
             live.current().version(),
             RuleSet::load(&path).expect("v2").rules.version()
@@ -688,14 +690,7 @@ reply = { text = "hi" }
         // A good edit asked for the same way loads: the watcher was listening all along.
         std::fs::write(&path, PAID.replace("\"hi\"", "\"hey\"")).expect("write");
         requests.request();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while live.current().version() == before {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the good edit did not load"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until_reloaded(&live, &before, "the good edit did not load").await;
         assert!(!live.current().is_empty());
         tx.send(true).expect("stop");
         task.await.expect("watcher stops");

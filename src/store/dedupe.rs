@@ -815,26 +815,17 @@ impl Store {
         Ok(out)
     }
 
-    /// Ends a period's part of the dedupe memory. `durable`: the batches are on disk, so the
-    /// index now names them. Otherwise every entry goes back to pending, with its PENDING slot,
-    /// for the next period to write again (newer re-puts win); nothing is forgotten. Returns how
-    /// many entries were written.
+    /// Ends a period's part of the dedupe memory. `durable` is the period's batches once they
+    /// are on disk: the index now names them. `None` (the period failed): every entry goes back
+    /// to pending, with its PENDING slot, for the next period to write again (newer re-puts
+    /// win); nothing is forgotten. Returns how many entries were written.
     pub(super) fn finish_dedupe(
         &self,
         take: DedupeTake,
-        encoded: Option<EncodedDedupe>,
-        durable: bool,
+        durable: Option<EncodedDedupe>,
     ) -> Result<usize, StoreError> {
         let d = &self.inner.dedupe;
-        let encoded = match (durable, encoded) {
-            (true, Some(e)) => e,
-            _ => EncodedDedupe {
-                batches: Vec::new(),
-                written: Vec::new(),
-                next_seq: 0,
-            },
-        };
-        if durable && !encoded.batches.is_empty() {
+        if let Some(encoded) = durable.as_ref().filter(|e| !e.batches.is_empty()) {
             // Before any slot names the new batches, so a lookup reading such a slot reads a
             // `next_seq` past it.
             let mut log = d.log()?;
@@ -850,8 +841,8 @@ impl Store {
         for (w, (i, taken)) in take.work.iter().enumerate() {
             let mut guard = d.shard(*i)?;
             let s = &mut *guard;
-            if durable {
-                for &(j, seq) in encoded.written.get(w).into_iter().flatten() {
+            if let Some(encoded) = &durable {
+                for &(j, seq) in &encoded.written[w] {
                     let e = &taken.entries[j];
                     let key = entry_key(taken.encoded(e)).unwrap_or_default();
                     // A re-put meanwhile is pending again and keeps the key's PENDING slot.

@@ -287,7 +287,7 @@ impl Store {
             }
             Err(e) => {
                 // Nothing of this period was written: all of it goes back as it was.
-                self.finish_dedupe(take, None, false)?;
+                self.finish_dedupe(take, None)?;
                 self.restore_subscribers(&records);
                 self.restore_handoff_changes(&handoffs);
                 self.restore_counts(counts);
@@ -314,7 +314,7 @@ impl Store {
         match written {
             Ok(encoded) => {
                 let stats = PeriodStats {
-                    answers: self.finish_dedupe(take, Some(encoded), true)?,
+                    answers: self.finish_dedupe(take, Some(encoded))?,
                     records: records.len(),
                     counts: counts.len(),
                 };
@@ -326,7 +326,7 @@ impl Store {
                 Ok(stats)
             }
             Err(e) => {
-                self.finish_dedupe(take, None, false)?;
+                self.finish_dedupe(take, None)?;
                 self.restore_subscribers(&records);
                 self.restore_handoff_changes(&handoffs);
                 // These counts may be on disk or not: kept apart until a later period can tell.
