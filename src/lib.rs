@@ -14,6 +14,7 @@
 //! | [`paywall`] | signed article links and the one access decision, for chats and pages | `store`, `rules`, `wechat` |
 //! | [`handoff`] | the hand-off state machine | `store`, `rules`, `wechat`, `platform::CustomerService` |
 //! | [`platform`] | the outbound WeChat API: token, menu, customer-service outbox, webhook calls and late answers | `store`, `rules`, `settings`, `wechat::types` |
+//! | [`pay`] | WeChat Pay: request signing, notification verification and decryption (pure, [`pay::crypto`]/[`pay::notify`]) | `store`, `paywall`, `platform`, `settings` |
 //! | [`pipeline`] | one push: authenticate and open it, single flight over retries, subscriber state, then the rules and the action's module, the answer remembered and sealed; orchestrates, decides nothing itself | all of the above |
 //! | [`http`] | thin actix handlers and the one error → HTTP mapping ([`http::error`]) | `pipeline` and the services it lends (`paywall`, `handoff`, `store` views) |
 //! | [`ops`], [`cli`] | operator commands on the data dir or through the admin API | the services above |
@@ -26,6 +27,7 @@ pub mod handoff;
 pub mod http;
 pub mod operator;
 pub mod ops;
+pub mod pay;
 pub mod paywall;
 pub mod pipeline;
 pub mod platform;

@@ -1,0 +1,4 @@
+//! WeChat Pay (see crypto, notify).
+
+pub mod crypto;
+pub mod notify;
