@@ -6,7 +6,7 @@
 #
 #   --smoke    CI's step: every target for 30 s (about 9 minutes with the build on 2 cores)
 #   --secs N   every target for N seconds (default 60)
-#   target...  some of: xml decrypt query rules template link admin_json (default: all)
+#   target...  some of: xml decrypt query rules template link admin_json pay_notify (default: all)
 #
 # The corpora (fuzz/corpus/<target>/, git-ignored) are seeded at each run from
 # ../shared/conformance (pushes, sealed payloads, callback queries, pay notifications) and from
@@ -24,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 
-ALL_TARGETS=(xml decrypt query rules template link admin_json)
+ALL_TARGETS=(xml decrypt query rules template link admin_json pay_notify)
 secs=60
 targets=()
 while [[ $# -gt 0 ]]; do
@@ -74,6 +74,7 @@ echo "fuzz.sh: built in $((SECONDS - build_start)) s"
 seed_repo() { # target, files... (the repository's own operator files)
   local t=$1 f
   shift
+  [[ -d fuzz/corpus/$t ]] || return 0 # not one of this run's targets
   for f in "$@"; do
     [[ -f $f ]] && cp "$f" "fuzz/corpus/$t/seed-repo-$(basename "$f")"
   done
@@ -83,7 +84,7 @@ for t in "${targets[@]}"; do mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"; done
 seed_repo rules keywords.toml tests/fixtures/keywords/*.toml
 # The template target's first byte picks the name: 0 inline, 1 .txt, 2 .html.
 for f in templates/*.txt templates/*.html templates/articles/*.html; do
-  [[ -f $f ]] || continue
+  [[ -f $f && -d fuzz/corpus/template ]] || continue
   case $f in *.html) pick='\x02' ;; *) pick='\x01' ;; esac
   { printf '%b' "$pick"; cat "$f"; } >"fuzz/corpus/template/seed-repo-$(basename "$f")"
 done
@@ -171,6 +172,17 @@ if os.path.exists(pay):
         body = n.get("body") if isinstance(n, dict) else None
         if isinstance(body, str):
             put("admin_json", f"pay-notification-{i}", body)
+            # fuzz/fuzz_targets/pay_notify.rs: 0 raw headers + body, 1 a body it signs itself,
+            # 2 an event type and a plaintext resource it encrypts and signs.
+            h = n.get("headers", {})
+            raw = "\n".join(h.get(k, "") for k in ("Wechatpay-Serial", "Wechatpay-Signature",
+                                                   "Wechatpay-Timestamp", "Wechatpay-Nonce"))
+            put("pay_notify", f"raw-{n.get('id', i)}", "\x00" + raw + "\n" + body)
+            put("pay_notify", f"body-{n.get('id', i)}", "\x01" + body)
+            if isinstance(n.get("decrypted"), dict):
+                event = json.loads(body).get("event_type", "TRANSACTION.SUCCESS")
+                put("pay_notify", f"plain-{n.get('id', i)}",
+                    "\x02" + event + "\n" + json.dumps(n["decrypted"], ensure_ascii=False))
 PY
   echo "fuzz.sh: corpus seeded from $CONFORMANCE and the repository"
 else
