@@ -173,3 +173,27 @@ impl Operator {
         self.store.outbox_list(filter)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).expect("valid date")
+    }
+
+    #[test]
+    fn an_account_day_starts_at_its_own_midnight() {
+        // 2026-03-01 00:00 in Shanghai (UTC+8) is 2026-02-28 16:00 UTC.
+        assert_eq!(
+            day_start(chrono_tz::Asia::Shanghai, date(2026, 3, 1)),
+            1_772_294_400
+        );
+        assert_eq!(day_start(chrono_tz::UTC, date(2026, 3, 1)), 1_772_323_200);
+        // São Paulo skipped midnight on 2018-11-04 (00:00 → 01:00): the day began at 01:00.
+        assert_eq!(
+            day_start(chrono_tz::America::Sao_Paulo, date(2018, 11, 4)),
+            1_541_300_400
+        );
+    }
+}
