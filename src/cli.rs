@@ -1,6 +1,6 @@
 //! The command line: `serve` (default), the operator's rule tools (`check`, `simulate`,
 //! `menu show`) and state tools (`grant`, `revoke`, `subscriber`, `stats`, `handoffs`,
-//! `outbox`).
+//! `outbox`, `orders`).
 //!
 //! State tools ([`crate::ops`]) open the store directly. While the server runs it holds the
 //! data dir; then, with `MPGATE_ADMIN_TOKEN` set, they go through its admin API
@@ -98,6 +98,21 @@ pub enum Command {
         #[arg(long, default_value = "pending")]
         state: String,
     },
+    /// WeChat Pay orders, newest first, and payment anomalies (those with no --state or with
+    /// --state anomaly). Dates are the account's days of creation, both included.
+    Orders {
+        // Room for `orders reconcile` and the like: a `#[command(subcommand)] action:
+        // Option<OrdersAction>` beside these filters (with `args_conflicts_with_subcommands`).
+        /// created, paid, refunded, closed or anomaly.
+        #[arg(long)]
+        state: Option<crate::store::OrderState>,
+        /// First day (YYYY-MM-DD).
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Last day (YYYY-MM-DD).
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+    },
     /// Exit 0 when the local server answers GET /healthz (for container HEALTHCHECKs).
     Healthcheck,
     /// Daily counters over a date range (YYYY-MM-DD; default: the last 7 days).
@@ -192,6 +207,9 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Subscriber { openid } => state_tool(|s| crate::ops::subscriber(s, &openid)),
         Command::Stats { from, to } => state_tool(|s| crate::ops::stats(s, from, to)),
+        Command::Orders { state, from, to } => {
+            state_tool(|s| crate::ops::orders(s, state, from, to))
+        }
         Command::Healthcheck => healthcheck(),
         Command::Handoffs { close: None } => state_tool(crate::ops::handoffs),
         Command::Handoffs {

@@ -1,4 +1,4 @@
-//! Operator jobs (`mpgate grant|revoke|subscriber|stats|handoffs|outbox`), on the data dir through
+//! Operator jobs (`mpgate grant|revoke|subscriber|stats|handoffs|outbox|orders`), on the data dir through
 //! the same service the admin API uses ([`crate::operator`]).
 //!
 //! Each command opens the store itself. While the server runs it holds the data dir's lock
@@ -10,11 +10,12 @@
 use anyhow::Context;
 use chrono::{Duration, NaiveDate, Utc};
 
-use crate::operator::{GrantError, GrantRequest, Operator};
+use crate::operator::{GrantError, GrantRequest, Operator, OrdersQuery, OrdersView};
 use crate::rules::RuleSet;
 use crate::settings::Settings;
 use crate::store::{
-    Entitlement, GrantOutcome, HandoffSession, RevokeOutcome, Store, StoreConfig, StoreError,
+    Entitlement, GrantOutcome, HandoffSession, OrderState, RevokeOutcome, Store, StoreConfig,
+    StoreError,
 };
 use crate::wechat::types::OpenId;
 
@@ -290,6 +291,15 @@ pub fn subscriber(s: &Settings, openid: &str) -> anyhow::Result<String> {
     }
 }
 
+/// The account's time zone (the rules'): counters and order listings go by its days.
+fn account_tz(s: &Settings) -> anyhow::Result<chrono_tz::Tz> {
+    let path = s.rules_path()?;
+    Ok(RuleSet::load(&path)
+        .map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", path.display()))?
+        .rules
+        .timezone())
+}
+
 pub fn stats(
     s: &Settings,
     from: Option<NaiveDate>,
@@ -297,11 +307,7 @@ pub fn stats(
 ) -> anyhow::Result<String> {
     // Counters are kept by the account's date (the rules' time zone), so "today" is that date,
     // as in `GET /admin/stats`, not the UTC one.
-    let path = s.rules_path()?;
-    let tz = RuleSet::load(&path)
-        .map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", path.display()))?
-        .rules
-        .timezone();
+    let tz = account_tz(s)?;
     let to = to.unwrap_or_else(|| Utc::now().with_timezone(&tz).date_naive());
     let from = from.unwrap_or(to - Duration::days(6));
     if from > to {
@@ -397,6 +403,42 @@ pub fn outbox(s: &Settings, state: &str) -> anyhow::Result<String> {
                 .get(&["outbox"], &[("state", state.to_string())])?
                 .ok()?;
             pretty(&v["items"])
+        }
+    }
+}
+
+/// Orders (newest first) and payment anomalies, by state and by the account's days of creation
+/// (`from` and `to` included, either open).
+pub fn orders(
+    s: &Settings,
+    state: Option<OrderState>,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> anyhow::Result<String> {
+    if let (Some(from), Some(to)) = (from, to) {
+        if from > to {
+            anyhow::bail!("--from {from} is after --to {to}");
+        }
+    }
+    match target(s)? {
+        Target::Local(store) => pretty(&Operator::new(store).orders(&OrdersQuery {
+            state,
+            from,
+            to,
+            tz: account_tz(s)?,
+        })?),
+        Target::Remote(api) => {
+            let mut query = Vec::new();
+            if let Some(state) = state {
+                query.push(("state", state.as_str().to_string()));
+            }
+            query.extend(from.map(|d| ("from", d.to_string())));
+            query.extend(to.map(|d| ("to", d.to_string())));
+            let v = api.get(&["orders"], &query)?.ok()?;
+            // Read back as the local path's type: both print exactly the same.
+            let view: OrdersView =
+                serde_json::from_value(v).context("the server's answer is not an order listing")?;
+            pretty(&view)
         }
     }
 }

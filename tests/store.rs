@@ -1367,3 +1367,772 @@ fn a_full_disk_loses_nothing_given_to_the_store_and_it_recovers_by_itself() {
         .is_entitled(&uid("oBefore1"), "rust-101")
         .expect("read"));
 }
+
+// ---- orders (WeChat Pay) -----------------------------------------------------------------
+
+mod orders {
+    use super::*;
+    use mpgate::store::{
+        CloseOutcome, Order, OrderFilter, OrderState, PaidOutcome, PayAnomaly, RefundNote,
+        RefundOutcome,
+    };
+
+    const PRICE: u64 = 1990;
+
+    /// A Created order of `article` by `openid` at `at`, valid for 30 minutes.
+    fn order(no: &str, openid: &str, article: &str, at: i64) -> Order {
+        Order {
+            out_trade_no: no.to_string(),
+            openid: openid.to_string(),
+            article: article.to_string(),
+            description: format!("Article {article}"),
+            amount_fen: PRICE,
+            channel: "course2026".to_string(),
+            state: OrderState::Created,
+            created_at: at,
+            expires_at: at + 1800,
+            prepay_id: None,
+            transaction_id: None,
+            paid_at: None,
+            refunded_at: None,
+            closed_at: None,
+            refunds: Vec::new(),
+            anomaly: None,
+            updated_at: at,
+        }
+    }
+
+    fn create(store: &Store, no: &str, openid: &str, at: i64) -> Order {
+        let o = order(no, openid, "rust-101", at);
+        store.order_create(&o, day(1)).expect("order stored");
+        o
+    }
+
+    fn refund(no: &str, status: &str, fen: u64, at: i64) -> RefundNote {
+        RefundNote {
+            out_refund_no: no.to_string(),
+            refund_id: Some(format!("5030{no}")),
+            status: status.to_string(),
+            refund_fen: fen,
+            at,
+        }
+    }
+
+    fn all(limit: usize) -> OrderFilter {
+        OrderFilter {
+            state: None,
+            from: None,
+            to: None,
+            limit,
+        }
+    }
+
+    fn of_state(state: OrderState) -> OrderFilter {
+        OrderFilter {
+            state: Some(state),
+            ..all(100)
+        }
+    }
+
+    fn numbers(orders: &[Order]) -> Vec<&str> {
+        orders.iter().map(|o| o.out_trade_no.as_str()).collect()
+    }
+
+    /// The day's counter `name`, 0 when absent.
+    fn counted(store: &Store, d: NaiveDate, name: &str) -> u64 {
+        store
+            .counters(d, d)
+            .expect("counters")
+            .get(&d)
+            .and_then(|m| m.get(name).copied())
+            .unwrap_or(0)
+    }
+
+    fn pay(store: &Store, no: &str, at: i64) -> PaidOutcome {
+        store
+            .order_paid(no, &format!("4200{no}"), at, day(2))
+            .expect("payment applied")
+    }
+
+    #[test]
+    fn an_order_created_is_found_listed_counted_and_reused_while_valid() {
+        let (_dir, store) = fresh();
+        let o = create(&store, "MPG0000001", "oReader", T0);
+        assert_eq!(store.order("MPG0000001").expect("read"), Some(o.clone()));
+        assert_eq!(store.order("MPG0000404").expect("read"), None);
+        assert_eq!(
+            numbers(&store.orders(&all(10)).expect("list")),
+            ["MPG0000001"]
+        );
+
+        // The page asks for an open order valid a while longer: this one, until near expiry.
+        let reuse = store
+            .order_open_for("oReader", "rust-101", T0 + 60)
+            .expect("read");
+        assert_eq!(reuse, Some(o.clone()));
+        assert_eq!(
+            store
+                .order_open_for("oReader", "rust-101", T0 + 1800)
+                .expect("read"),
+            None,
+            "an order expiring by then is not reused"
+        );
+        assert_eq!(
+            store
+                .order_open_for("oOther", "rust-101", T0)
+                .expect("read"),
+            None
+        );
+        assert_eq!(
+            store.order_open_for("oReader", "go-201", T0).expect("read"),
+            None
+        );
+
+        // A newer open order of the same reader and article is the one reused.
+        let newer = create(&store, "MPG0000002", "oReader", T0 + 100);
+        assert_eq!(
+            store
+                .order_open_for("oReader", "rust-101", T0 + 60)
+                .expect("read"),
+            Some(newer)
+        );
+
+        assert!(matches!(
+            store.order_create(&o, day(1)),
+            Err(StoreError::DuplicateOrder(ref no)) if no == "MPG0000001"
+        ));
+        assert_eq!(
+            counted(&store, day(1), "order:rust-101"),
+            2,
+            "the refused one not counted"
+        );
+        assert_eq!(counted(&store, day(1), "order_channel:course2026"), 2);
+
+        let with_prepay = store
+            .order_set_prepay("MPG0000001", "wx201410272009395522657a690389285100", T0 + 1)
+            .expect("prepay stored");
+        assert_eq!(
+            with_prepay.prepay_id.as_deref(),
+            Some("wx201410272009395522657a690389285100")
+        );
+        assert_eq!(store.order("MPG0000001").expect("read"), Some(with_prepay));
+        assert!(matches!(
+            store.order_set_prepay("MPG0000404", "wx1", T0),
+            Err(StoreError::UnknownOrder(_))
+        ));
+    }
+
+    #[test]
+    fn two_concurrent_payments_of_one_order_make_one_paid_order_and_one_grant() {
+        let (_dir, store) = fresh();
+        create(&store, "MPG0000010", "oPayer", T0);
+        let barrier = std::sync::Barrier::new(2);
+        let (barrier, shared) = (&barrier, &store);
+        let outcomes: Vec<PaidOutcome> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    scope.spawn(move || {
+                        barrier.wait();
+                        pay(shared, "MPG0000010", T0 + 30)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        let paid = outcomes
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    PaidOutcome::Paid {
+                        grant: GrantOutcome::Granted(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+        let already = outcomes
+            .iter()
+            .filter(|o| matches!(o, PaidOutcome::AlreadyPaid(_)))
+            .count();
+        assert_eq!((paid, already), (1, 1), "{outcomes:?}");
+
+        let o = store.order("MPG0000010").expect("read").expect("exists");
+        assert_eq!(o.state, OrderState::Paid);
+        assert_eq!(o.paid_at, Some(T0 + 30));
+        assert_eq!(o.transaction_id.as_deref(), Some("4200MPG0000010"));
+        let readers = store.entitled_subscribers("rust-101").expect("read");
+        assert_eq!(readers.len(), 1);
+        assert_eq!(readers[0].openid, "oPayer");
+        assert_eq!(counted(&store, day(2), "paid:rust-101"), 1);
+        assert_eq!(counted(&store, day(2), "revenue:rust-101"), PRICE);
+        assert_eq!(counted(&store, day(2), "paid_channel:course2026"), 1);
+        assert_eq!(counted(&store, day(2), "revenue_channel:course2026"), PRICE);
+        assert!(store
+            .orders_to_reconcile(i64::MAX, 10)
+            .expect("read")
+            .is_empty());
+    }
+
+    #[test]
+    fn the_grant_a_payment_makes_names_the_order_and_an_operator_grant_with_it_changes_nothing() {
+        let (_dir, store) = fresh();
+        create(&store, "MPG0000020", "oPayer", T0);
+        let PaidOutcome::Paid {
+            grant: GrantOutcome::Granted(ent),
+            ..
+        } = pay(&store, "MPG0000020", T0 + 5)
+        else {
+            panic!("the first payment grants");
+        };
+        assert_eq!(ent.reference.as_deref(), Some("MPG0000020"));
+        assert_eq!(ent.source, "wechatpay");
+        assert_eq!(ent.granted_at, T0 + 5);
+        assert_eq!(
+            store.entitlement(&uid("oPayer"), "rust-101").expect("read"),
+            Some(ent.clone())
+        );
+
+        // The shop's old path, retried with the order number: nothing new.
+        assert_eq!(
+            store
+                .grant(
+                    &uid("oPayer"),
+                    "rust-101",
+                    "shop",
+                    Some("MPG0000020"),
+                    T0 + 9
+                )
+                .expect("grant"),
+            GrantOutcome::AlreadyGranted(ent.clone())
+        );
+        assert_eq!(
+            store
+                .grant(
+                    &uid("oSomeoneElse"),
+                    "rust-101",
+                    "shop",
+                    Some("MPG0000020"),
+                    T0 + 9
+                )
+                .expect("grant"),
+            GrantOutcome::ReferenceConflict(ent)
+        );
+        assert!(!store
+            .is_entitled(&uid("oSomeoneElse"), "rust-101")
+            .expect("read"));
+        assert!(matches!(
+            pay(&store, "MPG0000020", T0 + 6),
+            PaidOutcome::AlreadyPaid(ref o) if o.paid_at == Some(T0 + 5)
+        ));
+        assert!(matches!(
+            store.order_paid("MPG0000404", "4200x", T0, day(2)),
+            Err(StoreError::UnknownOrder(_))
+        ));
+    }
+
+    #[test]
+    fn a_full_refund_revokes_and_a_partial_one_keeps_the_grant() {
+        let (_dir, store) = fresh();
+        create(&store, "MPG0000030", "oPartial", T0);
+        create(&store, "MPG0000031", "oFull", T0 + 1);
+        pay(&store, "MPG0000030", T0 + 10);
+        pay(&store, "MPG0000031", T0 + 11);
+
+        let partial = store
+            .order_refund(
+                "MPG0000030",
+                refund("R30a", "SUCCESS", 990, T0 + 20),
+                false,
+                day(3),
+            )
+            .expect("refund noted");
+        let RefundOutcome::Recorded(o) = partial else {
+            panic!("a partial refund is recorded: {partial:?}");
+        };
+        assert_eq!(o.state, OrderState::Paid);
+        assert_eq!(o.refunds, vec![refund("R30a", "SUCCESS", 990, T0 + 20)]);
+        assert!(store
+            .is_entitled(&uid("oPartial"), "rust-101")
+            .expect("read"));
+
+        let full = store
+            .order_refund(
+                "MPG0000031",
+                refund("R31", "SUCCESS", PRICE, T0 + 30),
+                true,
+                day(3),
+            )
+            .expect("refund applied");
+        let RefundOutcome::Refunded {
+            order,
+            revoke: RevokeOutcome::Revoked(ent),
+        } = full
+        else {
+            panic!("a full refund revokes: {full:?}");
+        };
+        assert_eq!(order.state, OrderState::Refunded);
+        assert_eq!(order.refunded_at, Some(T0 + 30));
+        assert_eq!(ent.revoked_at, Some(T0 + 30));
+        assert!(!store.is_entitled(&uid("oFull"), "rust-101").expect("read"));
+        let readers: Vec<String> = store
+            .entitled_subscribers("rust-101")
+            .expect("read")
+            .into_iter()
+            .map(|e| e.openid)
+            .collect();
+        assert_eq!(readers, ["oPartial"]);
+        assert_eq!(counted(&store, day(3), "refund:rust-101"), 1);
+        assert_eq!(counted(&store, day(3), "refunded_fen:rust-101"), PRICE);
+
+        // An abnormal refund is only noted.
+        let abnormal = store
+            .order_refund(
+                "MPG0000030",
+                refund("R30b", "ABNORMAL", 1000, T0 + 40),
+                true,
+                day(3),
+            )
+            .expect("noted");
+        assert!(matches!(abnormal, RefundOutcome::Recorded(ref o) if o.refunds.len() == 2));
+        assert!(store
+            .is_entitled(&uid("oPartial"), "rust-101")
+            .expect("read"));
+    }
+
+    #[test]
+    fn the_same_refund_twice_changes_nothing_and_a_later_success_of_it_refunds() {
+        let (_dir, store) = fresh();
+        create(&store, "MPG0000040", "oTwice", T0);
+        pay(&store, "MPG0000040", T0 + 1);
+        let first = store
+            .order_refund(
+                "MPG0000040",
+                refund("R40", "ABNORMAL", PRICE, T0 + 2),
+                true,
+                day(3),
+            )
+            .expect("noted");
+        let again = store
+            .order_refund(
+                "MPG0000040",
+                refund("R40", "ABNORMAL", PRICE, T0 + 3),
+                true,
+                day(3),
+            )
+            .expect("noted");
+        assert_eq!(again, first, "the stored order, unchanged");
+        assert!(store.is_entitled(&uid("oTwice"), "rust-101").expect("read"));
+
+        let success = store
+            .order_refund(
+                "MPG0000040",
+                refund("R40", "SUCCESS", PRICE, T0 + 4),
+                true,
+                day(3),
+            )
+            .expect("applied");
+        assert!(
+            matches!(success, RefundOutcome::Refunded { .. }),
+            "{success:?}"
+        );
+        let repeat = store
+            .order_refund(
+                "MPG0000040",
+                refund("R40", "SUCCESS", PRICE, T0 + 5),
+                true,
+                day(3),
+            )
+            .expect("noted");
+        let RefundOutcome::Recorded(o) = repeat else {
+            panic!("a repeated success is a no-op: {repeat:?}");
+        };
+        assert_eq!(o.refunds.len(), 2);
+        assert_eq!(o.refunded_at, Some(T0 + 4));
+        assert_eq!(counted(&store, day(3), "refund:rust-101"), 1);
+        assert_eq!(counted(&store, day(3), "refunded_fen:rust-101"), PRICE);
+
+        // Paying a refunded order (a late or replayed payment notification) grants nothing.
+        assert!(matches!(
+            pay(&store, "MPG0000040", T0 + 6),
+            PaidOutcome::NotPayable(ref o) if o.state == OrderState::Refunded
+        ));
+        assert!(!store.is_entitled(&uid("oTwice"), "rust-101").expect("read"));
+        assert_eq!(counted(&store, day(2), "paid:rust-101"), 1);
+    }
+
+    #[test]
+    fn a_refund_before_payment_makes_the_order_an_anomaly_listed_for_the_operator() {
+        let (_dir, store) = fresh();
+        create(&store, "MPG0000050", "oEarly", T0);
+        let out = store
+            .order_refund(
+                "MPG0000050",
+                refund("R50", "SUCCESS", PRICE, T0 + 9),
+                true,
+                day(4),
+            )
+            .expect("recorded");
+        let RefundOutcome::BeforePayment(o) = out else {
+            panic!("expected BeforePayment: {out:?}");
+        };
+        assert_eq!(o.state, OrderState::Anomaly);
+        assert!(o.anomaly.as_deref().unwrap_or("").contains("R50"), "{o:?}");
+        assert!(!store.is_entitled(&uid("oEarly"), "rust-101").expect("read"));
+        assert!(store
+            .orders_to_reconcile(i64::MAX, 10)
+            .expect("read")
+            .is_empty());
+
+        let anomalies = store.pay_anomalies(None, None, 10).expect("list");
+        assert_eq!(anomalies.len(), 1);
+        assert_eq!(anomalies[0].kind, "refund_before_payment");
+        assert_eq!(anomalies[0].out_trade_no, "MPG0000050");
+        assert_eq!(anomalies[0].at, T0 + 9);
+        assert_eq!(
+            counted(&store, day(4), "pay_anomaly:refund_before_payment"),
+            1
+        );
+
+        // Its retry adds nothing; a payment after it grants nothing.
+        store
+            .order_refund(
+                "MPG0000050",
+                refund("R50", "SUCCESS", PRICE, T0 + 9),
+                true,
+                day(4),
+            )
+            .expect("recorded");
+        assert_eq!(store.pay_anomalies(None, None, 10).expect("list").len(), 1);
+        assert_eq!(
+            counted(&store, day(4), "pay_anomaly:refund_before_payment"),
+            1
+        );
+        assert!(matches!(
+            pay(&store, "MPG0000050", T0 + 10),
+            PaidOutcome::NotPayable(_)
+        ));
+        assert!(!store.is_entitled(&uid("oEarly"), "rust-101").expect("read"));
+    }
+
+    #[test]
+    fn only_a_created_order_closes_and_the_platforms_word_that_it_was_paid_wins() {
+        let (_dir, store) = fresh();
+        create(&store, "MPG0000060", "oLate", T0);
+        create(&store, "MPG0000061", "oPaid", T0);
+        pay(&store, "MPG0000061", T0 + 1);
+
+        let CloseOutcome::Closed(closed) =
+            store.order_close("MPG0000060", T0 + 1800).expect("close")
+        else {
+            panic!("a created order closes");
+        };
+        assert_eq!(closed.state, OrderState::Closed);
+        assert_eq!(closed.closed_at, Some(T0 + 1800));
+        assert_eq!(
+            store.order_close("MPG0000060", T0 + 1801).expect("close"),
+            CloseOutcome::NotOpen(closed)
+        );
+        assert!(matches!(
+            store.order_close("MPG0000061", T0 + 1800).expect("close"),
+            CloseOutcome::NotOpen(ref o) if o.state == OrderState::Paid
+        ));
+        assert!(store
+            .orders_to_reconcile(i64::MAX, 10)
+            .expect("read")
+            .is_empty());
+        assert_eq!(
+            store.order_open_for("oLate", "rust-101", T0).expect("read"),
+            None,
+            "a closed order is not reused"
+        );
+
+        // A payment the platform confirms after our close is still a payment.
+        assert!(matches!(
+            pay(&store, "MPG0000060", T0 + 1799),
+            PaidOutcome::Paid {
+                grant: GrantOutcome::Granted(_),
+                ..
+            }
+        ));
+        assert!(store.is_entitled(&uid("oLate"), "rust-101").expect("read"));
+    }
+
+    #[test]
+    fn a_pay_anomaly_is_recorded_once_per_event_and_marks_only_an_unpaid_order() {
+        let (_dir, store) = fresh();
+        create(&store, "MPG0000070", "oWrongAmount", T0);
+        create(&store, "MPG0000071", "oPaid", T0);
+        pay(&store, "MPG0000071", T0 + 1);
+        let anomaly = |no: &str, kind: &str, event: Option<&str>, at: i64| PayAnomaly {
+            at,
+            out_trade_no: no.to_string(),
+            kind: kind.to_string(),
+            detail: "amount 1 fen, order 1990 fen".to_string(),
+            event_id: event.map(str::to_string),
+        };
+        let a = anomaly("MPG0000070", "amount_mismatch", Some("EV-1"), T0 + 2);
+        store.pay_anomaly(&a, day(5)).expect("recorded");
+        store
+            .pay_anomaly(&a, day(5))
+            .expect("a retried notification");
+        let o = store.order("MPG0000070").expect("read").expect("exists");
+        assert_eq!(o.state, OrderState::Anomaly);
+        assert_eq!(
+            o.anomaly.as_deref(),
+            Some("amount_mismatch: amount 1 fen, order 1990 fen")
+        );
+        assert!(!store
+            .is_entitled(&uid("oWrongAmount"), "rust-101")
+            .expect("read"));
+
+        store
+            .pay_anomaly(
+                &anomaly("MPG0000071", "payer_mismatch", Some("EV-2"), T0 + 3),
+                day(5),
+            )
+            .expect("recorded");
+        assert_eq!(
+            store
+                .order("MPG0000071")
+                .expect("read")
+                .expect("exists")
+                .state,
+            OrderState::Paid,
+            "a paid order keeps its state and its grant"
+        );
+        assert!(store.is_entitled(&uid("oPaid"), "rust-101").expect("read"));
+        store
+            .pay_anomaly(
+                &anomaly("NOT-OURS-1", "unknown_order", None, T0 + 4),
+                day(5),
+            )
+            .expect("recorded");
+
+        let listed = store.pay_anomalies(None, None, 10).expect("list");
+        let kinds: Vec<&str> = listed.iter().map(|a| a.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["unknown_order", "payer_mismatch", "amount_mismatch"],
+            "newest first"
+        );
+        assert_eq!(listed[2], a);
+        assert_eq!(counted(&store, day(5), "pay_anomaly:amount_mismatch"), 1);
+        assert_eq!(counted(&store, day(5), "pay_anomaly:unknown_order"), 1);
+        let window = store
+            .pay_anomalies(Some(T0 + 3), Some(T0 + 4), 10)
+            .expect("list");
+        assert_eq!(window.len(), 1);
+        assert_eq!(window[0].kind, "payer_mismatch");
+        assert_eq!(store.pay_anomalies(None, None, 1).expect("list").len(), 1);
+    }
+
+    #[test]
+    fn listing_filters_by_state_and_creation_time_newest_first() {
+        let (_dir, store) = fresh();
+        for i in 0..6 {
+            create(
+                &store,
+                &format!("MPG00001{i:02}"),
+                &format!("oL{i}"),
+                T0 + i * 10,
+            );
+        }
+        pay(&store, "MPG0000101", T0 + 100);
+        pay(&store, "MPG0000103", T0 + 100);
+        store.order_close("MPG0000104", T0 + 2000).expect("close");
+
+        assert_eq!(
+            numbers(&store.orders(&all(100)).expect("list")),
+            [
+                "MPG0000105",
+                "MPG0000104",
+                "MPG0000103",
+                "MPG0000102",
+                "MPG0000101",
+                "MPG0000100"
+            ]
+        );
+        assert_eq!(
+            numbers(&store.orders(&of_state(OrderState::Paid)).expect("list")),
+            ["MPG0000103", "MPG0000101"]
+        );
+        assert_eq!(
+            numbers(&store.orders(&of_state(OrderState::Created)).expect("list")),
+            ["MPG0000105", "MPG0000102", "MPG0000100"]
+        );
+        assert_eq!(
+            numbers(&store.orders(&of_state(OrderState::Closed)).expect("list")),
+            ["MPG0000104"]
+        );
+        assert!(store
+            .orders(&of_state(OrderState::Refunded))
+            .expect("list")
+            .is_empty());
+        let window = OrderFilter {
+            from: Some(T0 + 10),
+            to: Some(T0 + 40),
+            ..all(100)
+        };
+        assert_eq!(
+            numbers(&store.orders(&window).expect("list")),
+            ["MPG0000103", "MPG0000102", "MPG0000101"],
+            "from included, to excluded"
+        );
+        assert_eq!(
+            numbers(&store.orders(&all(2)).expect("list")),
+            ["MPG0000105", "MPG0000104"]
+        );
+        let backwards = OrderFilter {
+            from: Some(T0 + 40),
+            to: Some(T0 + 10),
+            ..all(100)
+        };
+        assert!(store.orders(&backwards).expect("list").is_empty());
+    }
+
+    #[test]
+    fn reconciliation_gets_only_created_orders_older_than_the_cutoff_oldest_first() {
+        let (_dir, store) = fresh();
+        create(&store, "MPG0000200", "oR0", T0);
+        create(&store, "MPG0000201", "oR1", T0 + 100);
+        create(&store, "MPG0000202", "oR2", T0 + 200);
+        create(&store, "MPG0000203", "oR3", T0 + 300);
+        pay(&store, "MPG0000200", T0 + 50);
+        let due = store.orders_to_reconcile(T0 + 200, 10).expect("read");
+        assert_eq!(
+            numbers(&due),
+            ["MPG0000201", "MPG0000202"],
+            "cutoff included"
+        );
+        assert_eq!(
+            numbers(&store.orders_to_reconcile(T0 + 200, 1).expect("read")),
+            ["MPG0000201"]
+        );
+        assert!(store
+            .orders_to_reconcile(T0 + 99, 10)
+            .expect("read")
+            .is_empty());
+    }
+
+    #[test]
+    fn every_order_state_and_anomaly_survives_reopening_the_store() {
+        let dir = TempDir::new().expect("tempdir");
+        {
+            let store = open(dir.path());
+            for (i, no) in [
+                "MPG0000300",
+                "MPG0000301",
+                "MPG0000302",
+                "MPG0000303",
+                "MPG0000304",
+            ]
+            .iter()
+            .enumerate()
+            {
+                create(&store, no, &format!("oS{i}"), T0 + i as i64);
+            }
+            pay(&store, "MPG0000301", T0 + 10);
+            pay(&store, "MPG0000302", T0 + 10);
+            store
+                .order_refund(
+                    "MPG0000302",
+                    refund("R302", "SUCCESS", PRICE, T0 + 20),
+                    true,
+                    day(3),
+                )
+                .expect("refund");
+            store.order_close("MPG0000303", T0 + 2000).expect("close");
+            store
+                .order_refund(
+                    "MPG0000304",
+                    refund("R304", "SUCCESS", PRICE, T0 + 20),
+                    true,
+                    day(3),
+                )
+                .expect("refund before payment");
+        }
+        let store = open(dir.path());
+        let state = |no: &str| store.order(no).expect("read").expect("exists").state;
+        assert_eq!(state("MPG0000300"), OrderState::Created);
+        assert_eq!(state("MPG0000301"), OrderState::Paid);
+        assert_eq!(state("MPG0000302"), OrderState::Refunded);
+        assert_eq!(state("MPG0000303"), OrderState::Closed);
+        assert_eq!(state("MPG0000304"), OrderState::Anomaly);
+        for s in [
+            OrderState::Created,
+            OrderState::Paid,
+            OrderState::Refunded,
+            OrderState::Closed,
+            OrderState::Anomaly,
+        ] {
+            let listed = store.orders(&of_state(s)).expect("list");
+            assert_eq!(listed.len(), 1, "{s}: {listed:?}");
+        }
+        assert_eq!(
+            numbers(&store.orders_to_reconcile(i64::MAX, 10).expect("read")),
+            ["MPG0000300"]
+        );
+        assert!(store.is_entitled(&uid("oS1"), "rust-101").expect("read"));
+        assert!(!store.is_entitled(&uid("oS2"), "rust-101").expect("read"));
+        assert_eq!(store.pay_anomalies(None, None, 10).expect("list").len(), 1);
+        assert_eq!(counted(&store, day(1), "order:rust-101"), 5);
+        assert_eq!(counted(&store, day(2), "paid:rust-101"), 2);
+        assert_eq!(counted(&store, day(3), "refund:rust-101"), 1);
+    }
+
+    #[test]
+    fn a_payment_is_on_disk_when_order_paid_returns() {
+        // As for grants: a child pays and exits without any destructor (no shutdown flush).
+        if let Ok(dir) = std::env::var("MPGATE_STORE_CHILD_PAY") {
+            let store = open(Path::new(&dir));
+            create(&store, "MPG0000400", "oKilled", T0);
+            pay(&store, "MPG0000400", T0 + 1);
+            std::process::exit(0);
+        }
+        let dir = TempDir::new().expect("tempdir");
+        let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "orders::a_payment_is_on_disk_when_order_paid_returns",
+                "--nocapture",
+            ])
+            .env("MPGATE_STORE_CHILD_PAY", dir.path())
+            .status()
+            .expect("spawn child");
+        assert!(status.success());
+        let store = open(dir.path());
+        let o = store
+            .order("MPG0000400")
+            .expect("read")
+            .expect("the order survived");
+        assert_eq!(o.state, OrderState::Paid);
+        assert!(store
+            .is_entitled(&uid("oKilled"), "rust-101")
+            .expect("read"));
+        assert_eq!(counted(&store, day(2), "paid:rust-101"), 1);
+        assert_eq!(counted(&store, day(1), "order:rust-101"), 1);
+    }
+
+    #[test]
+    fn order_keys_with_nul_or_empty_parts_are_refused() {
+        let (_dir, store) = fresh();
+        let mut o = order("MPG0000500", "o\0x", "rust-101", T0);
+        assert!(matches!(
+            store.order_create(&o, day(1)),
+            Err(StoreError::InvalidKey { what: "openid" })
+        ));
+        o.openid = "oFine".into();
+        o.out_trade_no = String::new();
+        assert!(matches!(
+            store.order_create(&o, day(1)),
+            Err(StoreError::InvalidKey {
+                what: "out_trade_no"
+            })
+        ));
+        assert!(store.orders(&all(10)).expect("list").is_empty());
+    }
+}

@@ -68,6 +68,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/stats", web::get().to(stats))
             .route("/handoffs", web::get().to(handoffs))
             .route("/outbox", web::get().to(outbox))
+            .route("/orders", web::get().to(orders))
             .route("/handoffs/{openid}/close", web::post().to(close_handoff))
             .default_service(web::to(not_found)),
     );
@@ -318,4 +319,45 @@ async fn outbox(
         .map_err(AdminError::BadRequest)?;
     let items = gw.operator().outbox(filter)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "count": items.len(), "items": items })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrdersQuery {
+    pub state: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// Orders and payment anomalies (`?state=created|paid|refunded|closed|anomaly&from=&to=`, the
+/// account's days of creation, both included; anomalies only without a state or with
+/// `anomaly`).
+async fn orders(
+    req: HttpRequest,
+    token: web::Data<AdminToken>,
+    gw: web::Data<Gateway>,
+    q: web::Query<OrdersQuery>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&req, &token)?;
+    let state = q
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(str::parse::<crate::store::OrderState>)
+        .transpose()
+        .map_err(|e: String| AdminError::BadRequest(format!("`state`: {e}")))?;
+    let from = q.from.as_deref().map(|v| date("from", v)).transpose()?;
+    let to = q.to.as_deref().map(|v| date("to", v)).transpose()?;
+    if let (Some(from), Some(to)) = (from, to) {
+        if from > to {
+            return Err(AdminError::BadRequest("`from` is after `to`".into()));
+        }
+    }
+    let view = gw.operator().orders(&crate::operator::OrdersQuery {
+        state,
+        from,
+        to,
+        tz: gw.rules().current().timezone(),
+    })?;
+    Ok(HttpResponse::Ok().json(view))
 }

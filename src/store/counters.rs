@@ -1,5 +1,9 @@
 //! Daily counters: counted in memory on the hot path, merged into the `counters` tree
 //! (`YYYY-MM-DD\0name` → u64 BE) by [`Store::flush_counters`].
+//!
+//! The payment counters (`order:`, `paid:`, `revenue:`, …) skip the memory: they are added to
+//! the tree inside the order's own transaction ([`add_in`]), so a crash never loses a
+//! payment's count nor counts one twice. Reads merge both the same way.
 
 use crate::sync::lock;
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +45,42 @@ pub enum Counter {
     Push {
         msg_type: String,
     },
+    /// An order created (the payment platform not asked yet).
+    OrderCreated {
+        article: String,
+    },
+    /// An order paid: counted with its grant, in the order's transaction.
+    OrderPaid {
+        article: String,
+    },
+    /// Fen paid for `article` (added by the order's amount).
+    Revenue {
+        article: String,
+    },
+    /// An order fully refunded (and its grant revoked).
+    OrderRefunded {
+        article: String,
+    },
+    /// Fen refunded for `article` (added by the refund's amount).
+    RefundedFen {
+        article: String,
+    },
+    /// An order created by a subscriber of this channel (QR scene; `""` = direct or unknown).
+    OrderByChannel {
+        channel: String,
+    },
+    /// An order paid by a subscriber of this channel.
+    PaidByChannel {
+        channel: String,
+    },
+    /// Fen paid by subscribers of this channel.
+    RevenueByChannel {
+        channel: String,
+    },
+    /// A verified payment event that could not be applied, by its kind (`unknown_order`, …).
+    PayAnomaly {
+        kind: String,
+    },
 }
 
 impl Counter {
@@ -56,6 +96,15 @@ impl Counter {
             Counter::LinkIssued { article } => ("link", article),
             Counter::PageOpened { article } => ("page", article),
             Counter::Push { msg_type } => ("push", msg_type),
+            Counter::OrderCreated { article } => ("order", article),
+            Counter::OrderPaid { article } => ("paid", article),
+            Counter::Revenue { article } => ("revenue", article),
+            Counter::OrderRefunded { article } => ("refund", article),
+            Counter::RefundedFen { article } => ("refunded_fen", article),
+            Counter::OrderByChannel { channel } => ("order_channel", channel),
+            Counter::PaidByChannel { channel } => ("paid_channel", channel),
+            Counter::RevenueByChannel { channel } => ("revenue_channel", channel),
+            Counter::PayAnomaly { kind } => ("pay_anomaly", kind),
         };
         format!("{kind}:{detail}")
     }
@@ -81,6 +130,23 @@ fn parse_tree_key(k: &[u8]) -> Result<(NaiveDate, String), StoreError> {
     let day = NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|_| bad())?;
     let name = String::from_utf8(k[DAY_LEN + 1..].to_vec()).map_err(|_| bad())?;
     Ok((day, name))
+}
+
+/// Adds `n` to a day's counter inside a caller's transaction (the order transitions).
+pub(super) fn add_in(
+    counters: &sled::transaction::TransactionalTree,
+    day: NaiveDate,
+    c: &Counter,
+    n: u64,
+) -> super::TxResult<()> {
+    let k = tree_key(day, &c.name());
+    // An undecodable old value is replaced, as a period does, rather than wedging payments.
+    let old = counters
+        .get(k.as_slice())?
+        .and_then(|v| decode_count(v.as_ref()).ok())
+        .unwrap_or(0);
+    counters.insert(k.as_slice(), &old.saturating_add(n).to_be_bytes())?;
+    Ok(())
 }
 
 pub(super) fn decode_count(v: &[u8]) -> Result<u64, StoreError> {
@@ -212,6 +278,43 @@ mod tests {
             }),
             "unsubscribe:x"
         );
+        let a = || "rust-101".to_string();
+        for (counter, name) in [
+            (Counter::OrderCreated { article: a() }, "order:rust-101"),
+            (Counter::OrderPaid { article: a() }, "paid:rust-101"),
+            (Counter::Revenue { article: a() }, "revenue:rust-101"),
+            (Counter::OrderRefunded { article: a() }, "refund:rust-101"),
+            (
+                Counter::RefundedFen { article: a() },
+                "refunded_fen:rust-101",
+            ),
+            (
+                Counter::OrderByChannel {
+                    channel: "qr1".into(),
+                },
+                "order_channel:qr1",
+            ),
+            (
+                Counter::PaidByChannel {
+                    channel: String::new(),
+                },
+                "paid_channel:",
+            ),
+            (
+                Counter::RevenueByChannel {
+                    channel: "qr1".into(),
+                },
+                "revenue_channel:qr1",
+            ),
+            (
+                Counter::PayAnomaly {
+                    kind: "unknown_order".into(),
+                },
+                "pay_anomaly:unknown_order",
+            ),
+        ] {
+            assert_eq!(counter.name(), name);
+        }
     }
 
     #[test]

@@ -4,13 +4,17 @@
 //! record, active or revoked), `entitled_by_article` (`article\0openid`, present exactly for
 //! active grants) and `references` (purchase reference → `openid\0article`, making a repeated
 //! grant with the same reference an exact no-op). Every write is flushed before returning.
+//!
+//! The transaction bodies ([`grant_in`], [`revoke_in`]) are shared with the order transitions
+//! (`orders`): a payment's grant and a refund's revoke are made in the order's own transaction,
+//! by the same code as an operator's.
 
 use std::collections::BTreeMap;
 
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
-use super::{decode_json, encode_json, join_key, Store, StoreError};
+use super::{abort, check_part, decode_json, encode_json, join_key, Store, StoreError, TxResult};
 use crate::wechat::types::OpenId;
 
 /// One user's access to one article.
@@ -59,17 +63,94 @@ pub enum RevokeOutcome {
     AlreadyRevoked(Entitlement),
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
-
-fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
-    ConflictableTransactionError::Abort(e)
-}
-
 fn read(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<Entitlement>> {
     match tree.get(key)? {
         None => Ok(None),
         Some(v) => decode_json("entitlements", &v).map(Some).map_err(abort),
     }
+}
+
+/// The three entitlement trees inside a transaction: [`Store::grant`], [`Store::revoke`] and the
+/// order transitions (`orders`) run the same [`grant_in`] / [`revoke_in`] over them, so a
+/// payment's grant follows exactly the rules of an operator's.
+pub(super) struct EntitlementTrees<'a> {
+    pub ents: &'a TransactionalTree,
+    pub by_article: &'a TransactionalTree,
+    pub refs: &'a TransactionalTree,
+}
+
+/// The grant, inside a caller's transaction (see [`Store::grant`] for the rules).
+pub(super) fn grant_in(
+    t: &EntitlementTrees<'_>,
+    openid: &str,
+    article: &str,
+    source: &str,
+    reference: Option<&str>,
+    at: i64,
+) -> TxResult<GrantOutcome> {
+    let key = join_key(&[("openid", openid), ("article", article)]).map_err(abort)?;
+    let index = join_key(&[("article", article), ("openid", openid)]).map_err(abort)?;
+    if let Some(r) = reference {
+        check_part("reference", r).map_err(abort)?;
+        if let Some(target) = t.refs.get(r.as_bytes())? {
+            let existing = read(t.ents, &target)?.ok_or_else(|| {
+                abort(StoreError::Corrupt(format!(
+                    "reference {r:?} points at a missing entitlement"
+                )))
+            })?;
+            return Ok(if target.as_ref() == key.as_slice() {
+                GrantOutcome::AlreadyGranted(existing)
+            } else {
+                GrantOutcome::ReferenceConflict(existing)
+            });
+        }
+    }
+    if let Some(existing) = read(t.ents, &key)? {
+        if existing.is_active() {
+            // A second purchase of something already owned: remember its reference so its
+            // retries stay no-ops, change nothing else.
+            if let Some(r) = reference {
+                t.refs.insert(r.as_bytes(), key.as_slice())?;
+            }
+            return Ok(GrantOutcome::AlreadyGranted(existing));
+        }
+    }
+    let ent = Entitlement {
+        openid: openid.to_owned(),
+        article: article.to_owned(),
+        granted_at: at,
+        source: source.to_owned(),
+        reference: reference.map(str::to_owned),
+        revoked_at: None,
+    };
+    t.ents.insert(key.as_slice(), encode_json(&ent))?;
+    t.by_article.insert(index.as_slice(), &[] as &[u8])?;
+    if let Some(r) = reference {
+        t.refs.insert(r.as_bytes(), key.as_slice())?;
+    }
+    Ok(GrantOutcome::Granted(ent))
+}
+
+/// The revoke, inside a caller's transaction (only the record and the article index change).
+pub(super) fn revoke_in(
+    ents: &TransactionalTree,
+    by_article: &TransactionalTree,
+    openid: &str,
+    article: &str,
+    at: i64,
+) -> TxResult<RevokeOutcome> {
+    let key = join_key(&[("openid", openid), ("article", article)]).map_err(abort)?;
+    let index = join_key(&[("article", article), ("openid", openid)]).map_err(abort)?;
+    let Some(mut ent) = read(ents, &key)? else {
+        return Ok(RevokeOutcome::NotGranted);
+    };
+    if !ent.is_active() {
+        return Ok(RevokeOutcome::AlreadyRevoked(ent));
+    }
+    ent.revoked_at = Some(at);
+    ents.insert(key.as_slice(), encode_json(&ent))?;
+    by_article.remove(index.as_slice())?;
+    Ok(RevokeOutcome::Revoked(ent))
 }
 
 impl Store {
@@ -82,52 +163,20 @@ impl Store {
         reference: Option<&str>,
         at: i64,
     ) -> Result<GrantOutcome, StoreError> {
-        let key = join_key(&[("openid", openid.as_str()), ("article", article)])?;
-        let index = join_key(&[("article", article), ("openid", openid.as_str())])?;
+        // Refused before the transaction too, so a bad key never reaches the backend.
+        join_key(&[("openid", openid.as_str()), ("article", article)])?;
         if let Some(r) = reference {
-            super::check_part("reference", r)?;
+            check_part("reference", r)?;
         }
         let i = self.db()?;
         let outcome = (&i.entitlements, &i.entitled_by_article, &i.references).transaction(
             |(ents, by_article, refs)| {
-                if let Some(r) = reference {
-                    if let Some(target) = refs.get(r.as_bytes())? {
-                        let existing = read(ents, &target)?.ok_or_else(|| {
-                            abort(StoreError::Corrupt(format!(
-                                "reference {r:?} points at a missing entitlement"
-                            )))
-                        })?;
-                        return Ok(if target.as_ref() == key.as_slice() {
-                            GrantOutcome::AlreadyGranted(existing)
-                        } else {
-                            GrantOutcome::ReferenceConflict(existing)
-                        });
-                    }
-                }
-                if let Some(existing) = read(ents, &key)? {
-                    if existing.is_active() {
-                        // A second purchase of something already owned: remember its
-                        // reference so its retries stay no-ops, change nothing else.
-                        if let Some(r) = reference {
-                            refs.insert(r.as_bytes(), key.as_slice())?;
-                        }
-                        return Ok(GrantOutcome::AlreadyGranted(existing));
-                    }
-                }
-                let ent = Entitlement {
-                    openid: openid.as_str().to_owned(),
-                    article: article.to_owned(),
-                    granted_at: at,
-                    source: source.to_owned(),
-                    reference: reference.map(str::to_owned),
-                    revoked_at: None,
+                let t = EntitlementTrees {
+                    ents,
+                    by_article,
+                    refs,
                 };
-                ents.insert(key.as_slice(), encode_json(&ent))?;
-                by_article.insert(index.as_slice(), &[] as &[u8])?;
-                if let Some(r) = reference {
-                    refs.insert(r.as_bytes(), key.as_slice())?;
-                }
-                Ok(GrantOutcome::Granted(ent))
+                grant_in(&t, openid.as_str(), article, source, reference, at)
             },
         )?;
         // Also on the no-op paths: the caller may be retrying because an earlier answer was
@@ -143,21 +192,11 @@ impl Store {
         article: &str,
         at: i64,
     ) -> Result<RevokeOutcome, StoreError> {
-        let key = join_key(&[("openid", openid.as_str()), ("article", article)])?;
-        let index = join_key(&[("article", article), ("openid", openid.as_str())])?;
+        join_key(&[("openid", openid.as_str()), ("article", article)])?;
         let i = self.db()?;
         let outcome =
             (&i.entitlements, &i.entitled_by_article).transaction(|(ents, by_article)| {
-                let Some(mut ent) = read(ents, &key)? else {
-                    return Ok(RevokeOutcome::NotGranted);
-                };
-                if !ent.is_active() {
-                    return Ok(RevokeOutcome::AlreadyRevoked(ent));
-                }
-                ent.revoked_at = Some(at);
-                ents.insert(key.as_slice(), encode_json(&ent))?;
-                by_article.remove(index.as_slice())?;
-                Ok(RevokeOutcome::Revoked(ent))
+                revoke_in(ents, by_article, openid.as_str(), article, at)
             })?;
         self.sync()?;
         Ok(outcome)

@@ -1,8 +1,8 @@
 //! The state store: the only module in the crate that names sled (0.34).
 //!
 //! Owns everything mpgate remembers between pushes: subscribers, the dedupe memory of answered
-//! pushes, paid-article entitlements, human-handoff sessions, daily counters and the secret that
-//! signs article links; and its own upkeep (the write-behind thread and the dedupe sweep,
+//! pushes, paid-article entitlements, WeChat Pay orders and payment anomalies (`orders`),
+//! human-handoff sessions, daily counters and the secret that signs article links; and its own upkeep (the write-behind thread and the dedupe sweep,
 //! [`Store::spawn_maintenance`]). May depend on std, serde/serde_json, chrono, rand, tracing,
 //! tokio's `sync`/`task` (only to be stopped by the server's shutdown) and
 //! [`crate::wechat::types`] only — no actix, no HTTP, no rules engine, no protocol logic: what a
@@ -27,9 +27,17 @@
 //! | `references` | purchase reference | `openid \0 article` |
 //! | `handoffs` | `openid` | JSON [`HandoffSession`] |
 //! | `counters` | `YYYY-MM-DD \0 name` | u64 big-endian |
+//! | `orders` | `out_trade_no` | JSON [`Order`] (every state) |
+//! | `orders_by_reader` | `openid \0 article \0` ‖ `time_key(created_at)` ‖ `out_trade_no` | empty |
+//! | `orders_by_time` | `time_key(created_at)` ‖ `out_trade_no` | empty |
+//! | `orders_open` | `time_key(created_at)` ‖ `out_trade_no` | empty — present exactly for *Created* orders |
+//! | `pay_anomalies` | `time_key(at)` ‖ id (u64 BE, unique) | JSON [`PayAnomaly`] |
+//! | `pay_anomaly_events` | `event_id \0 kind` | the `pay_anomalies` key it made |
 //!
 //! `entitlements`, `entitled_by_article` and `references` are only ever written together in one
-//! sled transaction, so the index never disagrees with the records.
+//! sled transaction, so the index never disagrees with the records. The order trees are
+//! written the same way, and a payment or a refund changes its order, the entitlement trees and
+//! its counters in one transaction (see `orders`).
 //!
 //! # Memory in front of sled
 //! The callback's per-push state is kept in memory and written behind, because a sled write or
@@ -48,6 +56,11 @@
 //! # What is durable when
 //! - **Grants, revokes, the outbox and the link secret** are synced to disk before the call
 //!   returns: the operator API answers 200 only then, so a SIGKILL right after loses nothing.
+//! - **Orders and payment anomalies** likewise: every transition (created, prepay id, paid,
+//!   refunded, closed, anomaly) is one transaction, synced before it returns. A payment's
+//!   grant, a full refund's revoke and their counters (`order:`, `paid:`, `revenue:`,
+//!   `refund:`, `pay_anomaly:`, …) are in the order's own transaction, not in the write-behind
+//!   counts: a crash never keeps a paid order without its grant or its count, nor the reverse.
 //! - **Per-push state** (subscriber state changes, hand-off sessions, counters, stored answers)
 //!   reaches disk in write-behind periods (`period`; the upkeep thread runs one every 100 ms):
 //!   the pushes' changes, whole, in one transaction, synced before the period ends. A crash loses the
@@ -85,6 +98,7 @@ mod dedupe;
 mod entitlements;
 mod handoff;
 mod maintenance;
+mod orders;
 mod period;
 pub mod platform;
 mod subscribers;
@@ -99,6 +113,10 @@ pub use counters::Counter;
 pub use dedupe::StoredAnswer;
 pub use entitlements::{Entitlement, GrantOutcome, RevokeOutcome};
 pub use handoff::{HandoffSession, HandoffState};
+pub use orders::{
+    CloseOutcome, Order, OrderFilter, OrderState, PaidOutcome, PayAnomaly, RefundNote,
+    RefundOutcome, PAYMENT_SOURCE,
+};
 pub use period::{CommitScope, Health, Unwritten};
 pub use subscribers::{SubscribeOutcome, Subscriber};
 
@@ -175,6 +193,12 @@ pub enum StoreError {
     /// store retries by itself; `/healthz` says why.
     #[error("store not writable: {0}")]
     Unavailable(String),
+    /// An order transition named an `out_trade_no` the store does not hold.
+    #[error("no order `{0}`")]
+    UnknownOrder(String),
+    /// [`Store::order_create`] was given an `out_trade_no` already stored.
+    #[error("order `{0}` exists already")]
+    DuplicateOrder(String),
     /// Any other failure inside the storage backend (a bug it reports, an operation it does
     /// not support), in the backend's words.
     #[error("storage backend error: {0}")]
@@ -262,6 +286,12 @@ struct Backend {
     references: sled::Tree,
     handoffs: sled::Tree,
     counters: sled::Tree,
+    orders: sled::Tree,
+    orders_by_reader: sled::Tree,
+    orders_by_time: sled::Tree,
+    orders_open: sled::Tree,
+    pay_anomalies: sled::Tree,
+    pay_anomaly_events: sled::Tree,
 }
 
 impl Backend {
@@ -277,6 +307,12 @@ impl Backend {
             references: db.open_tree("references")?,
             handoffs: db.open_tree("handoffs")?,
             counters: db.open_tree("counters")?,
+            orders: db.open_tree("orders")?,
+            orders_by_reader: db.open_tree("orders_by_reader")?,
+            orders_by_time: db.open_tree("orders_by_time")?,
+            orders_open: db.open_tree("orders_open")?,
+            pay_anomalies: db.open_tree("pay_anomalies")?,
+            pay_anomaly_events: db.open_tree("pay_anomaly_events")?,
             meta,
             db,
         })
@@ -465,6 +501,13 @@ fn migrate(db: &sled::Db, meta: &sled::Tree) -> Result<(), StoreError> {
     }
     db.flush()?;
     Ok(())
+}
+
+type TxResult<T> = Result<T, sled::transaction::ConflictableTransactionError<StoreError>>;
+
+/// Ends a transaction with `e` (sled runs nothing of it).
+fn abort(e: StoreError) -> sled::transaction::ConflictableTransactionError<StoreError> {
+    sled::transaction::ConflictableTransactionError::Abort(e)
 }
 
 /// Joins key parts with `\0`, refusing parts that are empty or contain `\0`.

@@ -322,3 +322,263 @@ async fn an_openid_of_the_wrong_shape_is_refused_naming_the_field() {
         .await;
     assert_eq!(r.status(), 400);
 }
+
+// ── orders (WeChat Pay) ─────────────────────────────────────────────────────────────────────
+
+/// A Created order of rust-101 by `openid`, created `at`.
+fn order(no: &str, openid: &str, at: i64) -> mpgate::store::Order {
+    mpgate::store::Order {
+        out_trade_no: no.to_string(),
+        openid: openid.to_string(),
+        article: "rust-101".to_string(),
+        description: "Rust 101".to_string(),
+        amount_fen: 1990,
+        channel: "course2026".to_string(),
+        state: mpgate::store::OrderState::Created,
+        created_at: at,
+        expires_at: at + 1800,
+        prepay_id: None,
+        transaction_id: None,
+        paid_at: None,
+        refunded_at: None,
+        closed_at: None,
+        refunds: Vec::new(),
+        anomaly: None,
+        updated_at: at,
+    }
+}
+
+/// Three orders made through the store the app runs on (one paid, one open, one an anomaly),
+/// on the account's day `today`.
+fn three_orders(store: &mpgate::store::Store, today: chrono::NaiveDate, t: i64) {
+    for (no, who, at) in [
+        ("MPGADMIN001", "oOrdPaid", t - 30),
+        ("MPGADMIN002", "oOrdOpen", t - 20),
+        ("MPGADMIN003", "oOrdOdd", t - 10),
+    ] {
+        store.order_create(&order(no, who, at), today).unwrap();
+    }
+    store
+        .order_paid("MPGADMIN001", "4200000001", t - 5, today)
+        .unwrap();
+    store
+        .pay_anomaly(
+            &mpgate::store::PayAnomaly {
+                at: t - 4,
+                out_trade_no: "MPGADMIN003".into(),
+                kind: "amount_mismatch".into(),
+                detail: "paid 1 fen, order 1990 fen".into(),
+                event_id: Some("EV-ADMIN-1".into()),
+            },
+            today,
+        )
+        .unwrap();
+}
+
+fn numbers(v: &serde_json::Value) -> Vec<String> {
+    v["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["out_trade_no"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_operator_lists_orders_and_payment_anomalies_by_state_and_day() {
+    let app = admin_app().await;
+    let tz = app.gateway.rules().current().timezone();
+    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+    three_orders(app.gateway.store(), today, now());
+
+    let r = app.admin_get("/admin/orders").await;
+    assert_eq!(r.status(), 200);
+    let all: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        numbers(&all),
+        ["MPGADMIN003", "MPGADMIN002", "MPGADMIN001"],
+        "newest first"
+    );
+    let paid = &all["orders"][2];
+    assert_eq!(paid["state"], "paid");
+    assert_eq!(paid["transaction_id"], "4200000001");
+    assert_eq!(paid["amount_fen"], 1990);
+    assert_eq!(all["orders"][0]["state"], "anomaly");
+    assert_eq!(all["anomalies"].as_array().unwrap().len(), 1);
+    assert_eq!(all["anomalies"][0]["kind"], "amount_mismatch");
+    assert_eq!(all["anomalies"][0]["out_trade_no"], "MPGADMIN003");
+
+    let v: serde_json::Value = app
+        .admin_get("/admin/orders?state=paid")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(numbers(&v), ["MPGADMIN001"]);
+    assert_eq!(v["anomalies"], serde_json::json!([]), "only with anomaly");
+    let v: serde_json::Value = app
+        .admin_get("/admin/orders?state=anomaly")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(numbers(&v), ["MPGADMIN003"]);
+    assert_eq!(v["anomalies"].as_array().unwrap().len(), 1);
+
+    let v: serde_json::Value = app
+        .admin_get(&format!("/admin/orders?from={today}&to={today}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(numbers(&v).len(), 3, "today's orders, to included");
+    let tomorrow = today.succ_opt().unwrap();
+    let v: serde_json::Value = app
+        .admin_get(&format!("/admin/orders?from={tomorrow}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, serde_json::json!({"orders": [], "anomalies": []}));
+
+    for (query, field) in [
+        ("state=bogus", "`state`"),
+        ("from=2026-13-01", "`from`"),
+        ("to=yesterday", "`to`"),
+    ] {
+        let r = app.admin_get(&format!("/admin/orders?{query}")).await;
+        assert_eq!(r.status(), 400, "{query}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains(field),
+            "{query}: {body}"
+        );
+    }
+    let r = app
+        .admin_get(&format!("/admin/orders?from={tomorrow}&to={today}"))
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = app
+        .client
+        .get(app.url("/admin/orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "behind the token like every admin route");
+}
+
+#[tokio::test]
+async fn payments_refunds_and_anomalies_show_in_the_daily_counters() {
+    let app = admin_app().await;
+    let store = app.gateway.store();
+    let tz = app.gateway.rules().current().timezone();
+    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+    let t = now();
+    three_orders(store, today, t);
+    store
+        .order_refund(
+            "MPGADMIN001",
+            mpgate::store::RefundNote {
+                out_refund_no: "RADMIN001".into(),
+                refund_id: None,
+                status: "SUCCESS".into(),
+                refund_fen: 1990,
+                at: t,
+            },
+            true,
+            today,
+        )
+        .unwrap();
+
+    let v: serde_json::Value = app.admin_get("/admin/stats").await.json().await.unwrap();
+    let day = &v["days"][today.to_string()];
+    for (name, n) in [
+        ("order:rust-101", 3),
+        ("order_channel:course2026", 3),
+        ("paid:rust-101", 1),
+        ("revenue:rust-101", 1990),
+        ("paid_channel:course2026", 1),
+        ("revenue_channel:course2026", 1990),
+        ("refund:rust-101", 1),
+        ("refunded_fen:rust-101", 1990),
+        ("pay_anomaly:amount_mismatch", 1),
+    ] {
+        assert_eq!(day[name], n, "{name}: {v}");
+    }
+}
+
+/// `mpgate orders` prints the same listing through the running server (which holds its data
+/// dir) as on a data dir of its own.
+#[tokio::test]
+async fn mpgate_orders_lists_the_same_through_the_running_server_and_on_the_data_dir() {
+    let app = admin_app().await;
+    let tz = app.gateway.rules().current().timezone();
+    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+    let t = now();
+    three_orders(app.gateway.store(), today, t);
+    let keywords = app.keywords_path.clone();
+    let cli = move |data: &std::path::Path, args: &[&str], base: Option<&str>| {
+        let mut c = crate::process::binary();
+        c.args(args)
+            .env("MPGATE_TOKEN", TOKEN)
+            .env("MPGATE_APP_ID", APP_ID)
+            .env("MPGATE_DATA_DIR", data)
+            .env("MPGATE_KEYWORDS", &keywords);
+        if let Some(base) = base {
+            c.env("MPGATE_ADMIN_URL", base)
+                .env("MPGATE_ADMIN_TOKEN", ADMIN);
+        }
+        let out = c.output().expect("mpgate runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let served = app._dirs.path().join("state");
+    let base = app.base.clone();
+    let own = tempfile::tempdir().unwrap();
+    let own_dir = own.path().to_path_buf();
+    let (remote_all, remote_paid, refused, local_all) = tokio::task::spawn_blocking(move || {
+        let remote_all = cli(&served, &["orders"], Some(&base));
+        let remote_paid = cli(&served, &["orders", "--state", "paid"], Some(&base));
+        let refused = cli(&served, &["orders", "--state", "bogus"], Some(&base));
+        {
+            let store = mpgate::store::Store::open(&own_dir, mpgate::store::StoreConfig::default())
+                .unwrap();
+            three_orders(&store, today, t);
+        }
+        // sled lets go of its file lock a moment after the last handle drops.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let local_all = loop {
+            let r = cli(&own_dir, &["orders"], None);
+            if r.0 || std::time::Instant::now() > deadline {
+                break r;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        (remote_all, remote_paid, refused, local_all)
+    })
+    .await
+    .unwrap();
+    assert!(remote_all.0, "{}", remote_all.2);
+    let listed: serde_json::Value = serde_json::from_str(&remote_all.1).unwrap();
+    assert_eq!(
+        numbers(&listed),
+        ["MPGADMIN003", "MPGADMIN002", "MPGADMIN001"]
+    );
+    assert_eq!(listed["anomalies"][0]["kind"], "amount_mismatch");
+    assert!(remote_paid.0, "{}", remote_paid.2);
+    let paid: serde_json::Value = serde_json::from_str(&remote_paid.1).unwrap();
+    assert_eq!(numbers(&paid), ["MPGADMIN001"]);
+    assert!(!refused.0);
+    assert!(
+        refused
+            .2
+            .contains("created, paid, refunded, closed or anomaly"),
+        "{}",
+        refused.2
+    );
+    assert!(local_all.0, "{}", local_all.2);
+    assert_eq!(local_all.1, remote_all.1);
+}
