@@ -193,8 +193,10 @@ pub(crate) struct RawArticle {
     pub teaser: String,
     #[serde(default)]
     pub cover: String,
-    #[serde(default)]
-    pub price: String,
+    /// Yuan as the operator writes it (`"19.90"`, `"¥9.9"`, `"29元"`); absent = not for sale.
+    pub price: Option<S<String>>,
+    /// The order description the payment shows (≤ 127 characters); defaults to the title.
+    pub description: Option<S<String>>,
     pub body_template: Option<S<String>>,
     pub body_url: Option<S<String>>,
     pub purchase_url: Option<S<String>>,
