@@ -9,6 +9,9 @@ mod helpers;
 mod admin;
 mod bad_input;
 mod edge;
+/// The fake WeChat Pay, shared by the payment stories; not every control is used by every story.
+#[allow(dead_code)]
+mod fakepay;
 mod faults;
 mod handoff;
 mod pages;
