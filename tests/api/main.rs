@@ -15,6 +15,7 @@ mod fakepay;
 mod faults;
 mod handoff;
 mod pages;
+mod paybrowser;
 mod process;
 mod protocol;
 mod reload;

@@ -132,7 +132,7 @@ async fn a_revoked_grant_stops_the_link_at_once() {
 /// Tests install nothing: `.ci/run` installs Chromium with `scripts/install-test-deps.sh`.
 /// Without it a local `cargo test` says it skips the browser checks; under `CI=true` a missing
 /// browser is a failure, since CI promised to install one.
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     let on_path = |name: &str| -> Option<PathBuf> {
         let candidate = Path::new(name);
         if candidate.components().count() > 1 {
