@@ -428,6 +428,10 @@ async fn a_reader_in_wechat_taps_buy_pays_and_the_article_opens_by_itself() {
         .unwrap_or_else(|| panic!("the platform never issued {prepay_id}"));
     assert_eq!(order.amount_fen(), 1990);
     assert_eq!(order.openid(), "oBrowserBuyer");
+    assert_eq!(
+        order.body["description"], "Rust 101 · 所有权",
+        "the article's description, not its title"
+    );
 
     // The sheet said ok; that alone opens nothing: the page waits for the server.
     b.wait_for(
