@@ -94,7 +94,18 @@ fn a_price_written_as_a_toml_number_is_refused_at_its_position() {
     )
     .expect_err("a float price");
     let printed = err.to_string();
-    assert!(printed.contains("keywords.toml:5:9: error:"), "{printed}");
+    assert!(
+        printed.contains(
+            "keywords.toml:5:9: error: price 19.9 is a number; write it as a string in yuan, like price = \"19.9\""
+        ),
+        "{printed}"
+    );
+    let err = RuleSet::from_source(
+        &article_with("price = 29"),
+        Path::new("/nonexistent/keywords.toml"),
+    )
+    .expect_err("an integer price");
+    assert!(err.to_string().contains("like price = \"29\""), "{err}");
 }
 
 #[test]

@@ -234,8 +234,8 @@ impl Compiler<'_> {
     }
 
     /// `price = "19.90"` → fen, or an error at the value.
-    fn price(&mut self, p: &S<String>) -> Option<u64> {
-        match price::parse_yuan(p.get_ref()) {
+    fn price(&mut self, p: &S<super::raw::RawPrice>) -> Option<u64> {
+        match price::parse_yuan(&p.get_ref().0) {
             Ok(fen) => Some(fen),
             Err(e) => {
                 let help = e.help();
