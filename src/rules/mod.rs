@@ -211,10 +211,26 @@ pub struct ArticleDef {
     pub title: String,
     pub teaser: String,
     pub cover: String,
+    /// The display form of [`ArticleDef::price_fen`] (`"¥19.90"`), `""` when not for sale.
     pub price: String,
+    /// The price in fen (> 0, at most 1,000,000 yuan); `None`: not for sale, grants only.
+    pub price_fen: Option<u64>,
+    /// The order description as written (≤ 127 characters); see
+    /// [`ArticleDef::order_description`].
+    pub description: Option<String>,
     pub body: ArticleBody,
     pub purchase_url: Option<String>,
 }
+
+impl ArticleDef {
+    /// What a payment order for this article says it is for: `description`, else the title.
+    pub fn order_description(&self) -> &str {
+        self.description.as_deref().unwrap_or(&self.title)
+    }
+}
+
+/// The most characters an order description may have (WeChat Pay's `description`, 1–127).
+pub const ORDER_DESCRIPTION_MAX_CHARS: usize = 127;
 
 /// Where an article's body comes from.
 #[derive(Clone, Debug, PartialEq)]

@@ -193,11 +193,50 @@ pub(crate) struct RawArticle {
     pub teaser: String,
     #[serde(default)]
     pub cover: String,
-    #[serde(default)]
-    pub price: String,
+    /// Yuan as the operator writes it (`"19.90"`, `"¥9.9"`, `"29元"`); absent = not for sale.
+    pub price: Option<S<RawPrice>>,
+    /// The order description the payment shows (≤ 127 characters); defaults to the title.
+    pub description: Option<S<String>>,
     pub body_template: Option<S<String>>,
     pub body_url: Option<S<String>>,
     pub purchase_url: Option<S<String>>,
+}
+
+/// `price = "19.90"`: the text as written (the compiler reads it). A TOML number is refused here
+/// with a hint, since `19.9` as a float is not the exact amount an operator means.
+#[derive(Debug)]
+pub(crate) struct RawPrice(pub String);
+
+impl<'de> Deserialize<'de> for RawPrice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl V {
+            fn number<E: serde::de::Error>(n: impl std::fmt::Display) -> E {
+                E::custom(format!(
+                    "price {n} is a number; write it as a string in yuan, like price = \"{n}\""
+                ))
+            }
+        }
+        impl serde::de::Visitor<'_> for V {
+            type Value = RawPrice;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a price in yuan as a string, like \"19.90\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPrice, E> {
+                Ok(RawPrice(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawPrice, E> {
+                Err(V::number(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawPrice, E> {
+                Err(V::number(v))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawPrice, E> {
+                Err(V::number(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]

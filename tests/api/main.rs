@@ -16,6 +16,7 @@ mod faults;
 mod handoff;
 mod pages;
 mod pay;
+mod paybrowser;
 mod process;
 mod protocol;
 mod reload;

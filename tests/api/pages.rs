@@ -132,7 +132,7 @@ async fn a_revoked_grant_stops_the_link_at_once() {
 /// Tests install nothing: `.ci/run` installs Chromium with `scripts/install-test-deps.sh`.
 /// Without it a local `cargo test` says it skips the browser checks; under `CI=true` a missing
 /// browser is a failure, since CI promised to install one.
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     let on_path = |name: &str| -> Option<PathBuf> {
         let candidate = Path::new(name);
         if candidate.components().count() > 1 {
@@ -299,7 +299,7 @@ async fn the_pages_render_in_a_real_browser_at_phone_width() {
     assert_a_self_contained_phone_page("paywall", &dom);
     assert_eq!(text_of(&dom, "<h1"), "🔒 Rust 101");
     assert!(text_of(&dom, r#"id="paywall""#).contains("Ownership in ten minutes."));
-    assert_eq!(text_of(&dom, r#"class="price""#), "¥99");
+    assert_eq!(text_of(&dom, r#"class="price""#), "¥99.00");
     assert_eq!(
         text_of(&dom, r#"href="https://shop.test/rust-101""#),
         "购买后阅读全文"

@@ -111,6 +111,48 @@ const BROKEN: &[(&str, &str, &str, &str)] = &[
         "a reply names exactly one kind",
         "replies = [...]",
     ),
+    (
+        "price_too_many_decimals.toml",
+        "5:9",
+        "price \"19.999\" has more than two decimals",
+        "write it in yuan like \"19.90\"",
+    ),
+    (
+        "price_zero.toml",
+        "5:9",
+        "price \"0\" is zero",
+        "has no `price`",
+    ),
+    (
+        "price_negative.toml",
+        "5:9",
+        "price \"-5\" is negative",
+        "more than zero",
+    ),
+    (
+        "price_not_a_number.toml",
+        "5:9",
+        "price \"九块九\" is not a number",
+        "\"19.90\"",
+    ),
+    (
+        "price_too_large.toml",
+        "5:9",
+        "price \"1990000.00\" is more than 1,000,000 yuan",
+        "yuan, not fen",
+    ),
+    (
+        "description_too_long.toml",
+        "6:15",
+        "description has 128 characters, more than 127",
+        "shorten it",
+    ),
+    (
+        "title_too_long_for_sale.toml",
+        "1:1",
+        "article `long` is for sale and its title (128 characters) cannot be the order description",
+        "add description = ",
+    ),
 ];
 
 #[test]

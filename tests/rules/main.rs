@@ -20,6 +20,8 @@ mod events_and_channels;
 mod hot_reload;
 mod matching;
 mod operator_commands;
+mod paywall_page;
+mod prices;
 mod shadow_warnings;
 mod shipped_example;
 mod time_windows;

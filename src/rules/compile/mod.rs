@@ -17,6 +17,7 @@
 
 mod actions;
 mod index;
+mod price;
 mod shadow;
 mod shape;
 mod templates;
@@ -214,18 +215,84 @@ impl Compiler<'_> {
             if let Some(u) = &r.purchase_url {
                 self.http_url(u);
             }
+            let price_fen = r.price.as_ref().and_then(|p| self.price(p));
+            let description = self.order_description(a, r.price.is_some());
             ix.insert(id.clone(), out.len());
             out.push(ArticleDef {
                 id,
                 title: r.title.clone(),
                 teaser: r.teaser.clone(),
                 cover: r.cover.clone(),
-                price: r.price.clone(),
+                price: price_fen.map(price::display_fen).unwrap_or_default(),
+                price_fen,
+                description,
                 body,
                 purchase_url: r.purchase_url.as_ref().map(|u| u.get_ref().clone()),
             });
         }
         (out, ix)
+    }
+
+    /// `price = "19.90"` → fen, or an error at the value.
+    fn price(&mut self, p: &S<super::raw::RawPrice>) -> Option<u64> {
+        match price::parse_yuan(&p.get_ref().0) {
+            Ok(fen) => Some(fen),
+            Err(e) => {
+                let help = e.help();
+                self.sink.error_help(p.span(), e.to_string(), help);
+                None
+            }
+        }
+    }
+
+    /// `description`, checked against WeChat Pay's limit; for an article for sale without one,
+    /// the title (which becomes the order description) is checked instead.
+    fn order_description(
+        &mut self,
+        a: &S<super::raw::RawArticle>,
+        for_sale: bool,
+    ) -> Option<String> {
+        let r = a.get_ref();
+        let max = super::ORDER_DESCRIPTION_MAX_CHARS;
+        let Some(d) = &r.description else {
+            let n = r.title.trim().chars().count();
+            if for_sale && (n == 0 || n > max) {
+                self.sink.error_help(
+                    a.span(),
+                    format!(
+                        "article `{}` is for sale and its title ({n} characters) cannot be the order description (1–{max})",
+                        r.id.get_ref().trim()
+                    ),
+                    format!("add description = \"…\" (at most {max} characters)"),
+                );
+            }
+            return None;
+        };
+        let text = d.get_ref().trim();
+        let n = text.chars().count();
+        if n == 0 {
+            self.sink.error_help(
+                d.span(),
+                "description is empty",
+                "remove it (the title is used) or write what the reader buys",
+            );
+            return None;
+        }
+        if n > max {
+            self.sink.error_help(
+                d.span(),
+                format!("description has {n} characters, more than {max}"),
+                format!("WeChat Pay shows at most {max} characters; shorten it"),
+            );
+            return None;
+        }
+        if !for_sale {
+            self.sink.warn(
+                d.span(),
+                "description is only used for an article with a `price`; this one is not for sale",
+            );
+        }
+        Some(text.to_string())
     }
 
     fn http_url(&mut self, u: &S<String>) {
