@@ -142,9 +142,42 @@ pub struct Settings {
     pub api_base: String,
     /// Signs webhook calls (`X-Mpgate-Signature`); unsigned when absent.
     pub webhook_secret: Option<Secret>,
+    /// WeChat Pay from the paywall page; absent: pay is off (articles are grant-only).
+    pub pay: Option<PaySettings>,
     /// True when the token is the built-in demo one (logged as a warning).
     pub is_demo: bool,
 }
+
+/// The merchant's WeChat Pay settings (`MPGATE_PAY_*`), checked for shape here; the key files
+/// are read and parsed once at start-up by [`crate::pay::PayConfig::load`], whose errors name
+/// the variable the same way.
+#[derive(Clone, Debug)]
+pub struct PaySettings {
+    /// 商户号: digits.
+    pub mch_id: String,
+    /// The merchant API private key (`apiclient_key.pem`, PKCS#8 RSA).
+    pub private_key_file: PathBuf,
+    /// The serial number of the merchant API certificate that goes with the private key.
+    pub cert_serial: String,
+    /// The APIv3 key: exactly 32 bytes.
+    pub apiv3_key: Secret,
+    /// Public-key mode: WeChat Pay's public key (`pub_key.pem`) and its id (`PUB_KEY_ID_…`).
+    pub public_key: Option<(PathBuf, String)>,
+    /// Older merchants: a directory of platform certificates (PEM).
+    pub platform_certs_dir: Option<PathBuf>,
+    /// `https://api.mch.weixin.qq.com` unless a test points it at a fake.
+    pub api_base: String,
+    /// How long an order may be paid (the platform's `time_expire`).
+    pub order_ttl: Duration,
+    /// Unpaid orders older than this are asked about by the reconciliation job.
+    pub reconcile_after: Duration,
+}
+
+/// `MPGATE_PAY_ORDER_TTL_SECS`: the platform accepts a `time_expire` from a minute on; a day
+/// is far longer than anyone keeps a payment sheet open.
+pub const RANGE_PAY_ORDER_TTL_SECS: RangeInclusive<u64> = 60..=86_400;
+/// `MPGATE_PAY_RECONCILE_AFTER_SECS`: how long a notification may be late before mpgate asks.
+pub const RANGE_PAY_RECONCILE_AFTER_SECS: RangeInclusive<u64> = 1..=86_400;
 
 /// `MPGATE_REPLAY_WINDOW_SECS`: 0 turns the check off; a day is already far beyond any clock skew.
 pub const RANGE_REPLAY_WINDOW_SECS: RangeInclusive<u64> = 0..=86_400;
@@ -188,6 +221,123 @@ fn err(name: &str, problem: impl Into<String>) -> SettingsError {
     }
 }
 
+/// `MPGATE_PAY_*`: off unless `MPGATE_PAY_MCH_ID` is set; then every required value must be
+/// there, and one line names the first that is missing or malformed.
+fn pay_settings<'r>(
+    get: &dyn Fn(&str) -> Option<&'r str>,
+    num: &dyn Fn(&str, u64, RangeInclusive<u64>) -> Result<u64, SettingsError>,
+) -> Result<Option<PaySettings>, SettingsError> {
+    let name = |k: &str| format!("MPGATE_{k}");
+    let Some(mch_id) = get("PAY_MCH_ID") else {
+        // Half a configuration is a mistake worth stopping for, not a silent "pay off".
+        for k in [
+            "PAY_PRIVATE_KEY_FILE",
+            "PAY_CERT_SERIAL",
+            "PAY_APIV3_KEY",
+            "PAY_PUBLIC_KEY_FILE",
+            "PAY_PUBLIC_KEY_ID",
+            "PAY_PLATFORM_CERTS_DIR",
+        ] {
+            if get(k).is_some() {
+                return Err(err(
+                    &name(k),
+                    "is set but MPGATE_PAY_MCH_ID is not: set the merchant id to turn pay on, or unset this",
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    if !(1..=32).contains(&mch_id.len()) || !mch_id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err(
+            &name("PAY_MCH_ID"),
+            "must be the merchant id (商户号): digits, e.g. 1900009191",
+        ));
+    }
+    let required = |k: &str, what: &str| {
+        get(k).ok_or_else(|| err(&name(k), format!("is required when MPGATE_PAY_MCH_ID is set: {what}")))
+    };
+    let private_key_file = PathBuf::from(required(
+        "PAY_PRIVATE_KEY_FILE",
+        "the merchant API private key apiclient_key.pem",
+    )?);
+    let cert_serial = required(
+        "PAY_CERT_SERIAL",
+        "the serial number of the merchant API certificate",
+    )?;
+    if !(1..=64).contains(&cert_serial.len())
+        || !cert_serial.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(err(
+            &name("PAY_CERT_SERIAL"),
+            "must be the certificate's serial number: hex digits as the merchant platform shows it",
+        ));
+    }
+    let apiv3 = required("PAY_APIV3_KEY", "the APIv3 key (32 characters)")?;
+    if apiv3.len() != 32 {
+        // The length only, never the value.
+        return Err(err(
+            &name("PAY_APIV3_KEY"),
+            format!("is {} bytes; the APIv3 key is exactly 32", apiv3.len()),
+        ));
+    }
+    let public_key = match (get("PAY_PUBLIC_KEY_FILE"), get("PAY_PUBLIC_KEY_ID")) {
+        (Some(f), Some(id)) => {
+            if !id.starts_with("PUB_KEY_ID_") || id.len() > 64 {
+                return Err(err(
+                    &name("PAY_PUBLIC_KEY_ID"),
+                    "must be WeChat Pay's public key id, PUB_KEY_ID_ followed by digits",
+                ));
+            }
+            Some((PathBuf::from(f), id.to_string()))
+        }
+        (Some(_), None) => {
+            return Err(err(
+                &name("PAY_PUBLIC_KEY_ID"),
+                "is required with MPGATE_PAY_PUBLIC_KEY_FILE (the PUB_KEY_ID_… shown beside the key)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(err(
+                &name("PAY_PUBLIC_KEY_FILE"),
+                "is required with MPGATE_PAY_PUBLIC_KEY_ID (WeChat Pay's pub_key.pem)",
+            ))
+        }
+        (None, None) => None,
+    };
+    let platform_certs_dir = get("PAY_PLATFORM_CERTS_DIR").map(PathBuf::from);
+    if public_key.is_none() && platform_certs_dir.is_none() {
+        return Err(err(
+            &name("PAY_PUBLIC_KEY_FILE"),
+            "is required to verify WeChat Pay's signatures (or MPGATE_PAY_PLATFORM_CERTS_DIR for platform certificates)",
+        ));
+    }
+    let api_base = get("PAY_API_BASE")
+        .unwrap_or("https://api.mch.weixin.qq.com")
+        .trim_end_matches('/')
+        .to_string();
+    if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
+        return Err(err(
+            &name("PAY_API_BASE"),
+            "must start with https:// (or http:// for a local fake)",
+        ));
+    }
+    Ok(Some(PaySettings {
+        mch_id: mch_id.to_string(),
+        private_key_file,
+        cert_serial: cert_serial.to_string(),
+        apiv3_key: Secret::new(apiv3),
+        public_key,
+        platform_certs_dir,
+        api_base,
+        order_ttl: Duration::from_secs(num("PAY_ORDER_TTL_SECS", 1800, RANGE_PAY_ORDER_TTL_SECS)?),
+        reconcile_after: Duration::from_secs(num(
+            "PAY_RECONCILE_AFTER_SECS",
+            300,
+            RANGE_PAY_RECONCILE_AFTER_SECS,
+        )?),
+    }))
+}
+
 /// The names the environment and the file may use (without the `MPGATE_` prefix).
 const KEYS: &[&str] = &[
     "TOKEN",
@@ -214,6 +364,16 @@ const KEYS: &[&str] = &[
     "APP_SECRET",
     "API_BASE",
     "WEBHOOK_SECRET",
+    "PAY_MCH_ID",
+    "PAY_PRIVATE_KEY_FILE",
+    "PAY_CERT_SERIAL",
+    "PAY_APIV3_KEY",
+    "PAY_PUBLIC_KEY_FILE",
+    "PAY_PUBLIC_KEY_ID",
+    "PAY_PLATFORM_CERTS_DIR",
+    "PAY_API_BASE",
+    "PAY_ORDER_TTL_SECS",
+    "PAY_RECONCILE_AFTER_SECS",
 ];
 
 impl Settings {
@@ -430,6 +590,7 @@ impl Settings {
             .unwrap_or("https://api.weixin.qq.com")
             .trim_end_matches('/')
             .to_string();
+        let pay = pay_settings(&get, &num)?;
         Ok(Settings {
             token,
             app_id,
@@ -457,6 +618,7 @@ impl Settings {
             app_secret: get("APP_SECRET").map(Secret::new),
             api_base,
             webhook_secret: get("WEBHOOK_SECRET").map(Secret::new),
+            pay,
             is_demo,
         })
     }

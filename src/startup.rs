@@ -76,8 +76,18 @@ impl Application {
                 }
             };
         let outbox = platform.as_ref().map(|(o, _)| o.handle(store.clone()));
-        let gateway =
-            Arc::new(Gateway::new(&settings, store, rules, link_secret).with_outbox(outbox));
+        let pay = crate::pay::PayConfig::load(&settings)?;
+        if let Some(p) = &pay {
+            if !p.notify_url.starts_with("https://") {
+                tracing::warn!(notify_url = %p.notify_url, "WeChat Pay sends notifications only to https: set MPGATE_PUBLIC_URL to the https address readers reach");
+            }
+            tracing::info!(mch_id = %p.mch_id, "WeChat Pay is on: priced articles are sold from the paywall page");
+        }
+        let gateway = Arc::new(
+            Gateway::new(&settings, store, rules, link_secret)
+                .with_outbox(outbox)
+                .with_payments(pay),
+        );
 
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("MPGATE_LISTEN: cannot bind {}", settings.listen))?;
@@ -303,6 +313,23 @@ fn spawn_jobs(
                             Ok(n) if n > 0 => tracing::info!(closed = n, "idle handoffs closed"),
                             Ok(_) => {}
                             Err(e) => tracing::error!(error = %e, "handoff sweep failed"),
+                        }
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        }));
+    }
+    // Reconciliation: unpaid orders are asked about every 30 s (a notification can be lost).
+    if let Some(pay) = gw.payments().cloned() {
+        let mut stop = shutdown.clone();
+        jobs.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::pay::RECONCILE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(e) = pay.reconcile_once(chrono::Utc::now().timestamp()).await {
+                            tracing::error!(error = %e, "reconciliation pass failed");
                         }
                     }
                     _ = stop.changed() => break,

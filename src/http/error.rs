@@ -35,6 +35,9 @@ pub enum Class {
     Timeout,
     /// Our fault (500): the cause is logged, never sent.
     Internal,
+    /// A platform we depend on (WeChat Pay) failed or could not be believed (503): the cause
+    /// is logged with a request id; the client is told to try again.
+    Upstream,
     /// Ours and temporary (503): the store cannot write now (a full or failing disk). The
     /// store logs the episode once and `/healthz` says why; each refusal only says to retry.
     Unavailable,
@@ -51,7 +54,7 @@ impl Class {
             Class::Conflict => StatusCode::CONFLICT,
             Class::Timeout => StatusCode::REQUEST_TIMEOUT,
             Class::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Class::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Class::Unavailable | Class::Upstream => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -125,6 +128,15 @@ impl Refusal {
                 class,
                 reason: "temporarily unavailable: the store cannot write now; retry later".into(),
                 request_id: None,
+            };
+        }
+        if class == Class::Upstream {
+            let id = request_id();
+            tracing::warn!(request_id = %id, error = %err, "{what} failed: upstream");
+            return Refusal {
+                class,
+                reason: "the payment platform did not answer; please try again".into(),
+                request_id: Some(id),
             };
         }
         if class == Class::Internal {

@@ -19,6 +19,7 @@ pub mod error;
 pub mod health;
 pub mod limits;
 pub mod pages;
+pub mod pay;
 
 use actix_web::web;
 
@@ -32,5 +33,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .route("/healthz", web::get().to(health::healthz))
     .route("/a/{article}", web::get().to(pages::article))
+    .configure(pay::routes)
     .configure(admin::routes);
 }

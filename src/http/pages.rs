@@ -116,6 +116,7 @@ impl super::error::Classify for RenderFailed {
 
 pub async fn article(
     gw: web::Data<Gateway>,
+    req: actix_web::HttpRequest,
     path: web::Path<String>,
     q: web::Query<LinkQuery>,
 ) -> HttpResponse {
@@ -151,6 +152,7 @@ pub async fn article(
                 article,
                 StatusCode::FORBIDDEN,
                 "在公众号内发送关键词获取阅读链接。",
+                serde_json::json!({ "on": false }),
             )
         }
         Page::BadLink => {
@@ -172,12 +174,13 @@ pub async fn article(
             )
         }
         Page::Locked(article) => {
-            return paywall(
-                &rules,
-                article,
-                StatusCode::FORBIDDEN,
-                "你的阅读权限已失效。",
-            )
+            let pay = sale(&gw, &req, article, &q);
+            let reason = if pay["on"] == true {
+                "购买后即可阅读全文。"
+            } else {
+                "你的阅读权限已失效。"
+            };
+            return paywall(&rules, article, StatusCode::FORBIDDEN, reason, pay);
         }
         Page::Read(article) => article,
     };
@@ -208,14 +211,49 @@ pub async fn article(
     }
 }
 
+/// The `pay` context of the paywall page: what it sells to the reader the link names (the
+/// link's proof has been checked by `open_page` already), or `{"on": false}`.
+fn sale(
+    gw: &Gateway,
+    req: &actix_web::HttpRequest,
+    article: &ArticleDef,
+    q: &LinkQuery,
+) -> serde_json::Value {
+    let (Some(_), Some(fen), Some(u), Some(e), Some(s)) = (
+        gw.payments(),
+        article.price_fen,
+        q.u.as_deref(),
+        q.e.as_deref(),
+        q.s.as_deref(),
+    ) else {
+        return serde_json::json!({ "on": false });
+    };
+    let in_wechat = req
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.contains("MicroMessenger"));
+    serde_json::json!({
+        "on": true,
+        "in_wechat": in_wechat,
+        "price": article.price,
+        "amount_fen": fen,
+        "order_url": "/pay/orders",
+        "proof": { "article": article.id, "u": u, "e": e, "s": s },
+        "bind_url": null,
+    })
+}
+
 fn paywall(
     rules: &RuleSet,
     article: &ArticleDef,
     status: StatusCode,
     reason: &str,
+    pay: serde_json::Value,
 ) -> HttpResponse {
     let ctx = serde_json::json!({
         "account_name": ACCOUNT_NAME, "article": PageArticle::from(article), "reason": reason,
+        "pay": pay,
     });
     match rules.render_page("paywall.html", &ctx) {
         Ok(body) => html(status, body),

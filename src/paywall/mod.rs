@@ -55,6 +55,9 @@ pub struct Paywall {
     signer: LinkSigner,
     public_url: String,
     link_ttl: Duration,
+    /// WeChat Pay is configured: a priced article's teaser links to the paywall page signed
+    /// for the reader, where they can buy it.
+    selling: bool,
 }
 
 impl Paywall {
@@ -64,7 +67,26 @@ impl Paywall {
             signer,
             public_url,
             link_ttl,
+            selling: false,
         }
+    }
+
+    /// Turns on selling from the page (pay configured).
+    pub fn selling(mut self, on: bool) -> Self {
+        self.selling = on;
+        self
+    }
+
+    /// Whether pay is on.
+    pub fn is_selling(&self) -> bool {
+        self.selling
+    }
+
+    /// A fresh link to `article` signed for `openid`, valid for the link lifetime from `now`.
+    pub fn read_url(&self, article: &str, openid: &OpenId, now: i64) -> String {
+        let expires = link::expires_at(now, self.link_ttl);
+        self.signer
+            .url(&self.public_url, article, openid.as_str(), expires)
     }
 
     pub fn signer(&self) -> &LinkSigner {
@@ -97,10 +119,7 @@ impl Paywall {
         };
         let article = match self.access(openid, id)? {
             Access::Granted => {
-                let expires = link::expires_at(now, self.link_ttl);
-                let url = self
-                    .signer
-                    .url(&self.public_url, id, openid.as_str(), expires);
+                let url = self.read_url(id, openid, now);
                 self.count(Counter::LinkIssued { article: id.into() }, day);
                 Article {
                     title: a.title.clone(),
@@ -120,11 +139,15 @@ impl Paywall {
                     title: format!("🔒 {}", a.title),
                     description,
                     pic_url: a.cover.clone(),
-                    // Without a shop link, the paywall page explains how to buy.
-                    url: a
-                        .purchase_url
-                        .clone()
-                        .unwrap_or_else(|| format!("{}/a/{}", self.public_url, percent_encode(id))),
+                    url: if self.selling && a.price_fen.is_some() {
+                        // The page sells it to this reader: it needs the reader's proof.
+                        self.read_url(id, openid, now)
+                    } else {
+                        // Without a shop link, the paywall page explains how to buy.
+                        a.purchase_url.clone().unwrap_or_else(|| {
+                            format!("{}/a/{}", self.public_url, percent_encode(id))
+                        })
+                    },
                 }
             }
         };

@@ -86,6 +86,8 @@ pub struct Gateway {
     webhook: WebhookClient,
     /// Pushes being handled right now: a retry that arrives meanwhile waits there.
     flights: SingleFlight,
+    /// WeChat Pay from the paywall page; off without `MPGATE_PAY_*`.
+    payments: Option<crate::pay::Payments>,
 }
 
 impl Gateway {
@@ -111,7 +113,26 @@ impl Gateway {
             cs,
             webhook: WebhookClient::new(settings.webhook_secret.clone()),
             flights: SingleFlight::default(),
+            payments: None,
         }
+    }
+
+    /// Turns on selling from the paywall page.
+    pub fn with_payments(mut self, cfg: Option<crate::pay::PayConfig>) -> Gateway {
+        if let Some(cfg) = cfg {
+            self.paywall = self.paywall.clone().selling(true);
+            self.payments = Some(crate::pay::Payments::new(
+                cfg,
+                self.store.clone(),
+                self.paywall.clone(),
+                self.rules.clone(),
+            ));
+        }
+        self
+    }
+
+    pub fn payments(&self) -> Option<&crate::pay::Payments> {
+        self.payments.as_ref()
     }
 
     /// Enables messages outside the passive reply (needs the platform client).
