@@ -100,9 +100,11 @@ pub enum Command {
     },
     /// WeChat Pay orders, newest first, and payment anomalies (those with no --state or with
     /// --state anomaly). Dates are the account's days of creation, both included.
+    #[command(args_conflicts_with_subcommands = true)]
     Orders {
-        // Room for `orders reconcile` and the like: a `#[command(subcommand)] action:
-        // Option<OrdersAction>` beside these filters (with `args_conflicts_with_subcommands`).
+        /// `reconcile`: ask WeChat Pay about unpaid orders now (the server does every 30 s).
+        #[command(subcommand)]
+        action: Option<OrdersAction>,
         /// created, paid, refunded, closed or anomaly.
         #[arg(long)]
         state: Option<crate::store::OrderState>,
@@ -122,6 +124,13 @@ pub enum Command {
         #[arg(long)]
         to: Option<chrono::NaiveDate>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OrdersAction {
+    /// Ask WeChat Pay now about every order still unpaid past MPGATE_PAY_RECONCILE_AFTER_SECS;
+    /// apply what it says; close expired unpaid ones.
+    Reconcile,
 }
 
 #[derive(Subcommand, Debug)]
@@ -207,9 +216,16 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Subscriber { openid } => state_tool(|s| crate::ops::subscriber(s, &openid)),
         Command::Stats { from, to } => state_tool(|s| crate::ops::stats(s, from, to)),
-        Command::Orders { state, from, to } => {
-            state_tool(|s| crate::ops::orders(s, state, from, to))
-        }
+        Command::Orders {
+            action: Some(OrdersAction::Reconcile),
+            ..
+        } => state_tool(crate::ops::orders_reconcile),
+        Command::Orders {
+            action: None,
+            state,
+            from,
+            to,
+        } => state_tool(|s| crate::ops::orders(s, state, from, to)),
         Command::Healthcheck => healthcheck(),
         Command::Handoffs { close: None } => state_tool(crate::ops::handoffs),
         Command::Handoffs {

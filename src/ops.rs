@@ -443,6 +443,54 @@ pub fn orders(
     }
 }
 
+/// `mpgate orders reconcile`: one reconciliation pass now, in this process on the data dir, or
+/// through the running server's admin API.
+pub fn orders_reconcile(s: &Settings) -> anyhow::Result<String> {
+    let Some(cfg) = crate::pay::PayConfig::load(s)? else {
+        anyhow::bail!(
+            "payments are not configured (MPGATE_PAY_MCH_ID and the other MPGATE_PAY_* settings)"
+        );
+    };
+    match target(s)? {
+        Target::Local(store) => {
+            let path = s.rules_path()?;
+            let rules = RuleSet::load(&path)
+                .map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", path.display()))?
+                .rules;
+            let secret = match &s.link_secret {
+                Some(sec) => {
+                    use sha2::Digest;
+                    sha2::Sha256::digest(sec.expose().as_bytes()).into()
+                }
+                None => store.link_secret()?,
+            };
+            let paywall = crate::paywall::Paywall::new(
+                store.clone(),
+                crate::paywall::LinkSigner::new(secret),
+                s.public_url.clone(),
+                s.link_ttl,
+            )
+            .selling(true);
+            let pay = crate::pay::Payments::new(
+                cfg,
+                store.clone(),
+                paywall,
+                crate::reload::LiveRules::new(rules),
+            );
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(pay.reconcile_once(Utc::now().timestamp()))?;
+            store.flush()?;
+            pretty(&report)
+        }
+        Target::Remote(api) => pretty(
+            &api.post(&["orders", "reconcile"], serde_json::json!({}))?
+                .ok()?,
+        ),
+    }
+}
+
 /// `mpgate check`'s look at the data dir: active grants per article, or why they were not read.
 /// Never creates a data dir (without one there are no grants). While the server runs it holds the dir; its own reload guard
 /// checks the same, so `check` only says it skipped.

@@ -254,7 +254,12 @@ fn pay_settings<'r>(
         ));
     }
     let required = |k: &str, what: &str| {
-        get(k).ok_or_else(|| err(&name(k), format!("is required when MPGATE_PAY_MCH_ID is set: {what}")))
+        get(k).ok_or_else(|| {
+            err(
+                &name(k),
+                format!("is required when MPGATE_PAY_MCH_ID is set: {what}"),
+            )
+        })
     };
     let private_key_file = PathBuf::from(required(
         "PAY_PRIVATE_KEY_FILE",
@@ -290,12 +295,10 @@ fn pay_settings<'r>(
             }
             Some((PathBuf::from(f), id.to_string()))
         }
-        (Some(_), None) => {
-            return Err(err(
-                &name("PAY_PUBLIC_KEY_ID"),
-                "is required with MPGATE_PAY_PUBLIC_KEY_FILE (the PUB_KEY_ID_… shown beside the key)",
-            ))
-        }
+        (Some(_), None) => return Err(err(
+            &name("PAY_PUBLIC_KEY_ID"),
+            "is required with MPGATE_PAY_PUBLIC_KEY_FILE (the PUB_KEY_ID_… shown beside the key)",
+        )),
         (None, Some(_)) => {
             return Err(err(
                 &name("PAY_PUBLIC_KEY_FILE"),

@@ -69,6 +69,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/handoffs", web::get().to(handoffs))
             .route("/outbox", web::get().to(outbox))
             .route("/orders", web::get().to(orders))
+            .route("/orders/reconcile", web::post().to(reconcile))
             .route("/handoffs/{openid}/close", web::post().to(close_handoff))
             .default_service(web::to(not_found)),
     );
@@ -360,4 +361,19 @@ async fn orders(
         tz: gw.rules().current().timezone(),
     })?;
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// `POST /admin/orders/reconcile`: one reconciliation pass now (the background job runs every
+/// 30 s); answers what it did.
+async fn reconcile(
+    req: HttpRequest,
+    token: web::Data<AdminToken>,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&req, &token)?;
+    let pay = gw.payments().ok_or_else(|| {
+        AdminError::NotFound("payments are not configured (MPGATE_PAY_MCH_ID)".into())
+    })?;
+    let report = pay.reconcile_once(chrono::Utc::now().timestamp()).await?;
+    Ok(HttpResponse::Ok().json(report))
 }

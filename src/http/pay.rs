@@ -144,7 +144,10 @@ fn fail(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
 
 async fn notify(gw: web::Data<Gateway>, req: HttpRequest, body: Body) -> HttpResponse {
     let Some(pay) = gw.payments() else {
-        return fail(actix_web::http::StatusCode::NOT_FOUND, "payments are not configured");
+        return fail(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "payments are not configured",
+        );
     };
     let h = |name: &str| {
         req.headers()

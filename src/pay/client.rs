@@ -47,7 +47,9 @@ impl PayApiError {
     fn is_transient(&self) -> bool {
         match self {
             PayApiError::Unreachable(_) => true,
-            PayApiError::Refused { code, .. } => code == "SYSTEM_ERROR" || code == "FREQUENCY_LIMITED",
+            PayApiError::Refused { code, .. } => {
+                code == "SYSTEM_ERROR" || code == "FREQUENCY_LIMITED"
+            }
             _ => false,
         }
     }
@@ -171,7 +173,9 @@ impl PayClient {
     pub async fn close(&self, out_trade_no: &str) -> Result<(), PayApiError> {
         let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}/close");
         let body = serde_json::json!({ "mchid": self.signer.mchid() }).to_string();
-        self.call(reqwest::Method::POST, &path, &body).await.map(|_| ())
+        self.call(reqwest::Method::POST, &path, &body)
+            .await
+            .map(|_| ())
     }
 
     /// One signed call, retried once after a transient failure.
@@ -239,7 +243,10 @@ impl PayClient {
             .await
             .map_err(|e| PayApiError::Unreachable(e.without_url().to_string()))?;
         if status.is_server_error() {
-            return Err(PayApiError::Unreachable(format!("HTTP {}", status.as_u16())));
+            return Err(PayApiError::Unreachable(format!(
+                "HTTP {}",
+                status.as_u16()
+            )));
         }
         if !status.is_success() {
             let e: ErrorAnswer = serde_json::from_slice(&bytes).unwrap_or_default();

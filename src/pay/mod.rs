@@ -25,7 +25,7 @@ use chrono::{NaiveDate, TimeZone};
 
 use self::client::{Amount, JsapiOrder, PayApiError, PayClient, Payer};
 use self::crypto::{ApiV3Key, PlatformKeys, RequestSigner, SignedHeaders};
-use self::notify::{Notification, NotifyError, PayEvent, RefundKind, Transaction, TradeState};
+use self::notify::{Notification, NotifyError, PayEvent, RefundKind, TradeState, Transaction};
 use crate::paywall::{parse_expires, Access, LinkError, Paywall};
 use crate::reload::LiveRules;
 use crate::settings::{PaySettings, Settings, SettingsError};
@@ -477,11 +477,12 @@ impl Payments {
         let time_stamp = now.to_string();
         let nonce_str = crypto::nonce();
         let package = format!("prepay_id={prepay_id}");
-        let pay_sign =
-            self.inner
-                .cfg
-                .signer
-                .pay_sign(&self.inner.cfg.app_id, &time_stamp, &nonce_str, &package);
+        let pay_sign = self.inner.cfg.signer.pay_sign(
+            &self.inner.cfg.app_id,
+            &time_stamp,
+            &nonce_str,
+            &package,
+        );
         JsapiParams {
             app_id: self.inner.cfg.app_id.clone(),
             time_stamp,
@@ -570,8 +571,14 @@ impl Payments {
         body: &[u8],
         now: i64,
     ) -> Result<Applied, NotifyFailure> {
-        let n = notify::open(&self.inner.cfg.keys, &self.inner.cfg.apiv3, headers, body, now)
-            .map_err(NotifyFailure::Refused)?;
+        let n = notify::open(
+            &self.inner.cfg.keys,
+            &self.inner.cfg.apiv3,
+            headers,
+            body,
+            now,
+        )
+        .map_err(NotifyFailure::Refused)?;
         self.apply(&n, now).map_err(NotifyFailure::Store)
     }
 
@@ -679,31 +686,31 @@ impl Payments {
                 }
                 let paid_at = parse_time(tx.success_time.as_deref(), now);
                 let txid = tx.transaction_id.as_deref().unwrap_or("");
-                Ok(match store.order_paid(no, txid, paid_at, self.day(paid_at))? {
-                    PaidOutcome::Paid { .. } => {
-                        tracing::info!(out_trade_no = %no, article = %order.article, "order paid; access granted");
-                        Applied::Paid
-                    }
-                    PaidOutcome::AlreadyPaid(_) => Applied::AlreadyPaid,
-                    PaidOutcome::NotPayable(o) => {
-                        // Paid after a refund or an anomaly: the money is there, the state
-                        // says otherwise. Tell the operator rather than grant silently.
-                        return self.anomaly(
-                            no,
-                            "paid_in_state",
-                            format!("a payment for an order in state {}", o.state.as_str()),
-                            event_id,
-                            now,
-                        );
-                    }
-                })
+                Ok(
+                    match store.order_paid(no, txid, paid_at, self.day(paid_at))? {
+                        PaidOutcome::Paid { .. } => {
+                            tracing::info!(out_trade_no = %no, article = %order.article, "order paid; access granted");
+                            Applied::Paid
+                        }
+                        PaidOutcome::AlreadyPaid(_) => Applied::AlreadyPaid,
+                        PaidOutcome::NotPayable(o) => {
+                            // Paid after a refund or an anomaly: the money is there, the state
+                            // says otherwise. Tell the operator rather than grant silently.
+                            return self.anomaly(
+                                no,
+                                "paid_in_state",
+                                format!("a payment for an order in state {}", o.state.as_str()),
+                                event_id,
+                                now,
+                            );
+                        }
+                    },
+                )
             }
-            TradeState::Closed | TradeState::Revoked => {
-                Ok(match store.order_close(no, now)? {
-                    CloseOutcome::Closed(_) => Applied::Closed,
-                    CloseOutcome::NotOpen(_) => Applied::Ignored,
-                })
-            }
+            TradeState::Closed | TradeState::Revoked => Ok(match store.order_close(no, now)? {
+                CloseOutcome::Closed(_) => Applied::Closed,
+                CloseOutcome::NotOpen(_) => Applied::Ignored,
+            }),
             TradeState::Refund => Ok(Applied::Ignored),
             // PAYERROR: this attempt failed at the bank; the order may still be paid until it expires.
             TradeState::NotPay
@@ -730,7 +737,10 @@ impl Payments {
             return self.anomaly(
                 no,
                 "unknown_order",
-                format!("a refund ({}) for an order mpgate does not know", r.out_refund_no),
+                format!(
+                    "a refund ({}) for an order mpgate does not know",
+                    r.out_refund_no
+                ),
                 Some(event_id),
                 now,
             );
@@ -761,17 +771,23 @@ impl Payments {
             refund_fen: r.amount.refund,
             at: parse_time(r.success_time.as_deref(), now),
         };
-        Ok(match self.inner.store.order_refund(no, note, full, self.day(now))? {
-            RefundOutcome::Refunded { .. } => {
-                tracing::info!(out_trade_no = %no, article = %order.article, "order refunded; access revoked");
-                Applied::Refunded
-            }
-            RefundOutcome::Recorded(_) => Applied::Recorded,
-            RefundOutcome::BeforePayment(_) => {
-                tracing::warn!(out_trade_no = %no, "refund before payment: recorded for the operator");
-                Applied::Anomaly
-            }
-        })
+        Ok(
+            match self
+                .inner
+                .store
+                .order_refund(no, note, full, self.day(now))?
+            {
+                RefundOutcome::Refunded { .. } => {
+                    tracing::info!(out_trade_no = %no, article = %order.article, "order refunded; access revoked");
+                    Applied::Refunded
+                }
+                RefundOutcome::Recorded(_) => Applied::Recorded,
+                RefundOutcome::BeforePayment(_) => {
+                    tracing::warn!(out_trade_no = %no, "refund before payment: recorded for the operator");
+                    Applied::Anomaly
+                }
+            },
+        )
     }
 
     /// One reconciliation pass: every order still open [`PayConfig::reconcile_after`] after it
@@ -812,7 +828,9 @@ impl Payments {
                     };
                     match closed {
                         Ok(()) => {
-                            if let CloseOutcome::Closed(_) = self.inner.store.order_close(no, now)? {
+                            if let CloseOutcome::Closed(_) =
+                                self.inner.store.order_close(no, now)?
+                            {
                                 report.closed += 1;
                             }
                         }
@@ -858,7 +876,13 @@ mod tests {
 
     #[test]
     fn trade_numbers_outside_the_alphabet_are_refused_before_any_lookup() {
-        for bad in ["", "short", "a/b/c/d", "x".repeat(33).as_str(), "订单号订单号"] {
+        for bad in [
+            "",
+            "short",
+            "a/b/c/d",
+            "x".repeat(33).as_str(),
+            "订单号订单号",
+        ] {
             assert!(!valid_trade_no(bad), "{bad}");
         }
     }
@@ -866,7 +890,10 @@ mod tests {
     #[test]
     fn times_are_written_in_china_standard_time() {
         assert_eq!(rfc3339_cst(1_764_662_400), "2025-12-02T16:00:00+08:00");
-        assert_eq!(parse_time(Some("2025-12-02T16:00:04+08:00"), 0), 1_764_662_404);
+        assert_eq!(
+            parse_time(Some("2025-12-02T16:00:04+08:00"), 0),
+            1_764_662_404
+        );
         assert_eq!(parse_time(Some("garbage"), 7), 7);
     }
 }

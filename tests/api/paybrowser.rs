@@ -28,7 +28,7 @@ const SAFARI_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) 
 /// The body of the fixture article (tests/fixtures/api/templates/rust-101.html).
 const ARTICLE_BODY: &str = "Every value has one owner.";
 /// The WebDriver key of an element reference.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f713d3f8e9a";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// WeChat's bridge as the page sees it inside WeChat: `invoke` records what the page asked for
 /// in `window.__pay` and answers `err_msg` a moment later, as the real payment sheet does.
