@@ -221,11 +221,14 @@ fn err(name: &str, problem: impl Into<String>) -> SettingsError {
     }
 }
 
+/// Reads one numeric setting with its default and accepted range.
+type NumSetting<'a> = dyn Fn(&str, u64, RangeInclusive<u64>) -> Result<u64, SettingsError> + 'a;
+
 /// `MPGATE_PAY_*`: off unless `MPGATE_PAY_MCH_ID` is set; then every required value must be
 /// there, and one line names the first that is missing or malformed.
 fn pay_settings<'r>(
     get: &dyn Fn(&str) -> Option<&'r str>,
-    num: &dyn Fn(&str, u64, RangeInclusive<u64>) -> Result<u64, SettingsError>,
+    num: &NumSetting<'_>,
 ) -> Result<Option<PaySettings>, SettingsError> {
     let name = |k: &str| format!("MPGATE_{k}");
     let Some(mch_id) = get("PAY_MCH_ID") else {
