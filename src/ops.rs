@@ -292,12 +292,15 @@ pub fn subscriber(s: &Settings, openid: &str) -> anyhow::Result<String> {
 }
 
 /// The account's time zone (the rules'): counters and order listings go by its days.
-fn account_tz(s: &Settings) -> anyhow::Result<chrono_tz::Tz> {
+fn load_rules(s: &Settings) -> anyhow::Result<RuleSet> {
     let path = s.rules_path()?;
     Ok(RuleSet::load(&path)
         .map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", path.display()))?
-        .rules
-        .timezone())
+        .rules)
+}
+
+fn account_tz(s: &Settings) -> anyhow::Result<chrono_tz::Tz> {
+    Ok(load_rules(s)?.timezone())
 }
 
 pub fn stats(
@@ -453,17 +456,9 @@ pub fn orders_reconcile(s: &Settings) -> anyhow::Result<String> {
     };
     match target(s)? {
         Target::Local(store) => {
-            let path = s.rules_path()?;
-            let rules = RuleSet::load(&path)
-                .map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", path.display()))?
-                .rules;
-            let secret = match &s.link_secret {
-                Some(sec) => {
-                    use sha2::Digest;
-                    sha2::Sha256::digest(sec.expose().as_bytes()).into()
-                }
-                None => store.link_secret()?,
-            };
+            let rules = load_rules(s)?;
+            let secret =
+                crate::paywall::link_secret(s.link_secret.as_ref().map(|x| x.expose()), &store)?;
             let paywall = crate::paywall::Paywall::new(
                 store.clone(),
                 crate::paywall::LinkSigner::new(secret),

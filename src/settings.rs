@@ -214,7 +214,7 @@ pub struct SettingsError {
     pub problem: String,
 }
 
-fn err(name: &str, problem: impl Into<String>) -> SettingsError {
+pub(crate) fn err(name: &str, problem: impl Into<String>) -> SettingsError {
     SettingsError {
         name: name.to_string(),
         problem: problem.into(),

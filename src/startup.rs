@@ -58,13 +58,8 @@ impl Application {
             tracing::warn!("{w}");
         }
         let rules = LiveRules::new(loaded.rules);
-        let link_secret = match &settings.link_secret {
-            Some(s) => {
-                use sha2::Digest;
-                sha2::Sha256::digest(s.expose().as_bytes()).into()
-            }
-            None => store.link_secret()?,
-        };
+        let link_secret =
+            crate::paywall::link_secret(settings.link_secret.as_ref().map(|s| s.expose()), &store)?;
         // The outbound platform API (customer-service messages, late answers) needs the
         // AppSecret; without it mpgate answers passively only.
         let platform =

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::error::{Class, Classify, Refusal};
 use super::limits::Body;
 use crate::pay::crypto::SignedHeaders;
-use crate::pay::{Binding, NotifyFailure, PayError, Proof};
+use crate::pay::{NotifyFailure, PayError, Proof};
 use crate::pipeline::Gateway;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -31,7 +31,7 @@ impl Classify for PayError {
             | PayError::UnknownArticle
             | PayError::NotForSale
             | PayError::UnknownOrder => Class::NotFound,
-            PayError::BadLink | PayError::NotThisReader => Class::Forbidden,
+            PayError::BadLink => Class::Forbidden,
             PayError::Expired => Class::Gone,
             PayError::AlreadyEntitled { .. } => Class::Conflict,
             PayError::Platform(_) => Class::Upstream,
@@ -42,11 +42,12 @@ impl Classify for PayError {
 
 fn refused(e: &PayError, what: &'static str) -> HttpResponse {
     let r = Refusal::of(e, what);
-    let mut resp = r.json();
-    if let PayError::AlreadyEntitled { read_url } = e {
-        resp = HttpResponse::Conflict()
-            .json(serde_json::json!({ "error": r.reason, "read_url": read_url }));
-    }
+    let mut resp = match e {
+        // The one refusal the page acts on: it goes to the article instead.
+        PayError::AlreadyEntitled { read_url } => HttpResponse::Conflict()
+            .json(serde_json::json!({ "error": r.reason, "read_url": read_url })),
+        _ => r.json(),
+    };
     resp.headers_mut().insert(
         actix_web::http::header::CACHE_CONTROL,
         actix_web::http::header::HeaderValue::from_static("no-store"),
@@ -90,7 +91,7 @@ async fn create_order(gw: web::Data<Gateway>, body: Body) -> HttpResponse {
         s: &b.s,
     };
     // Without the silent OAuth the link's reader is trusted; see the README.
-    match pay.start_order(&proof, Binding::NotRequired, now()).await {
+    match pay.start_order(&proof, now()).await {
         Ok(started) => HttpResponse::Ok()
             .insert_header(("Cache-Control", "no-store"))
             .json(serde_json::json!({

@@ -142,7 +142,7 @@ impl PayClient {
     /// Places a JSAPI order; the same parameters again give the same prepay id.
     pub async fn jsapi(&self, order: &JsapiOrder<'_>) -> Result<String, PayApiError> {
         let body = serde_json::to_string(order).map_err(|e| PayApiError::Decode(e.to_string()))?;
-        let (_, answer) = self
+        let answer = self
             .call(reqwest::Method::POST, "/v3/pay/transactions/jsapi", &body)
             .await?;
         let a: PrepayAnswer =
@@ -161,7 +161,7 @@ impl PayClient {
             self.signer.mchid()
         );
         match self.call(reqwest::Method::GET, &path, "").await {
-            Ok((_, answer)) => serde_json::from_slice(&answer)
+            Ok(answer) => serde_json::from_slice(&answer)
                 .map(Some)
                 .map_err(|e| PayApiError::Decode(e.to_string())),
             Err(PayApiError::Refused { code, .. }) if code == "ORDER_NOT_EXIST" => Ok(None),
@@ -184,7 +184,7 @@ impl PayClient {
         method: reqwest::Method,
         path_and_query: &str,
         body: &str,
-    ) -> Result<(u16, Vec<u8>), PayApiError> {
+    ) -> Result<Vec<u8>, PayApiError> {
         match self.call_once(method.clone(), path_and_query, body).await {
             Err(e) if e.is_transient() => {
                 tokio::time::sleep(RETRY_AFTER).await;
@@ -199,7 +199,7 @@ impl PayClient {
         method: reqwest::Method,
         path_and_query: &str,
         body: &str,
-    ) -> Result<(u16, Vec<u8>), PayApiError> {
+    ) -> Result<Vec<u8>, PayApiError> {
         let auth = self.signer.authorization(
             method.as_str(),
             path_and_query,
@@ -259,7 +259,7 @@ impl PayClient {
         // A success is believed only once its signature holds. An empty 204 (a close) carries
         // nothing to believe, so an unsigned one is accepted.
         if bytes.is_empty() && signature.is_none() {
-            return Ok((status.as_u16(), Vec::new()));
+            return Ok(Vec::new());
         }
         let h = SignedHeaders {
             serial: serial.as_deref().unwrap_or(""),
@@ -270,6 +270,6 @@ impl PayClient {
         self.keys
             .verify(&h, &bytes, now_secs(), TIMESTAMP_WINDOW_SECS)
             .map_err(PayApiError::BadSignature)?;
-        Ok((status.as_u16(), bytes.to_vec()))
+        Ok(bytes.to_vec())
     }
 }

@@ -28,7 +28,7 @@ use self::crypto::{ApiV3Key, PlatformKeys, RequestSigner, SignedHeaders};
 use self::notify::{Notification, NotifyError, PayEvent, RefundKind, TradeState, Transaction};
 use crate::paywall::{parse_expires, Access, LinkError, Paywall};
 use crate::reload::LiveRules;
-use crate::settings::{PaySettings, Settings, SettingsError};
+use crate::settings::{self, PaySettings, Settings, SettingsError};
 use crate::store::{
     CloseOutcome, Order, OrderState, PaidOutcome, PayAnomaly, RefundNote, RefundOutcome, Store,
     StoreError,
@@ -75,13 +75,6 @@ impl std::fmt::Debug for PayConfig {
     }
 }
 
-fn setting_err(name: &str, problem: impl Into<String>) -> SettingsError {
-    SettingsError {
-        name: name.to_string(),
-        problem: problem.into(),
-    }
-}
-
 impl PayConfig {
     /// Reads and parses the key files the settings name; `None` when pay is off. A file that
     /// cannot be read or is not the key it should be stops start-up with one line naming the
@@ -100,31 +93,31 @@ impl PayConfig {
     ) -> Result<PayConfig, SettingsError> {
         let read = |name: &str, path: &std::path::Path| {
             std::fs::read_to_string(path)
-                .map_err(|e| setting_err(name, format!("cannot read {}: {e}", path.display())))
+                .map_err(|e| settings::err(name, format!("cannot read {}: {e}", path.display())))
         };
         let key = crypto::MerchantKey::from_pkcs8_pem(&read(
             "MPGATE_PAY_PRIVATE_KEY_FILE",
             &p.private_key_file,
         )?)
-        .map_err(|e| setting_err("MPGATE_PAY_PRIVATE_KEY_FILE", e.to_string()))?;
+        .map_err(|e| settings::err("MPGATE_PAY_PRIVATE_KEY_FILE", e.to_string()))?;
         let mut keys = PlatformKeys::default();
         if let Some((file, id)) = &p.public_key {
             keys.add_public_key_pem(id, &read("MPGATE_PAY_PUBLIC_KEY_FILE", file)?)
-                .map_err(|e| setting_err("MPGATE_PAY_PUBLIC_KEY_FILE", e.to_string()))?;
+                .map_err(|e| settings::err("MPGATE_PAY_PUBLIC_KEY_FILE", e.to_string()))?;
         }
         if let Some(dir) = &p.platform_certs_dir {
             let serials = keys
                 .load_certificates_dir(dir)
-                .map_err(|e| setting_err("MPGATE_PAY_PLATFORM_CERTS_DIR", e.to_string()))?;
+                .map_err(|e| settings::err("MPGATE_PAY_PLATFORM_CERTS_DIR", e.to_string()))?;
             if serials.is_empty() {
-                return Err(setting_err(
+                return Err(settings::err(
                     "MPGATE_PAY_PLATFORM_CERTS_DIR",
                     format!("{} holds no certificate (*.pem)", dir.display()),
                 ));
             }
         }
         let apiv3 = ApiV3Key::new(p.apiv3_key.expose())
-            .map_err(|e| setting_err("MPGATE_PAY_APIV3_KEY", e.to_string()))?;
+            .map_err(|e| settings::err("MPGATE_PAY_APIV3_KEY", e.to_string()))?;
         Ok(PayConfig {
             mch_id: p.mch_id.clone(),
             app_id: app_id.to_string(),
@@ -156,10 +149,6 @@ pub enum PayError {
     BadLink,
     #[error("link has expired; send the keyword again for a new one")]
     Expired,
-    /// This browser was bound by the silent OAuth to a different reader than the link names
-    /// (a forwarded link), or to a virtual (snapshot) user.
-    #[error("this link belongs to another reader; send the keyword in the account for your own")]
-    NotThisReader,
     /// The reader already has access: nothing to sell.
     #[error("already bought")]
     AlreadyEntitled { read_url: String },
@@ -207,17 +196,6 @@ pub struct Proof<'a> {
     pub u: &'a str,
     pub e: &'a str,
     pub s: &'a str,
-}
-
-/// Whether the browser has been bound to a reader by the silent OAuth.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Binding<'a> {
-    /// No app secret: the link's reader is trusted (see the README).
-    NotRequired,
-    /// Bound to this openid.
-    Bound(&'a str),
-    /// Required but not done yet.
-    Unbound,
 }
 
 /// What applying one payment fact did (for logs, counts and the reconciliation report).
@@ -316,12 +294,6 @@ fn parse_time(s: Option<&str>, fallback: i64) -> i64 {
         .unwrap_or(fallback)
 }
 
-/// An openid shortened for logs and anomaly details (never the whole of it at info level).
-fn short(openid: &str) -> String {
-    let head: String = openid.chars().take(6).collect();
-    format!("{head}…")
-}
-
 impl Payments {
     pub fn new(cfg: PayConfig, store: Store, paywall: Paywall, rules: LiveRules) -> Payments {
         let client = PayClient::new(
@@ -374,21 +346,11 @@ impl Payments {
     ///
     /// The order is stored (durably) before the platform is called, so a notification can
     /// never arrive for an order mpgate has not recorded.
-    pub async fn start_order(
-        &self,
-        p: &Proof<'_>,
-        binding: Binding<'_>,
-        now: i64,
-    ) -> Result<OrderStarted, PayError> {
+    pub async fn start_order(&self, p: &Proof<'_>, now: i64) -> Result<OrderStarted, PayError> {
         let rules = self.inner.rules.current();
         let article = rules.article(p.article).ok_or(PayError::UnknownArticle)?;
         let amount = article.price_fen.ok_or(PayError::NotForSale)?;
         let reader = self.reader(p, now)?;
-        match binding {
-            Binding::NotRequired => {}
-            Binding::Bound(openid) if openid == reader.as_str() => {}
-            Binding::Bound(_) | Binding::Unbound => return Err(PayError::NotThisReader),
-        }
         if self.inner.paywall.access(&reader, p.article)? == Access::Granted {
             return Err(PayError::AlreadyEntitled {
                 read_url: self.inner.paywall.read_url(p.article, &reader, now),
@@ -437,12 +399,9 @@ impl Payments {
                 order
             }
         };
-        let prepay_fresh = order
-            .prepay_id
-            .as_ref()
-            .is_some_and(|_| now - order.updated_at < PREPAY_VALID_SECS);
-        let (order, prepay_id) = match (&order.prepay_id, prepay_fresh) {
-            (Some(id), true) => (order.clone(), id.clone()),
+        // A prepay id is asked for again once it may have expired at the platform.
+        let (order, prepay_id) = match order.prepay_id.clone() {
+            Some(id) if now - order.updated_at < PREPAY_VALID_SECS => (order, id),
             _ => {
                 let body = JsapiOrder {
                     appid: &self.inner.cfg.app_id,
@@ -677,8 +636,8 @@ impl Payments {
                         "payer_mismatch",
                         format!(
                             "paid by {} for an order of {}",
-                            payer.map_or("nobody".into(), short),
-                            short(&order.openid)
+                            payer.map_or("nobody".into(), |p| OpenId::new(p).redacted()),
+                            OpenId::new(order.openid.as_str()).redacted()
                         ),
                         event_id,
                         now,

@@ -22,6 +22,17 @@ use crate::store::{Counter, Store, StoreError};
 use crate::wechat::reply::{Article, Reply};
 use crate::wechat::types::OpenId;
 
+/// The secret that signs article links: `MPGATE_LINK_SECRET` when set (hashed to the HMAC's
+/// 32 bytes), else the one generated and kept in the data dir. The server and the operator
+/// commands that sign links both take it from here, so their links agree.
+pub fn link_secret(configured: Option<&str>, store: &Store) -> Result<[u8; 32], StoreError> {
+    use sha2::Digest;
+    match configured {
+        Some(s) => Ok(sha2::Sha256::digest(s.as_bytes()).into()),
+        None => store.link_secret(),
+    }
+}
+
 /// Whether a reader may read an article now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
