@@ -21,6 +21,7 @@
 //! | [`settings`], [`telemetry`], [`startup`], [`sync`] | process wiring, logs, start-up, the one lock policy; [`defaults`]: the embedded demo rules | — |
 //! | `fuzzing` (hidden) | checks the fuzz targets in `fuzz/` need on private internals (the XML scanner against the strict reader) | `wechat` |
 
+pub mod analytics;
 pub mod cli;
 pub mod defaults;
 pub mod handoff;
