@@ -169,6 +169,20 @@ impl Gateway {
         &self.operator
     }
 
+    /// The operators' figures over this gateway's store.
+    pub fn analytics(&self) -> crate::analytics::Analytics {
+        crate::analytics::Analytics::new(self.store.clone())
+    }
+
+    /// Today in the account's time zone (the live rules'), the day every figure is counted on.
+    pub fn today(&self, now: DateTime<Utc>) -> chrono::NaiveDate {
+        self.rules
+            .current()
+            .timezone()
+            .from_utc_datetime(&now.naive_utc())
+            .date_naive()
+    }
+
     /// `GET /wechat`: URL verification.
     pub fn verify_url(&self, q: &CallbackQuery) -> Result<String, CallbackError> {
         self.auth.verify_url(q)
