@@ -610,7 +610,21 @@ impl Model {
                 out[i].at = out[i - 1].at + 1;
             }
         }
-        out.retain(|e| e.at <= self.horizon);
+        // Nobody writes, taps or pays while not following (a page or an order drawn after an
+        // unfollow goes).
+        let mut following = false;
+        out.retain(|e| {
+            match e.kind {
+                Kind::Follow(_) => following = true,
+                Kind::Unfollow => {
+                    let was = following;
+                    following = false;
+                    return was && e.at <= self.horizon;
+                }
+                _ => {}
+            }
+            following && e.at <= self.horizon
+        });
         out
     }
 }
