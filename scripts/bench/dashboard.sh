@@ -31,8 +31,8 @@ for b in "$T/release/mpgate" "$T/release/examples/dashfill"; do
 done
 
 # What the fill's content depends on: the pipeline and store code, the generator, the rules.
-content=$( { git ls-files -s src examples/dashfill.rs "$KEYWORDS" scripts/bench/templates
-             git diff HEAD -- src examples/dashfill.rs "$KEYWORDS" scripts/bench/templates; } | sha1sum | cut -c1-10)
+content=$(find src examples/dashfill.rs "$KEYWORDS" scripts/bench/templates -type f -print0 \
+  | sort -z | xargs -0 sha1sum | sha1sum | cut -c1-10)
 CACHE=$T/dashbench
 KEY=fill-$SUBS-$DAYS-$SEED-$END-$content
 DATA=$CACHE/$KEY
