@@ -1,6 +1,7 @@
 //! What a push changes about its subscriber: the push and subscribe/unsubscribe counters,
 //! subscribe and unsubscribe, activity, and the tags and rule-hit count a routing decision
-//! adds. The rules decide; this module only writes down the consequences, through the store.
+//! adds, and the texts no rule answered. The rules decide; this module only writes down the
+//! consequences, through the store.
 //!
 //! May depend on `store`, `rules` (the decision) and `wechat` (the message).
 
@@ -8,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 
-use crate::rules::Decision;
+use crate::rules::{Decision, Why};
 use crate::store::{Counter, Store, StoreError, Subscriber};
 use crate::wechat::message::{Event, Inbound, InboundKind};
 use crate::wechat::types::OpenId;
@@ -81,4 +82,22 @@ pub(super) fn apply(
         store.add_tags(openid, &decision.add_tags)?;
     }
     Ok(())
+}
+
+/// Counts the text of a user message no rule answered (the fallback's, or nobody's), without
+/// its sender, for the operators' list of what to add keywords for. Normalised exactly as the
+/// rules compared it; the store masks and cuts it. Called only once the rules routed the push:
+/// a message a hand-off took is answered by a person.
+pub(super) fn note_unanswered(
+    store: &Store,
+    inbound: &Inbound,
+    decision: &Decision,
+    day: NaiveDate,
+) {
+    if !matches!(decision.why, Why::Fallback | Why::NoRule) {
+        return;
+    }
+    if let Some(text) = inbound.text_for_matching() {
+        store.unanswered_count(&crate::rules::normalize(text), day);
+    }
 }
