@@ -1313,7 +1313,8 @@ fn a_record_made_by_a_push_is_not_marked_as_made_by_the_operator() {
 // ---- faults: whole pushes per period, a full disk ---------------------------------------------
 
 /// One push as the callback makes it: a first-time subscribe from a course QR code, the tag
-/// its rule adds, the count, and the stored answer, inside one commit scope.
+/// its rule adds, the count, a text no rule answered (as a message's push would add), and the
+/// stored answer, inside one commit scope.
 fn course_subscribe(store: &Store, openid: &str, at: i64) {
     let u = uid(openid);
     let _scope = store.commit_scope();
@@ -1328,6 +1329,7 @@ fn course_subscribe(store: &Store, openid: &str, at: i64) {
         day(9),
         1,
     );
+    store.unanswered_count(COURSE_QUESTION, day(9));
     store
         .dedupe_put(
             &format!("e:{openid}:{at}:subscribe"),
@@ -1338,6 +1340,17 @@ fn course_subscribe(store: &Store, openid: &str, at: i64) {
             },
         )
         .expect("answer");
+}
+
+const COURSE_QUESTION: &str = "课程怎么买";
+
+/// How often [`course_subscribe`]'s text is counted on its day, on disk and in memory.
+fn course_question_count(store: &Store) -> u64 {
+    let top = store.unanswered_top(day(9), day(9), 10).expect("top");
+    assert!(top.len() <= 1, "{top:?}");
+    top.iter()
+        .find(|(t, _, _)| t == COURSE_QUESTION)
+        .map_or(0, |(_, n, _)| *n)
 }
 
 fn course_count(store: &Store) -> u64 {
@@ -1431,6 +1444,7 @@ fn counts_reach_the_disk_with_the_answers_of_their_period() {
     drop(store);
     let store = open(dir.path());
     assert_eq!(course_count(&store), 50);
+    assert_eq!(course_question_count(&store), 50);
     assert_whole(&store, &ids, now);
 }
 
@@ -1548,6 +1562,11 @@ fn a_full_disk_loses_nothing_given_to_the_store_and_it_recovers_by_itself() {
     assert_whole(&store, &before, now);
     assert_whole(&store, &during, now);
     assert_eq!(course_count(&store), (before.len() + during.len()) as u64);
+    assert_eq!(
+        course_question_count(&store),
+        (before.len() + during.len()) as u64,
+        "texts no rule answered are neither lost nor counted twice"
+    );
     assert!(store
         .is_entitled(&uid("oBefore1"), "rust-101")
         .expect("read"));
