@@ -401,11 +401,16 @@ fn one_line(text: &str) -> String {
 /// `mpgate simulate --unanswered K` takes.
 pub fn unanswered(s: &Settings, days: u32, limit: usize) -> anyhow::Result<String> {
     let lines = unanswered_list(s, days, limit)?;
+    let when = if days == 1 {
+        "today".to_string()
+    } else {
+        format!("in the last {days} days")
+    };
     if lines.is_empty() {
-        return Ok(format!("no unanswered texts in the last {days} days"));
+        return Ok(format!("no unanswered texts {when}"));
     }
     let width = lines.first().map_or(1, |l| l.count.to_string().len());
-    let mut out = format!("texts no rule answered in the last {days} days, most frequent first:\n");
+    let mut out = format!("texts no rule answered {when}, most frequent first:\n");
     for (i, l) in lines.iter().enumerate() {
         out.push_str(&format!(
             "{:>3}. {:>width$}  {}\n",

@@ -2,7 +2,8 @@
 //!
 //! Owns everything mpgate remembers between pushes: subscribers, the dedupe memory of answered
 //! pushes, paid-article entitlements, WeChat Pay orders and payment anomalies (`orders`),
-//! human-handoff sessions, daily counters and the secret that signs article links; and its own upkeep (the write-behind thread and the dedupe sweep,
+//! human-handoff sessions, daily counters, the texts no rule answered (`unanswered`, without
+//! openids) and the secret that signs article links; and its own upkeep (the write-behind thread and the dedupe sweep,
 //! [`Store::spawn_maintenance`]). May depend on std, serde/serde_json, chrono, rand, tracing,
 //! tokio's `sync`/`task` (only to be stopped by the server's shutdown) and
 //! [`crate::wechat::types`] only — no actix, no HTTP, no rules engine, no protocol logic: what a
@@ -62,7 +63,8 @@
 //!   grant, a full refund's revoke and their counters (`order:`, `paid:`, `revenue:`,
 //!   `refund:`, `pay_anomaly:`, …) are in the order's own transaction, not in the write-behind
 //!   counts: a crash never keeps a paid order without its grant or its count, nor the reverse.
-//! - **Per-push state** (subscriber state changes, hand-off sessions, counters, stored answers)
+//! - **Per-push state** (subscriber state changes, hand-off sessions, counters, texts no rule
+//!   answered, stored answers)
 //!   reaches disk in write-behind periods (`period`; the upkeep thread runs one every 100 ms):
 //!   the pushes' changes, whole, in one transaction, synced before the period ends. A crash loses the
 //!   pushes of the last ≤ 100 ms entirely (their retries are handled again), never part of one.
