@@ -11,8 +11,9 @@
 //! through [`mpgate::paywall::Paywall::open_page`] with links the gateway signs, and orders go
 //! through the store's order API as `pay::Payments` does (`order_create`, `order_set_prepay`,
 //! then `order_paid` or `order_close`), WeChat Pay's own calls left out. The server's jobs are
-//! run in simulated time: a write-behind step every 4,000 pushes (full every 40,000) and a dedupe
-//! sweep every 20,000, as the writer thread would at a few thousand pushes a second.
+//! run in simulated time: a write-behind step every 4,000 pushes (full every 40,000) and the
+//! upkeep's sweeps (dedupe, unanswered texts past their retention) every 20,000, as the writer
+//! thread would at a few thousand pushes a second.
 //!
 //! Pushes are plaintext (the demo token): decryption and sealing change nothing the store
 //! keeps, and would only make the fill slower.
@@ -298,7 +299,15 @@ fn main() -> Result<()> {
     let horizon = u32::try_from((now.min(midnights[args.days as usize]) - midnights[0]).max(1))
         .context("history too long")?;
 
-    let store = Store::open(&args.data_dir, StoreConfig::default())?;
+    // The store as the server opens it (`startup`), from the same settings.
+    let store = Store::open(
+        &args.data_dir,
+        StoreConfig {
+            cache_capacity_bytes: settings.cache_capacity_bytes,
+            dedupe_retention_secs: settings.dedupe_retention.as_secs() as i64,
+            unanswered_days: settings.unanswered_days,
+        },
+    )?;
     let secret = store.link_secret()?;
     let gw = Gateway::new(&settings, store, LiveRules::new(rules), secret);
     let model = Model::new(&gw, args.days, horizon, args.seed)?;
@@ -816,7 +825,10 @@ impl Fill<'_> {
             store.write_behind(self.pushes.is_multiple_of(40_000))?;
         }
         if self.pushes.is_multiple_of(20_000) {
+            // The upkeep thread's sweeps, on the pushes' clock (a minute's work at the pace
+            // of a busy account).
             store.sweep_dedupe(ts)?;
+            store.sweep_unanswered(now.date_naive())?;
         }
         Ok(())
     }
