@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 
 use crate::rules::Decision;
-use crate::store::{Counter, Store, StoreError, Subscriber};
+use crate::store::{Counter, Store, StoreError, Subscriber, Touch};
 use crate::wechat::message::{Event, Inbound, InboundKind};
 use crate::wechat::types::OpenId;
 
@@ -38,7 +38,7 @@ pub(super) fn record(
     );
     Ok(Some(match &inbound.kind {
         InboundKind::Event(Event::Subscribe { scene, .. }) => {
-            let out = store.on_subscribe(openid, scene.as_deref(), at)?;
+            let out = store.subscribe_on(openid, scene.as_deref(), at, day)?;
             store.count(
                 Counter::Subscribe {
                     channel: scene.clone().unwrap_or_default(),
@@ -56,15 +56,44 @@ pub(super) fn record(
                 .subscriber(openid)?
                 .and_then(|s| s.channel)
                 .unwrap_or_default();
-            store.on_unsubscribe(openid, at)?;
+            store.unsubscribe_on(openid, at, day)?;
             store.count(Counter::Unsubscribe { channel }, day, 1);
             return Ok(None);
         }
         _ => Recorded {
-            subscriber: store.touch(openid, at, inbound.is_user_message())?,
+            subscriber: store.touch_on(
+                openid,
+                Touch {
+                    at,
+                    day,
+                    user_message: inbound.is_user_message(),
+                    active: is_active(inbound),
+                },
+            )?,
             first_time: false,
         },
     }))
+}
+
+/// Activity for retention: a user message or a menu interaction (a tap on a menu button, a
+/// scan, photo or location picked from the menu). Not subscribe/unsubscribe, QR scans by
+/// followers, LOCATION reports, or platform callbacks (template and mass-send results, …).
+fn is_active(inbound: &Inbound) -> bool {
+    match &inbound.kind {
+        InboundKind::Event(e) => matches!(
+            e,
+            Event::Click { .. }
+                | Event::View { .. }
+                | Event::ViewMiniprogram { .. }
+                | Event::ScancodePush { .. }
+                | Event::ScancodeWaitmsg { .. }
+                | Event::PicSysphoto { .. }
+                | Event::PicPhotoOrAlbum { .. }
+                | Event::PicWeixin { .. }
+                | Event::LocationSelect { .. }
+        ),
+        _ => true,
+    }
 }
 
 /// Writes down what the rules decided about the subscriber: the rule hit and new tags.
