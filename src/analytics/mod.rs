@@ -543,3 +543,278 @@ fn ratio(n: u64, of: u64) -> Option<f64> {
     // Counts stay far below 2^52: exact as f64.
     (of > 0).then(|| n as f64 / of as f64)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The definitions' edges, through the store's bookkeeping calls (the pipeline's own
+    //! classification of pushes is tested in `pipeline::state`; whole histories in
+    //! `tests/analytics.rs`).
+
+    use super::*;
+    use crate::store::{Order, OrderState, StoreConfig, Touch};
+    use crate::wechat::types::OpenId;
+
+    /// Noon UTC of 1 March 2026 + `d` days, and that day (the tests count in UTC).
+    const T0: i64 = 1_772_366_400;
+    const D: i64 = 24 * 3600;
+
+    fn day(d: i64) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, 1).expect("date") + chrono::Duration::days(d)
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("store");
+        (dir, store)
+    }
+
+    fn u(s: &str) -> OpenId {
+        OpenId::new(s)
+    }
+
+    fn all(a: &Analytics, from: i64, to: i64) -> Range {
+        let _ = a;
+        Range {
+            from: day(from),
+            to: day(to),
+        }
+    }
+
+    fn message(store: &Store, who: &str, at: i64) {
+        store
+            .touch_on(
+                &u(who),
+                Touch {
+                    at,
+                    day: day((at - T0).div_euclid(D)),
+                    user_message: true,
+                    active: true,
+                },
+            )
+            .expect("touch");
+    }
+
+    fn subscribe(store: &Store, who: &str, scene: Option<&str>, at: i64) {
+        store
+            .subscribe_on(&u(who), scene, at, day((at - T0).div_euclid(D)))
+            .expect("subscribe");
+    }
+
+    fn unsubscribe(store: &Store, who: &str, at: i64) {
+        store
+            .unsubscribe_on(&u(who), at, day((at - T0).div_euclid(D)))
+            .expect("unsubscribe");
+    }
+
+    fn channel<'a>(rows: &'a [ChannelRow], name: &str) -> &'a ChannelRow {
+        rows.iter()
+            .find(|r| r.channel == name)
+            .unwrap_or_else(|| panic!("no row for {name} in {rows:?}"))
+    }
+
+    #[test]
+    fn a_return_is_a_follow_of_the_first_channel_but_not_a_second_cohort_member() {
+        let (_d, store) = store();
+        let a = Analytics::new(store.clone());
+        subscribe(&store, "oA", Some("qr1"), T0);
+        unsubscribe(&store, "oA", T0 + 60);
+        subscribe(&store, "oA", Some("qr2"), T0 + D);
+        let g = a.growth(all(&a, 0, 1), None).expect("growth");
+        assert_eq!(
+            (g[0].follows, g[0].unfollows, g[0].net, g[0].cumulative),
+            (1, 1, 0, 0)
+        );
+        assert_eq!((g[1].follows, g[1].cumulative), (1, 1));
+        let rows = a.channels(all(&a, 0, 1)).expect("channels");
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let qr1 = channel(&rows, "qr1");
+        assert_eq!((qr1.follows, qr1.first_follows, qr1.cumulative), (2, 1, 1));
+        let cohorts = a.retention(all(&a, 0, 1), day(1)).expect("retention");
+        assert_eq!(cohorts.len(), 1);
+        assert_eq!((cohorts[0].size, cohorts[0].unfollowed_7d), (1, 1));
+    }
+
+    #[test]
+    fn a_second_subscribe_while_following_is_no_follow() {
+        let (_d, store) = store();
+        let a = Analytics::new(store.clone());
+        subscribe(&store, "oA", None, T0);
+        subscribe(&store, "oA", None, T0 + 5);
+        let g = a.growth(all(&a, 0, 0), Some(NO_CHANNEL)).expect("growth");
+        assert_eq!((g[0].follows, g[0].cumulative), (1, 1));
+    }
+
+    #[test]
+    fn followers_from_before_mpgate_count_in_the_cumulative_but_are_no_follows() {
+        let (_d, store) = store();
+        let a = Analytics::new(store.clone());
+        // One writes, one leaves: mpgate never saw either arrive.
+        message(&store, "oOld", T0);
+        unsubscribe(&store, "oLeaver", T0 + 10);
+        let g = a.growth(all(&a, 0, 0), None).expect("growth");
+        assert_eq!(
+            (g[0].follows, g[0].unfollows, g[0].net, g[0].cumulative),
+            (0, 1, -1, 1),
+            "followers at the end of the day are the records that say following"
+        );
+        // Their later subscribe is a follow, but not a first one: no cohort.
+        unsubscribe(&store, "oOld", T0 + D);
+        subscribe(&store, "oOld", Some("qr1"), T0 + D + 5);
+        let rows = a.channels(all(&a, 0, 1)).expect("channels");
+        let none = channel(&rows, NO_CHANNEL);
+        assert_eq!(
+            (none.follows, none.first_follows, none.cumulative),
+            (1, 0, 1)
+        );
+        assert!(a.retention(all(&a, 0, 1), day(1)).expect("r").is_empty());
+    }
+
+    #[test]
+    fn a_counted_follower_who_follows_through_a_qr_code_moves_to_its_channel() {
+        let (_d, store) = store();
+        let a = Analytics::new(store.clone());
+        // A location report only (no message): a follower of no channel yet...
+        store
+            .touch_on(
+                &u("oQuiet"),
+                Touch {
+                    at: T0,
+                    day: day(0),
+                    user_message: false,
+                    active: false,
+                },
+            )
+            .expect("touch");
+        // ...whose first-time subscribe gives them a channel without a second follow.
+        subscribe(&store, "oQuiet", Some("qr9"), T0 + 60);
+        let rows = a.channels(all(&a, 0, 0)).expect("channels");
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let qr9 = channel(&rows, "qr9");
+        assert_eq!((qr9.follows, qr9.cumulative, qr9.first_follows), (0, 1, 0));
+        assert_eq!(a.growth(all(&a, 0, 0), None).expect("g")[0].cumulative, 1);
+    }
+
+    #[test]
+    fn unfollowing_counts_within_seven_times_24_hours_and_not_at_it() {
+        let (_d, store) = store();
+        let a = Analytics::new(store.clone());
+        subscribe(&store, "oIn", Some("qr1"), T0);
+        subscribe(&store, "oOut", Some("qr1"), T0);
+        unsubscribe(&store, "oIn", T0 + 7 * D - 1);
+        unsubscribe(&store, "oOut", T0 + 7 * D);
+        // A second unfollow within the week counts the person once.
+        subscribe(&store, "oIn", None, T0 + 7 * D);
+        let cohort = a.retention(all(&a, 0, 7), day(7)).expect("retention");
+        assert_eq!((cohort[0].size, cohort[0].unfollowed_7d), (2, 1));
+        let qr1 = a.channels(all(&a, 0, 7)).expect("channels");
+        assert_eq!(channel(&qr1, "qr1").unfollow_7d_rate, Some(0.5));
+    }
+
+    #[test]
+    fn retention_counts_each_member_once_on_day_n_while_following() {
+        let (_d, store) = store();
+        let a = Analytics::new(store.clone());
+        for who in ["oA", "oB", "oC"] {
+            subscribe(&store, who, None, T0);
+        }
+        // oA twice on day 1, oB on day 2 only, oC on day 1 after leaving (a late push).
+        message(&store, "oA", T0 + D);
+        message(&store, "oA", T0 + D + 60);
+        message(&store, "oB", T0 + 2 * D);
+        unsubscribe(&store, "oC", T0 + D - 60);
+        message(&store, "oC", T0 + D);
+        let on = |today: i64| a.retention(all(&a, 0, 0), day(today)).expect("r")[0].clone();
+        assert_eq!(on(0).day1, None, "day 1 has not come");
+        let row = on(1);
+        assert_eq!(
+            (row.size, row.day1, row.day7, row.day30),
+            (3, Some(1), None, None)
+        );
+        message(&store, "oB", T0 + 7 * D);
+        message(&store, "oB", T0 + 30 * D);
+        let row = on(30);
+        assert_eq!((row.day1, row.day7, row.day30), (Some(1), Some(1), Some(1)));
+    }
+
+    fn order(store: &Store, no: &str, who: &str, fen: u64, at: i64) {
+        let o = Order {
+            out_trade_no: no.into(),
+            openid: who.into(),
+            article: "art".into(),
+            description: "art".into(),
+            amount_fen: fen,
+            channel: store
+                .subscriber(&u(who))
+                .expect("read")
+                .and_then(|s| s.channel)
+                .unwrap_or_default(),
+            state: OrderState::Created,
+            created_at: at,
+            expires_at: at + 3600,
+            prepay_id: None,
+            transaction_id: None,
+            paid_at: None,
+            refunded_at: None,
+            closed_at: None,
+            refunds: Vec::new(),
+            anomaly: None,
+            updated_at: at,
+        };
+        let d = day((at - T0).div_euclid(D));
+        store.order_create(&o, d).expect("order");
+        store.order_paid(no, "tx", at, d).expect("paid");
+    }
+
+    #[test]
+    fn a_first_purchase_converts_within_7_and_30_times_24_hours_and_buyers_are_all_time() {
+        let (_d, store) = store();
+        let a = Analytics::new(store.clone());
+        subscribe(&store, "oWeek", Some("qr1"), T0);
+        subscribe(&store, "oMonth", Some("qr1"), T0);
+        subscribe(&store, "oLate", Some("qr1"), T0);
+        order(&store, "NO-week-1", "oWeek", 900, T0 + 7 * D - 1);
+        order(&store, "NO-month1", "oMonth", 1900, T0 + 7 * D);
+        order(&store, "NO-late-01", "oLate", 100, T0 + 30 * D);
+        // A second purchase is no first one (and makes a repeat buyer).
+        order(&store, "NO-week-2", "oWeek", 900, T0 + 8 * D);
+        let rows = a.channels(all(&a, 0, 30)).expect("channels");
+        let qr1 = channel(&rows, "qr1");
+        assert_eq!(
+            (
+                qr1.first_follows,
+                qr1.first_purchase_7d,
+                qr1.first_purchase_30d
+            ),
+            (3, 1, 2)
+        );
+        assert_eq!(qr1.revenue_fen, 3800);
+        assert_eq!(qr1.revenue_per_follower_fen, Some(3800.0 / 3.0));
+        // (The test's days start at noon: the first order is on day 6.) 客单价 over days 7–8;
+        // 复购率 all-time as of day 8: two buyers, one of them twice.
+        let s = a.sales(all(&a, 7, 8)).expect("sales");
+        assert_eq!((s.paid_orders, s.revenue_fen), (2, 2800));
+        assert_eq!(s.average_order_fen, Some(1400.0));
+        assert_eq!((s.buyers, s.repeat_buyers), (2, 1));
+        assert_eq!(s.repurchase_rate, Some(0.5));
+        let buyers_by = |d: i64| a.sales(all(&a, 0, d)).expect("sales").buyers;
+        assert_eq!((buyers_by(5), buyers_by(6), buyers_by(30)), (0, 1, 3));
+    }
+
+    #[test]
+    fn empty_store_gives_empty_reports_not_errors() {
+        let (_d, store) = store();
+        let a = Analytics::new(store);
+        let o = a.overview(day(0)).expect("overview");
+        assert_eq!(o.series.len(), 30);
+        assert_eq!(
+            o.last_30,
+            Window {
+                days: 30,
+                ..Window::default()
+            }
+        );
+        assert!(a.channels(all(&a, 0, 0)).expect("c").is_empty());
+        assert!(a.funnel(all(&a, 0, 0)).expect("f").is_empty());
+        assert_eq!(a.sales(all(&a, 0, 0)).expect("s").repurchase_rate, None);
+    }
+}

@@ -111,3 +111,47 @@ pub(super) fn apply(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wechat::message::parse;
+
+    fn push(rest: &str) -> Inbound {
+        parse(&format!(
+            "<xml><ToUserName>gh</ToUserName><FromUserName>oA</FromUserName><CreateTime>1</CreateTime>{rest}</xml>"
+        ))
+        .expect("a valid push")
+    }
+
+    #[test]
+    fn messages_and_menu_taps_are_activity_reports_and_callbacks_are_not() {
+        let event = |e: &str, more: &str| {
+            push(&format!("<MsgType>event</MsgType><Event>{e}</Event>{more}"))
+        };
+        for active in [
+            push("<MsgType>text</MsgType><Content>hi</Content><MsgId>1</MsgId>"),
+            event("CLICK", "<EventKey>K</EventKey>"),
+            event("VIEW", "<EventKey>https://x.test/</EventKey>"),
+            event("scancode_push", "<EventKey>K</EventKey><ScanCodeInfo><ScanType>qrcode</ScanType><ScanResult>r</ScanResult></ScanCodeInfo>"),
+            event("location_select", "<EventKey>K</EventKey><SendLocationInfo><Location_X>1</Location_X><Location_Y>2</Location_Y><Scale>15</Scale><Label>l</Label><Poiname>p</Poiname></SendLocationInfo>"),
+        ] {
+            assert!(is_active(&active), "{active:?}");
+        }
+        for passive in [
+            event("subscribe", ""),
+            event("unsubscribe", ""),
+            event("SCAN", "<EventKey>42</EventKey><Ticket>t</Ticket>"),
+            event(
+                "LOCATION",
+                "<Latitude>1</Latitude><Longitude>2</Longitude><Precision>3</Precision>",
+            ),
+            event(
+                "TEMPLATESENDJOBFINISH",
+                "<MsgID>7</MsgID><Status>success</Status>",
+            ),
+        ] {
+            assert!(!is_active(&passive), "{passive:?}");
+        }
+    }
+}
