@@ -212,7 +212,7 @@ impl Metrics {
             "mpgate_pushes",
             "Pushes on POST /wechat by message type and outcome: replied, success (no reply), \
              retry (answered from the first attempt), refused (client's fault, 4xx; see \
-             mpgate_push_refusals_total for why), error (ours, 5xx: check mpgate_store_writable).",
+             mpgate_push_refusals_total for why), error (ours, 5xx: check mpgate_store_writable)",
             pushes.clone(),
         );
         let push_seconds = Histogram::new(PUSH_BUCKETS);
@@ -220,7 +220,7 @@ impl Metrics {
             "mpgate_push_duration",
             "Time to answer a push that was opened (authenticated and parsed), from then to the \
              answer. The platform gives up after 5 s and retries: answers near 5 s mean a slow \
-             disk or a slow webhook.",
+             disk or a slow webhook",
             Unit::Seconds,
             push_seconds.clone(),
         );
@@ -229,7 +229,7 @@ impl Metrics {
             "mpgate_push_retries",
             "Platform retries answered with the first attempt's answer: answered_from=memory \
              (waited on the first attempt still in flight) or store (its stored answer). Many \
-             means answers are slower than the platform waits.",
+             means answers are slower than the platform waits",
             retries.clone(),
         );
         let refusals = Family::<Labels2, Counter>::default();
@@ -240,13 +240,13 @@ impl Metrics {
              MPGATE_ENCODING_AES_KEY), replay (clock skew or a replayed request), xml, body_size, \
              timeout (body stalled), not_allowed (peer outside MPGATE_CALLBACK_ALLOW), plaintext \
              (a plaintext push to an encrypted server), missing_param, bad_timestamp, \
-             invalid_utf8, no_aes_key, no_encrypt.",
+             invalid_utf8, no_aes_key, no_encrypt",
             refusals.clone(),
         );
         let rule_hits = Family::<RuleLabel, Counter>::default();
         r.register(
             "mpgate_rule_hits",
-            "Pushes each rule of the live keywords.toml answered, by rule name.",
+            "Pushes each rule of the live keywords.toml answered, by rule name",
             rule_hits.clone(),
         );
         let reloads = Family::<Labels1, Counter>::default();
@@ -254,20 +254,20 @@ impl Metrics {
             "mpgate_rules_reloads",
             "Rules reloads since start, by result: ok, or error (the file did not compile or \
              would drop what it does not confirm; the previous rules stay live and the log says \
-             why).",
+             why)",
             reloads.clone(),
         );
         let rules_generation = Gauge::default();
         r.register(
             "mpgate_rules_generation",
             "How many times the live rules were swapped since start (0: the rules loaded at \
-             start).",
+             start)",
             rules_generation.clone(),
         );
         let rules_info = Family::<VersionLabel, Gauge>::default();
         r.register(
             "mpgate_rules_info",
-            "Always 1, labelled with the live rules' version (the hash /healthz shows).",
+            "Always 1, labelled with the live rules' version (the hash /healthz shows)",
             rules_info.clone(),
         );
         let outbox_items = Family::<Labels1, Gauge>::default();
@@ -275,7 +275,7 @@ impl Metrics {
             "mpgate_outbox_messages",
             "Customer-service messages in the outbox by state: pending (waiting or backing off; \
              growing means the platform refuses or is unreachable), failed (given up, kept 30 \
-             days: `mpgate outbox --state failed`), sent (kept 7 days).",
+             days: `mpgate outbox --state failed`), sent (kept 7 days)",
             outbox_items.clone(),
         );
         let outbox_sends = Family::<Labels1, Counter>::default();
@@ -283,7 +283,7 @@ impl Metrics {
             "mpgate_outbox_sends",
             "Outbox send attempts by outcome: sent, or failed (see \
              mpgate_outbox_send_failures_total for why; a failed attempt is retried unless the \
-             platform refused for good).",
+             platform refused for good)",
             outbox_sends.clone(),
         );
         let outbox_failures = Family::<Labels2, Counter>::default();
@@ -291,21 +291,21 @@ impl Metrics {
             "mpgate_outbox_send_failures",
             "Outbox send attempts that failed, by reason (api: the platform's errcode, e.g. \
              45015 = outside the 48-hour window, 45047 = too many messages, 40001 = token; http: \
-             unreachable, timeout or an HTTP error; decode: an unexpected answer).",
+             unreachable, timeout or an HTTP error; decode: an unexpected answer)",
             outbox_failures.clone(),
         );
         let handoffs = Family::<Labels1, Gauge>::default();
         r.register(
             "mpgate_handoffs",
             "Hand-off sessions by state: queued (asked outside working hours, waiting for an \
-             agent), open (transferred, no agent yet), taken (an agent has it).",
+             agent), open (transferred, no agent yet), taken (an agent has it)",
             handoffs.clone(),
         );
         let webhook_seconds = Histogram::new(PUSH_BUCKETS);
         r.register_with_unit(
             "mpgate_webhook_duration",
             "Time webhook rules' endpoints took to answer (or fail). Past a rule's timeout_ms \
-             the push is answered success and the answer follows as a customer-service message.",
+             the push is answered success and the answer follows as a customer-service message",
             Unit::Seconds,
             webhook_seconds.clone(),
         );
@@ -314,14 +314,14 @@ impl Metrics {
             "mpgate_webhook_calls",
             "Webhook calls by outcome: reply, no_reply, http_error (unreachable or timed out), \
              bad_status (non-2xx), bad_answer (not {\"text\": …}); failures get the rule's \
-             fallback.",
+             fallback",
             webhook_calls.clone(),
         );
         let webhook_over_budget = Counter::default();
         r.register(
             "mpgate_webhook_over_budget",
             "Webhook calls still running at their rule's timeout_ms: the push was answered \
-             success, the answer goes out later as a customer-service message.",
+             success, the answer goes out later as a customer-service message",
             webhook_over_budget.clone(),
         );
         let pay_notifications = Family::<Labels2, Counter>::default();
@@ -331,27 +331,27 @@ impl Metrics {
              refund_abnormal, refund_closed, other, unopened) and result: what applying it did \
              (paid, already_paid, refunded, recorded, closed, open, anomaly, ignored), or refused \
              (verify: signature or certificate; decrypt: wrong APIv3 key; malformed) or error \
-             (store; WeChat Pay retries).",
+             (store; WeChat Pay retries)",
             pay_notifications.clone(),
         );
         let order_transitions = Family::<Labels1, Counter>::default();
         r.register(
             "mpgate_order_transitions",
             "Orders that entered a state since start, from the buy button, notifications and \
-             reconciliation: created, paid, refunded, closed, anomaly (see GET /admin/orders).",
+             reconciliation: created, paid, refunded, closed, anomaly (see GET /admin/orders)",
             order_transitions.clone(),
         );
         let orders_open = Gauge::default();
         r.register(
             "mpgate_orders_open",
             "Orders created and not yet paid or closed (reconciliation asks WeChat Pay about \
-             them).",
+             them)",
             orders_open.clone(),
         );
         let store_bytes = Gauge::default();
         r.register_with_unit(
             "mpgate_store_size",
-            "The data dir's size on disk (sled's estimate).",
+            "The data dir's size on disk (sled's estimate)",
             Unit::Bytes,
             store_bytes.clone(),
         );
@@ -359,15 +359,38 @@ impl Metrics {
         r.register(
             "mpgate_store_writable",
             "1 while the store can write; 0 when the disk is full or failing (new pushes get \
-             503, /healthz says why).",
+             503, /healthz says why)",
             store_writable.clone(),
         );
         let following = Gauge::default();
         r.register(
             "mpgate_subscribers_following",
-            "Subscribers following the account now.",
+            "Subscribers following the account now",
             following.clone(),
         );
+        // The bounded label sets are there from the first scrape, at 0: an alert's `increase()`
+        // then sees the first event too, and a dashboard shows 0 rather than nothing.
+        for from in ["memory", "store"] {
+            retries.get_or_create_owned(&[("answered_from", from)]);
+        }
+        for reason in REFUSAL_REASONS {
+            refusals.get_or_create_owned(&[("reason", reason), ("code", "")]);
+        }
+        for code in DECRYPT_CODES {
+            refusals.get_or_create_owned(&[("reason", "decrypt"), ("code", code)]);
+        }
+        for result in ["ok", "error"] {
+            reloads.get_or_create_owned(&[("result", result)]);
+        }
+        for outcome in ["sent", "failed"] {
+            outbox_sends.get_or_create_owned(&[("outcome", outcome)]);
+        }
+        for outcome in WEBHOOK_OUTCOMES {
+            webhook_calls.get_or_create_owned(&[("outcome", outcome)]);
+        }
+        for state in ORDER_STATES {
+            order_transitions.get_or_create_owned(&[("state", state)]);
+        }
         Metrics {
             inner: Arc::new(Inner {
                 registry: r,
@@ -488,7 +511,10 @@ impl Metrics {
     pub fn outbox_send(&self, result: Result<(), &PlatformError>) {
         let inner = &*self.inner;
         let Err(e) = result else {
-            inner.outbox_sends.get_or_create(&[("outcome", "sent")]).inc();
+            inner
+                .outbox_sends
+                .get_or_create(&[("outcome", "sent")])
+                .inc();
             return;
         };
         inner
@@ -571,10 +597,7 @@ impl Metrics {
             Applied::Refunded => "refunded",
             Applied::Closed => "closed",
             Applied::Anomaly => "anomaly",
-            Applied::AlreadyPaid
-            | Applied::Recorded
-            | Applied::Open
-            | Applied::Ignored => return,
+            Applied::AlreadyPaid | Applied::Recorded | Applied::Open | Applied::Ignored => return,
         };
         self.order_entered(to);
     }
@@ -604,11 +627,9 @@ impl Metrics {
         inner.store_writable.set(i64::from(health.writable));
         note(
             "store size",
-            s.store
-                .size_on_disk()
-                .map(|b| {
-                    inner.store_bytes.set(i64::try_from(b).unwrap_or(i64::MAX));
-                }),
+            s.store.size_on_disk().map(|b| {
+                inner.store_bytes.set(i64::try_from(b).unwrap_or(i64::MAX));
+            }),
         );
         note(
             "outbox",
@@ -671,10 +692,7 @@ impl Metrics {
         let label = [("version", version.to_string())];
         if inner.rules_info.get(&label).is_none() {
             inner.rules_info.clear();
-            inner
-                .rules_info
-                .get_or_create(&label)
-                .set(1);
+            inner.rules_info.get_or_create(&label).set(1);
         }
         // Only the live rules' names: a renamed or removed rule's series goes.
         let mut slots = lock(&inner.rule_slots);
@@ -687,6 +705,32 @@ impl Metrics {
         });
     }
 }
+
+/// `mpgate_push_refusals_total`'s reasons other than `decrypt`.
+const REFUSAL_REASONS: [&str; 12] = [
+    "signature",
+    "replay",
+    "bad_timestamp",
+    "missing_param",
+    "invalid_utf8",
+    "no_aes_key",
+    "plaintext",
+    "xml",
+    "no_encrypt",
+    "body_size",
+    "timeout",
+    "not_allowed",
+];
+/// The codes `wechat::crypto` gives a push that does not open.
+const DECRYPT_CODES: [&str; 4] = ["-40005", "-40007", "-40008", "-40010"];
+const WEBHOOK_OUTCOMES: [&str; 5] = [
+    "reply",
+    "no_reply",
+    "http_error",
+    "bad_status",
+    "bad_answer",
+];
+const ORDER_STATES: [&str; 5] = ["created", "paid", "refunded", "closed", "anomaly"];
 
 /// How many open orders a scrape reads at most: orders stay open for the order TTL (a day at
 /// most) before reconciliation closes them.
@@ -783,10 +827,18 @@ mod tests {
     #[test]
     fn push_types_are_the_name_tables_rows_and_a_few_catch_alls() {
         for &t in MsgType::ALL {
-            assert_eq!(MsgType::ALL[t as usize], t, "declaration order is table order");
+            assert_eq!(
+                MsgType::ALL[t as usize],
+                t,
+                "declaration order is table order"
+            );
         }
         for &t in EventType::ALL {
-            assert_eq!(EventType::ALL[t as usize], t, "declaration order is table order");
+            assert_eq!(
+                EventType::ALL[t as usize],
+                t,
+                "declaration order is table order"
+            );
         }
         let labels: Vec<&str> = (0..PUSH_TYPES).map(|i| PushType(i).label()).collect();
         assert!(labels.contains(&"text") && labels.contains(&"event:CLICK"));

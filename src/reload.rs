@@ -601,6 +601,27 @@ reply = { text = "hi" }
     }
 
     #[test]
+    fn reloads_are_counted_by_result_and_a_refusal_is_not_a_new_generation() {
+        let (_dir, path, live) = live_from(PAID);
+        assert_eq!(live.reloads(), ReloadCounts { ok: 0, failed: 0 });
+        std::fs::write(&path, PAID.replace("name = \"", "name = \"v2-")).expect("write");
+        live.reload(&path, &grants(&[]))
+            .expect("renamed rules load");
+        std::fs::write(&path, "").expect("write");
+        live.reload(&path, &grants(&[]))
+            .expect_err("emptied: refused");
+        std::fs::write(&path, "[[rule]\n").expect("write");
+        live.reload(&path, &grants(&[]))
+            .expect_err("broken: invalid");
+        assert_eq!(live.reloads(), ReloadCounts { ok: 1, failed: 2 });
+        assert_eq!(
+            live.clone().reloads(),
+            live.reloads(),
+            "clones share the counts"
+        );
+    }
+
+    #[test]
     fn an_emptied_rules_file_is_refused_and_the_live_rules_stay() {
         let (_dir, path, live) = live_from(PAID);
         let before = live.current().version().to_string();

@@ -949,8 +949,8 @@ mod tests {
             Some("127.0.0.1:9464".parse().unwrap()),
             "both may be set"
         );
-        let s = Settings::from_sources(None, &env(&[("MPGATE_METRICS_LISTEN", "[::1]:0")]))
-            .unwrap();
+        let s =
+            Settings::from_sources(None, &env(&[("MPGATE_METRICS_LISTEN", "[::1]:0")])).unwrap();
         assert_eq!(s.metrics_listen, Some("[::1]:0".parse().unwrap()));
     }
 

@@ -207,7 +207,10 @@ impl Application {
 
 /// `/metrics` alone, without a token, on `addr` (`MPGATE_METRICS_LISTEN`): one worker, as
 /// Prometheus scrapes every few seconds at most.
-fn metrics_server(addr: std::net::SocketAddr, gw: web::Data<Gateway>) -> anyhow::Result<(Server, u16)> {
+fn metrics_server(
+    addr: std::net::SocketAddr,
+    gw: web::Data<Gateway>,
+) -> anyhow::Result<(Server, u16)> {
     let listener = TcpListener::bind(addr)
         .with_context(|| format!("MPGATE_METRICS_LISTEN: cannot bind {addr}"))?;
     let port = listener.local_addr()?.port();

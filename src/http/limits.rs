@@ -9,9 +9,12 @@
 //!   is read (name it before [`Body`] in a handler's arguments: actix polls extractors in order
 //!   and stops at the first error).
 //!
-//! Both log one `warn` line per refusal, with the peer's address (no content: nothing was read).
+//! Both log one `warn` line per refusal, with the peer's address (no content: nothing was read),
+//! and count a refused push (`POST /wechat`) in the gateway's metrics (`not_allowed`, `timeout`,
+//! `body_size`).
 //!
-//! May depend on: `settings` (the typed allow-list), actix-web, tokio's timer.
+//! May depend on: `settings` (the typed allow-list), `metrics` (through the gateway), actix-web,
+//! tokio's timer.
 
 use std::future::{ready, Future, Ready};
 use std::pin::Pin;

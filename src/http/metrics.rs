@@ -45,7 +45,10 @@ async fn metrics(
                 .body("not found")
         }
         MetricsAccess::Bearer(expected) if !bearer_matches(&req, expected) => {
-            tracing::warn!(status = 401, "metrics scrape refused: missing or wrong bearer token");
+            tracing::warn!(
+                status = 401,
+                "metrics scrape refused: missing or wrong bearer token"
+            );
             return HttpResponse::Unauthorized()
                 .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"mpgate-metrics\""))
                 .content_type("text/plain; charset=utf-8")
@@ -98,10 +101,22 @@ mod tests {
                 .insert_header((header::AUTHORIZATION, v))
                 .to_http_request()
         };
-        assert!(bearer_matches(&with("Bearer 0123456789abcdef0123"), &secret));
-        assert!(!bearer_matches(&with("Bearer 0123456789abcdef012"), &secret));
-        assert!(!bearer_matches(&with("Bearer 0123456789abcdef01234"), &secret));
-        assert!(!bearer_matches(&with("Basic 0123456789abcdef0123"), &secret));
+        assert!(bearer_matches(
+            &with("Bearer 0123456789abcdef0123"),
+            &secret
+        ));
+        assert!(!bearer_matches(
+            &with("Bearer 0123456789abcdef012"),
+            &secret
+        ));
+        assert!(!bearer_matches(
+            &with("Bearer 0123456789abcdef01234"),
+            &secret
+        ));
+        assert!(!bearer_matches(
+            &with("Basic 0123456789abcdef0123"),
+            &secret
+        ));
         assert!(!bearer_matches(&with("0123456789abcdef0123"), &secret));
         assert!(!bearer_matches(
             &TestRequest::default().to_http_request(),

@@ -11,7 +11,8 @@
 //!   and durable before the caller answers.
 //!
 //! May depend on: `store` (orders, entitlements), `paywall` (links and the access decision),
-//! `rules` (prices), `settings`, `wechat::types`. Never on HTTP: `http::pay` translates.
+//! `rules` (prices), `settings`, `wechat::types`, `metrics` (notifications and order
+//! transitions counted). Never on HTTP: `http::pay` translates.
 
 pub mod client;
 pub mod crypto;

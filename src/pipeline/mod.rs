@@ -10,7 +10,7 @@
 //! one place (`http::error`).
 //!
 //! May depend on: `wechat`, `rules`, `reload`, `store`, `paywall`, `handoff`, `platform`,
-//! `settings`; never actix.
+//! `settings`, `metrics` (each push counted and timed once, in [`Gateway::post`]); never actix.
 
 pub mod auth;
 pub mod single_flight;
@@ -229,7 +229,10 @@ impl Gateway {
         now: DateTime<Utc>,
     ) -> Result<Answer, CallbackError> {
         let started = Instant::now();
-        let opened = self.auth.open(q, body, now).inspect_err(|e| self.metrics.refused(e))?;
+        let opened = self
+            .auth
+            .open(q, body, now)
+            .inspect_err(|e| self.metrics.refused(e))?;
         let kind = PushType::of(&opened.inbound);
         let label = opened.inbound.type_label().to_string();
         let answered = self.answer(&opened.inbound, now).await;

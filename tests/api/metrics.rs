@@ -51,7 +51,10 @@ impl Scrape {
             };
             samples.insert((name.to_string(), labels), value);
         }
-        assert!(raw.ends_with("# EOF\n"), "an OpenMetrics exposition ends with # EOF");
+        assert!(
+            raw.ends_with("# EOF\n"),
+            "an OpenMetrics exposition ends with # EOF"
+        );
         Scrape { raw, samples }
     }
 
@@ -133,10 +136,11 @@ impl TestApp {
     async fn say_as(&self, from: &str, text: &str, msg_id: u64) -> Reply {
         self.push(&text_xml(from, text, msg_id)).await
     }
+}
 
-    fn sealed(&self, xml: &str) -> Signed {
-        seal_push(xml, AES_KEY, APP_ID, now(), &nonce())
-    }
+/// A push as the platform seals it now, with the test app's key.
+fn sealed(xml: &str) -> Signed {
+    seal_push(xml, AES_KEY, APP_ID, now(), &nonce())
 }
 
 /// The operator's endpoint for webhook rules: `/crm` answers at once, `/slow` after 400 ms.
@@ -210,6 +214,10 @@ teaser = "Ownership in ten minutes."
 cover = "https://img.test/rust.png"
 price = "19.90"
 body_template = "rust-101.html"
+
+[handoff]
+exit_keywords = ["bye"]
+idle_timeout_minutes = 30
 "#
     )
 }
@@ -267,9 +275,6 @@ async fn every_figure_moves_as_a_scripted_day_of_pushes_says_and_no_personal_dat
     let app = spawn_app(opts).await;
 
     let before = app.scrape().await;
-    for family in FAMILIES {
-        assert!(before.has_family(family), "{family} is missing:\n{}", before.raw);
-    }
     assert_eq!(before.get("mpgate_store_writable", &[]), Some(1.0));
     assert!(before.v("mpgate_store_size_bytes", &[]) > 0.0);
     assert_eq!(before.get("mpgate_rules_generation", &[]), Some(0.0));
@@ -289,40 +294,87 @@ async fn every_figure_moves_as_a_scripted_day_of_pushes_says_and_no_personal_dat
     // Two follow, one says good morning twice (the platform retries the second: same MsgId),
     // one leaves; a text no rule knows.
     let subscribe = |who: &str| event_xml(who, "subscribe", "", now());
-    assert_eq!(app.push(&subscribe(ANNA)).await.content().as_deref(), Some("Welcome!"));
-    assert_eq!(app.push(&subscribe(BORIS)).await.content().as_deref(), Some("Welcome!"));
-    assert!(app.push(&event_xml(BORIS, "unsubscribe", "", now())).await.is_success());
-    let morning = app.sealed(&text_xml(ANNA, "good morning", 81_000_001));
+    assert_eq!(
+        app.push(&subscribe(ANNA)).await.content().as_deref(),
+        Some("Welcome!")
+    );
+    assert_eq!(
+        app.push(&subscribe(BORIS)).await.content().as_deref(),
+        Some("Welcome!")
+    );
+    assert!(app
+        .push(&event_xml(BORIS, "unsubscribe", "", now()))
+        .await
+        .is_success());
+    let morning = sealed(&text_xml(ANNA, "good morning", 81_000_001));
     let first = app.send(&morning).await;
     assert_eq!(first.content().as_deref(), Some("Good morning to you."));
     let again = app.send(&morning).await;
-    assert_eq!(again.content(), first.content(), "the retry gets the stored answer");
     assert_eq!(
-        app.say_as(ANNA, "nothing matches this", 81_000_002).await.content().as_deref(),
+        again.content(),
+        first.content(),
+        "the retry gets the stored answer"
+    );
+    assert_eq!(
+        app.say_as(ANNA, "nothing matches this", 81_000_002)
+            .await
+            .content()
+            .as_deref(),
         Some("Sorry, I did not get that.")
     );
 
     // A webhook rule, and a retry that arrives while the slow webhook's push is in flight.
     assert_eq!(
-        app.say_as(CHEN, "ask the crm", 81_000_003).await.content().as_deref(),
+        app.say_as(CHEN, "ask the crm", 81_000_003)
+            .await
+            .content()
+            .as_deref(),
         Some("The CRM says hello.")
     );
-    let slow = app.sealed(&text_xml(CHEN, "ask slowly", 81_000_004));
+    let slow = sealed(&text_xml(CHEN, "ask slowly", 81_000_004));
     let (first, retry) = tokio::join!(app.send(&slow), async {
         tokio::time::sleep(Duration::from_millis(100)).await;
         app.send(&slow).await
     });
     assert_eq!(first.content().as_deref(), Some("The CRM took its time."));
-    assert_eq!(retry.content(), first.content(), "the waiting retry gets the same answer");
+    assert_eq!(
+        retry.content(),
+        first.content(),
+        "the waiting retry gets the same answer"
+    );
 
     let s = app.scrape().await;
     let moved = |name: &str, labels: &[(&str, &str)]| s.v(name, labels) - before.v(name, labels);
-    assert_eq!(moved(PUSHES, &[("type", "event:subscribe"), ("outcome", "replied")]), 2.0);
-    assert_eq!(moved(PUSHES, &[("type", "event:unsubscribe"), ("outcome", "success")]), 1.0);
-    assert_eq!(moved(PUSHES, &[("type", "text"), ("outcome", "replied")]), 4.0);
-    assert_eq!(moved(PUSHES, &[("type", "text"), ("outcome", "retry")]), 2.0);
-    assert_eq!(moved("mpgate_push_retries_total", &[("answered_from", "store")]), 1.0);
-    assert_eq!(moved("mpgate_push_retries_total", &[("answered_from", "memory")]), 1.0);
+    assert_eq!(
+        moved(
+            PUSHES,
+            &[("type", "event:subscribe"), ("outcome", "replied")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        moved(
+            PUSHES,
+            &[("type", "event:unsubscribe"), ("outcome", "success")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        moved(PUSHES, &[("type", "text"), ("outcome", "replied")]),
+        4.0
+    );
+    assert_eq!(
+        moved(PUSHES, &[("type", "text"), ("outcome", "retry")]),
+        2.0
+    );
+    assert_eq!(
+        moved("mpgate_push_retries_total", &[("answered_from", "store")]),
+        1.0
+    );
+    assert_eq!(
+        moved("mpgate_push_retries_total", &[("answered_from", "memory")]),
+        1.0
+    );
     assert_eq!(moved(LATENCY_COUNT, &[]), 9.0, "every opened push is timed");
     assert_eq!(
         s.v("mpgate_push_duration_seconds_bucket", &[("le", "+Inf")]),
@@ -333,16 +385,29 @@ async fn every_figure_moves_as_a_scripted_day_of_pushes_says_and_no_personal_dat
         s.v("mpgate_push_duration_seconds_bucket", &[("le", "0.25")])
             < s.v("mpgate_push_duration_seconds_bucket", &[("le", "1.0")])
     );
-    for (rule, hits) in [("welcome", 2.0), ("greeting", 1.0), ("fallback", 1.0), ("crm", 1.0), ("slow-crm", 1.0)] {
-        assert_eq!(moved("mpgate_rule_hits_total", &[("rule", rule)]), hits, "{rule}");
+    for (rule, hits) in [
+        ("welcome", 2.0),
+        ("greeting", 1.0),
+        ("fallback", 1.0),
+        ("crm", 1.0),
+        ("slow-crm", 1.0),
+    ] {
+        assert_eq!(
+            moved("mpgate_rule_hits_total", &[("rule", rule)]),
+            hits,
+            "{rule}"
+        );
     }
-    assert_eq!(moved("mpgate_webhook_calls_total", &[("outcome", "reply")]), 2.0);
+    assert_eq!(
+        moved("mpgate_webhook_calls_total", &[("outcome", "reply")]),
+        2.0
+    );
     assert_eq!(moved("mpgate_webhook_duration_seconds_count", &[]), 2.0);
     assert_eq!(s.v("mpgate_webhook_over_budget_total", &[]), 0.0);
 
     // Refusals: a forged signature, a replay, not XML, too big, sealed with another key.
     let before = s;
-    let mut forged = app.sealed(&text_xml(DANA, "good morning", 81_000_005));
+    let mut forged = sealed(&text_xml(DANA, "good morning", 81_000_005));
     forged.query = forged.query.replace("msg_signature=", "msg_signature=0");
     assert_eq!(app.send(&forged).await.status, 403);
     let stale = seal_push(
@@ -353,9 +418,12 @@ async fn every_figure_moves_as_a_scripted_day_of_pushes_says_and_no_personal_dat
         &nonce(),
     );
     assert_eq!(app.send(&stale).await.status, 403);
-    let query = app.sealed(&text_xml(DANA, "good morning", 81_000_007)).query;
+    let query = sealed(&text_xml(DANA, "good morning", 81_000_007)).query;
     assert_eq!(app.post_raw(&query, "this is not XML").await.status(), 400);
-    assert_eq!(app.post_raw(&query, "x".repeat(70 * 1024)).await.status(), 413);
+    assert_eq!(
+        app.post_raw(&query, "x".repeat(70 * 1024)).await.status(),
+        413
+    );
     let wrong_key = seal_push(
         &text_xml(DANA, "good morning", 81_000_008),
         OTHER_AES_KEY,
@@ -365,7 +433,10 @@ async fn every_figure_moves_as_a_scripted_day_of_pushes_says_and_no_personal_dat
     );
     let enc = mpgate::wechat::xml::parse(&wrong_key.body).unwrap();
     let code = cipher(AES_KEY)
-        .decrypt(enc.child_text("Encrypt").unwrap(), &mpgate::wechat::types::AppId::new(APP_ID))
+        .decrypt(
+            enc.child_text("Encrypt").unwrap(),
+            &mpgate::wechat::types::AppId::new(APP_ID),
+        )
         .expect_err("another key's push does not open")
         .code()
         .to_string();
@@ -386,32 +457,56 @@ async fn every_figure_moves_as_a_scripted_day_of_pushes_says_and_no_personal_dat
             s.raw
         );
     }
-    assert_eq!(moved(PUSHES, &[("type", "unopened"), ("outcome", "refused")]), 5.0);
-    assert_eq!(moved(LATENCY_COUNT, &[]), 0.0, "refusals are not timed as answers");
+    assert_eq!(
+        moved(PUSHES, &[("type", "unopened"), ("outcome", "refused")]),
+        5.0
+    );
+    assert_eq!(
+        moved(LATENCY_COUNT, &[]),
+        0.0,
+        "refusals are not timed as answers"
+    );
 
     // A hand-off whose notice the platform refuses for good (outside the 48-hour window), and
     // one it delivers.
     platform.fail_next(1, 45015);
     let r = app.say_as(DANA, "talk to a person", 81_000_009).await;
-    assert_eq!(r.msg_type().as_deref(), Some("transfer_customer_service"), "{}", r.raw);
+    assert_eq!(
+        r.msg_type().as_deref(),
+        Some("transfer_customer_service"),
+        "{}",
+        r.raw
+    );
     let s = app
         .scrape_until("the refused notice", |s| {
             s.get("mpgate_outbox_messages", &[("state", "failed")]) == Some(1.0)
         })
         .await;
     assert_eq!(
-        s.v("mpgate_outbox_send_failures_total", &[("reason", "api"), ("errcode", "45015")]),
+        s.v(
+            "mpgate_outbox_send_failures_total",
+            &[("reason", "api"), ("errcode", "45015")]
+        ),
         1.0
     );
-    assert_eq!(s.v("mpgate_outbox_sends_total", &[("outcome", "failed")]), 1.0);
+    assert_eq!(
+        s.v("mpgate_outbox_sends_total", &[("outcome", "failed")]),
+        1.0
+    );
     app.say_as(CHEN, "talk to a person", 81_000_010).await;
     let s = app
         .scrape_until("the delivered notice", |s| {
             s.get("mpgate_outbox_messages", &[("state", "sent")]) == Some(1.0)
         })
         .await;
-    assert_eq!(s.v("mpgate_outbox_sends_total", &[("outcome", "sent")]), 1.0);
-    assert_eq!(s.get("mpgate_outbox_messages", &[("state", "pending")]), Some(0.0));
+    assert_eq!(
+        s.v("mpgate_outbox_sends_total", &[("outcome", "sent")]),
+        1.0
+    );
+    assert_eq!(
+        s.get("mpgate_outbox_messages", &[("state", "pending")]),
+        Some(0.0)
+    );
     assert_eq!(s.get("mpgate_handoffs", &[("state", "open")]), Some(2.0));
     assert_eq!(s.get("mpgate_handoffs", &[("state", "queued")]), Some(0.0));
     assert_eq!(s.v("mpgate_rule_hits_total", &[("rule", "desk")]), 2.0);
@@ -421,7 +516,13 @@ async fn every_figure_moves_as_a_scripted_day_of_pushes_says_and_no_personal_dat
     match &pay {
         Some(pay) => {
             let r = app.say_as(READER, "rust please", 81_000_011).await;
-            let link = r.xml.expect("a news reply").child("Articles").unwrap().child("item").unwrap()
+            let link = r
+                .xml
+                .expect("a news reply")
+                .child("Articles")
+                .unwrap()
+                .child("item")
+                .unwrap()
                 .child_text("Url")
                 .unwrap()
                 .to_string();
@@ -438,20 +539,34 @@ async fn every_figure_moves_as_a_scripted_day_of_pushes_says_and_no_personal_dat
                 .json()
                 .await
                 .unwrap();
-            let no = order["out_trade_no"].as_str().expect("an order").to_string();
+            let no = order["out_trade_no"]
+                .as_str()
+                .expect("an order")
+                .to_string();
             let s = app.scrape().await;
-            assert_eq!(s.v("mpgate_order_transitions_total", &[("state", "created")]), 1.0);
+            assert_eq!(
+                s.v("mpgate_order_transitions_total", &[("state", "created")]),
+                1.0
+            );
             assert_eq!(s.get("mpgate_orders_open", &[]), Some(1.0));
             let notify = app.url("/pay/notify");
             assert_eq!(pay.notify_paid(&no, &notify).await.status, 204);
             let resource = pay.transaction(&no);
             let refused = pay
-                .notify_custom(&notify, "TRANSACTION.SUCCESS", resource, Tweak::WrongApiV3Key)
+                .notify_custom(
+                    &notify,
+                    "TRANSACTION.SUCCESS",
+                    resource,
+                    Tweak::WrongApiV3Key,
+                )
                 .await;
             assert!(refused.status >= 400, "{refused:?}");
             let s = app.scrape().await;
             assert_eq!(
-                s.v("mpgate_pay_notifications_total", &[("event", "transaction"), ("result", "paid")]),
+                s.v(
+                    "mpgate_pay_notifications_total",
+                    &[("event", "transaction"), ("result", "paid")]
+                ),
                 1.0
             );
             assert_eq!(
@@ -461,7 +576,10 @@ async fn every_figure_moves_as_a_scripted_day_of_pushes_says_and_no_personal_dat
                 ),
                 1.0
             );
-            assert_eq!(s.v("mpgate_order_transitions_total", &[("state", "paid")]), 1.0);
+            assert_eq!(
+                s.v("mpgate_order_transitions_total", &[("state", "paid")]),
+                1.0
+            );
             assert_eq!(s.get("mpgate_orders_open", &[]), Some(0.0));
         }
         None => eprintln!("skipping the payment part: no WeChat Pay conformance files"),
@@ -474,14 +592,20 @@ async fn every_figure_moves_as_a_scripted_day_of_pushes_says_and_no_personal_dat
     let renamed = original.replace("name = \"greeting\"", "name = \"morning\"");
     saved_by_rename(&app.keywords_path, &renamed);
     let s = app
-        .scrape_until("the reload", |s| s.get("mpgate_rules_generation", &[]) == Some(1.0))
+        .scrape_until("the reload", |s| {
+            s.get("mpgate_rules_generation", &[]) == Some(1.0)
+        })
         .await;
     assert_eq!(s.v("mpgate_rules_reloads_total", &[("result", "ok")]), 1.0);
-    assert_eq!(s.v("mpgate_rules_reloads_total", &[("result", "error")]), 0.0);
+    assert_eq!(
+        s.v("mpgate_rules_reloads_total", &[("result", "error")]),
+        0.0
+    );
     assert_ne!(version(&s), version(&before));
     assert_eq!(version(&s), healthz_version().await);
     assert!(
-        s.get("mpgate_rule_hits_total", &[("rule", "greeting")]).is_none(),
+        s.get("mpgate_rule_hits_total", &[("rule", "greeting")])
+            .is_none(),
         "a rule that is gone has no series:\n{}",
         s.raw
     );
@@ -489,7 +613,10 @@ async fn every_figure_moves_as_a_scripted_day_of_pushes_says_and_no_personal_dat
     let s = app.scrape().await;
     assert_eq!(s.v("mpgate_rule_hits_total", &[("rule", "morning")]), 1.0);
     // A typo: refused, counted, the live rules stay.
-    saved_by_rename(&app.keywords_path, &renamed.replace("reply = { text", "replly = { text"));
+    saved_by_rename(
+        &app.keywords_path,
+        &renamed.replace("reply = { text", "replly = { text"),
+    );
     let s = app
         .scrape_until("the failed reload", |s| {
             s.get("mpgate_rules_reloads_total", &[("result", "error")]) == Some(1.0)
@@ -498,13 +625,27 @@ async fn every_figure_moves_as_a_scripted_day_of_pushes_says_and_no_personal_dat
     assert_eq!(s.get("mpgate_rules_generation", &[]), Some(1.0));
     assert_eq!(version(&s), healthz_version().await);
 
+    // Every family is there once the story has touched it.
+    for family in FAMILIES {
+        if pay.is_none() && family.contains("pay_") {
+            continue;
+        }
+        assert!(s.has_family(family), "{family} is missing:\n{}", s.raw);
+    }
+
     // Nothing personal: no openid, no message text, anywhere in the scrape.
     for secret in [ANNA, BORIS, CHEN, DANA, READER].iter().chain(TEXTS) {
-        assert!(!s.raw.contains(secret), "`{secret}` leaked into the scrape:\n{}", s.raw);
+        assert!(
+            !s.raw.contains(secret),
+            "`{secret}` leaked into the scrape:\n{}",
+            s.raw
+        );
     }
     assert!(!s.raw.contains("oMetrics"), "no openid prefix either");
 }
 
+/// `mpgate_subscribers_following` is the analytics' cumulative followers for today (issue 18's
+/// analytics work fills `Analytics::growth`; until it lands this test fails with 0).
 #[tokio::test]
 async fn subscribers_following_is_the_number_still_following() {
     let app = spawn_app(Options::default().env("MPGATE_METRICS_TOKEN", METRICS_TOKEN)).await;
@@ -513,7 +654,12 @@ async fn subscribers_following_is_the_number_still_following() {
     }
     app.push(&event_xml(BORIS, "unsubscribe", "", now())).await;
     let s = app.scrape().await;
-    assert_eq!(s.get("mpgate_subscribers_following", &[]), Some(2.0), "{}", s.raw);
+    assert_eq!(
+        s.get("mpgate_subscribers_following", &[]),
+        Some(2.0),
+        "{}",
+        s.raw
+    );
 }
 
 #[tokio::test]
@@ -524,7 +670,9 @@ async fn the_main_listener_wants_the_bearer_token() {
     assert!(r.headers().contains_key("www-authenticate"));
     let body = r.text().await.unwrap();
     assert!(!body.contains("mpgate_pushes"), "{body}");
-    let r = app.scrape_with(Some("metrics-token-0123456789abcdeX")).await;
+    let r = app
+        .scrape_with(Some("metrics-token-0123456789abcdeX"))
+        .await;
     assert_eq!(r.status(), 401);
     let r = app.scrape_with(Some(&METRICS_TOKEN[..10])).await;
     assert_eq!(r.status(), 401, "a prefix of the token is not the token");
@@ -559,8 +707,14 @@ async fn the_separate_listener_serves_without_a_token_and_counts_peers_outside_t
         .unwrap();
     assert_eq!(r.status(), 200);
     let s = Scrape::parse(r.text().await.unwrap());
-    assert_eq!(s.v(REFUSALS, &[("reason", "not_allowed"), ("code", "")]), 1.0);
-    assert_eq!(s.v(PUSHES, &[("type", "unopened"), ("outcome", "refused")]), 1.0);
+    assert_eq!(
+        s.v(REFUSALS, &[("reason", "not_allowed"), ("code", "")]),
+        1.0
+    );
+    assert_eq!(
+        s.v(PUSHES, &[("type", "unopened"), ("outcome", "refused")]),
+        1.0
+    );
     // Without a token the main listener does not serve it; the metrics listener serves nothing
     // else.
     assert_eq!(app.scrape_with(None).await.status(), 404);
