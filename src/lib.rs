@@ -26,6 +26,7 @@ pub mod cli;
 pub mod defaults;
 pub mod handoff;
 pub mod http;
+pub mod metrics;
 pub mod operator;
 pub mod ops;
 pub mod pay;
