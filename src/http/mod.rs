@@ -4,6 +4,8 @@
 //! - [`health`]: `GET /healthz`.
 //! - [`pages`]: `GET /a/{article}`, the signed article page.
 //! - [`admin`]: the operator API under `/admin/…`.
+//! - [`metrics`]: `GET /metrics` for Prometheus (bearer token on this listener, or its own
+//!   listener).
 //! - [`error`]: the one place errors become HTTP statuses (and plain-text, JSON or page bodies).
 //! - [`limits`]: extractors that cut a stalled body (408) and refuse a peer outside the callback
 //!   allow-list (403) before a handler runs.
@@ -18,6 +20,7 @@ pub mod callback;
 pub mod error;
 pub mod health;
 pub mod limits;
+pub mod metrics;
 pub mod pages;
 pub mod pay;
 
@@ -33,6 +36,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .route("/healthz", web::get().to(health::healthz))
     .route("/a/{article}", web::get().to(pages::article))
+    .configure(metrics::routes)
     .configure(pay::routes)
     .configure(admin::routes);
 }
