@@ -66,6 +66,12 @@ struct Args {
     /// The rules the pushes are routed by (the server must serve the same file).
     #[arg(long, default_value = "scripts/bench/keywords.toml")]
     keywords: PathBuf,
+    /// Fill nothing: time the analytics reports on the filled `--data-dir` (in-process, no
+    /// HTTP), `--runs` times each over the last 7, 30, 90 and 365 days, as a markdown table.
+    #[arg(long)]
+    reports: bool,
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
 }
 
 /// QR channels (scenes in `scripts/bench/keywords.toml`), their share of follows relative to a
@@ -255,6 +261,9 @@ fn main() -> Result<()> {
     let args = Args::parse();
     if args.subscribers == 0 || args.days == 0 || args.days > 3660 {
         bail!("--subscribers must be ≥ 1 and --days 1..=3660");
+    }
+    if args.reports {
+        return time_reports(&args);
     }
     if args.data_dir.exists()
         && std::fs::read_dir(&args.data_dir)
@@ -943,4 +952,64 @@ fn rss_mib(field: &str) -> u64 {
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb / 1024)
+}
+
+/// Times every analytics report on a filled data dir, `args.runs` times each: the figures'
+/// cost without the dashboard's HTML and HTTP.
+fn time_reports(args: &Args) -> Result<()> {
+    use mpgate::analytics::Range;
+    std::env::set_var("MPGATE_DATA_DIR", &args.data_dir);
+    std::env::set_var("MPGATE_KEYWORDS", &args.keywords);
+    let settings = Settings::from_env().map_err(|e| anyhow!("settings: {e}"))?;
+    let rules = RuleSet::load(&args.keywords)
+        .map_err(|e| anyhow!("{}: {e:?}", args.keywords.display()))?
+        .rules;
+    let store = Store::open(
+        &args.data_dir,
+        StoreConfig {
+            cache_capacity_bytes: settings.cache_capacity_bytes,
+            dedupe_retention_secs: settings.dedupe_retention.as_secs() as i64,
+            unanswered_days: settings.unanswered_days,
+        },
+    )?;
+    let secret = store.link_secret()?;
+    let gw = Gateway::new(&settings, store, LiveRules::new(rules), secret);
+    let a = gw.analytics();
+    let today = gw.today(Utc::now());
+    println!("| report (in-process) | days | rows | median ms | max ms |");
+    println!("|---|---|---|---|---|");
+    let row = |name: &str, days: u32, f: &dyn Fn(Range) -> Result<usize>| -> Result<()> {
+        let range = Range::last(days, today);
+        let mut ms = Vec::with_capacity(args.runs);
+        let mut rows = 0;
+        for _ in 0..args.runs.max(1) {
+            let t = Instant::now();
+            rows = f(range)?;
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "| {name} | {days} | {rows} | {:.1} | {:.1} |",
+            ms[ms.len() / 2],
+            ms[ms.len() - 1]
+        );
+        Ok(())
+    };
+    row("overview", 30, &|_| Ok(a.overview(today)?.series.len()))?;
+    for days in [7, 30, 90, 365] {
+        row("growth (all channels)", days, &|r| {
+            Ok(a.growth(r, None)?.len())
+        })?;
+        row("channels", days, &|r| Ok(a.channels(r)?.len()))?;
+        row("retention", days, &|r| Ok(a.retention(r, today)?.len()))?;
+        row("funnel", days, &|r| Ok(a.funnel(r)?.len()))?;
+        row("sales", days, &|r| {
+            a.sales(r)?;
+            Ok(1)
+        })?;
+        row("unanswered (top 50)", days, &|r| {
+            Ok(a.unanswered(r, 50)?.len())
+        })?;
+    }
+    Ok(())
 }

@@ -4,8 +4,10 @@
 # under target/), starts the release server on it, signs in, fetches every dashboard page and its
 # CSV RUNS times, and prints a markdown table (status, bytes, median and max ms; the budget is
 # 300 ms a page) and the server's RSS (VmRSS, VmHWM) after start-up on the filled store and after
-# the pages. Pages that do not exist (yet) show their status (404) and do not fail the run. The
-# JSON admin API's year of /admin/stats (bearer) is timed too, as a baseline.
+# the pages. Pages that do not exist (yet) show their status (404, or 401 while /admin has no
+# dashboard) and do not fail the run. The JSON admin API's year of /admin/stats (bearer) is timed
+# too, as a baseline, and each analytics report in-process (`dashfill --reports`), the figures'
+# cost without HTML and HTTP.
 #
 #   scripts/bench/dashboard.sh [subscribers=100000] [days=365] [seed=18] [runs=5] [port=39131]
 #
@@ -30,9 +32,10 @@ for b in "$T/release/mpgate" "$T/release/examples/dashfill"; do
   [[ -x $b ]] || { echo "dashboard.sh: $b is missing: cargo build --release --bin mpgate --example dashfill" >&2; exit 2; }
 done
 
-# What the fill's content depends on: the pipeline and store code, the generator, the rules.
-content=$(find src examples/dashfill.rs "$KEYWORDS" scripts/bench/templates -type f -print0 \
-  | sort -z | xargs -0 sha1sum | sha1sum | cut -c1-10)
+# What the fill's content depends on: the library (but src/http, which the fill never runs: the
+# dashboard's pages do not make a new fill), the generator, the rules.
+content=$(find src examples/dashfill.rs "$KEYWORDS" scripts/bench/templates -path src/http -prune \
+  -o -type f -print0 | sort -z | xargs -0 sha1sum | sha1sum | cut -c1-10)
 CACHE=$T/dashbench
 KEY=fill-$SUBS-$DAYS-$SEED-$END-$content
 DATA=$CACHE/$KEY
@@ -48,6 +51,10 @@ fi
 summary=$(grep '^DASHFILL' "$CACHE/$KEY.out" || true)
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$summary"; }
 BUYER=$(field sample_buyer)
+
+# The analytics reports alone, in-process, before the server takes the data dir's lock.
+"$T/release/examples/dashfill" --reports --data-dir "$DATA" --keywords "$KEYWORDS" --runs "$RUNS" \
+  >"$CACHE/$KEY.reports" || echo "(the analytics reports could not be timed)" >"$CACHE/$KEY.reports"
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/mpgate-dashbench.XXXXXX")
 trap 'kill "${PID:-0}" 2>/dev/null || true; rm -rf "$W"' EXIT
@@ -116,6 +123,8 @@ bearer=(-H "Authorization: Bearer $ADMIN")
 [[ -n $FROM ]] && row "/admin/stats?from=$FROM&to=$END (JSON)" "/admin/stats?from=$FROM&to=$END" "${bearer[@]}"
 row "/admin/unanswered?days=30&limit=50 (JSON)" "/admin/unanswered?days=30&limit=50" "${bearer[@]}"
 row "/admin/orders?state=paid (JSON)" "/admin/orders?state=paid" "${bearer[@]}"
+echo
+cat "$CACHE/$KEY.reports"
 echo
 echo "server RSS after start-up on the filled store: $rss_start"
 echo "server RSS after the pages:                     $(rss)"
