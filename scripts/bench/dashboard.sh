@@ -17,6 +17,8 @@
 # $CARGO_TARGET_DIR/dashbench/ (default target/) by subscribers, days, seed, end day and a hash of
 # what decides its content (src/, examples/dashfill.rs, the bench rules); a new fill removes the
 # older ones there (a million subscribers take a few GB). The server runs on the cached dir.
+# DASHBENCH_DATA=$CARGO_TARGET_DIR/dashbench/fill-… reuses that finished fill whatever the hash
+# (for a change that cannot alter what the fill writes).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SUBS=${1:-100000} DAYS=${2:-365} SEED=${3:-18} RUNS=${4:-5} PORT=${5:-39131}
@@ -40,7 +42,11 @@ CACHE=$T/dashbench
 KEY=fill-$SUBS-$DAYS-$SEED-$END-$content
 DATA=$CACHE/$KEY
 mkdir -p "$CACHE"
-if [[ ! -f $CACHE/$KEY.done ]]; then
+if [[ -n ${DASHBENCH_DATA:-} ]]; then
+  # An earlier fill named by hand (e.g. kept across a change the fill does not depend on).
+  [[ -f $DASHBENCH_DATA.done ]] || { echo "dashboard.sh: $DASHBENCH_DATA is not a finished fill" >&2; exit 2; }
+  DATA=$DASHBENCH_DATA KEY=$(basename "$DATA") CACHE=$(dirname "$DATA")
+elif [[ ! -f $CACHE/$KEY.done ]]; then
   # Older fills go: they are big, and only this one is wanted now.
   find "$CACHE" -mindepth 1 -maxdepth 1 -name 'fill-*' -exec rm -rf {} +
   echo "dashboard.sh: filling $DATA ($SUBS subscribers, $DAYS days, seed $SEED, ending $END)…" >&2
