@@ -90,6 +90,8 @@ impl Application {
         let data = web::Data::from(gateway.clone());
         let body_limit = settings.max_body_bytes;
         let admin = web::Data::new(crate::http::admin::AdminToken(settings.admin_token.clone()));
+        let dashboard = web::Data::new(crate::http::dashboard::Dashboard::new(&settings));
+        let throttle = web::Data::from(dashboard.throttle());
         let body_deadline = crate::http::limits::BodyDeadline(settings.body_timeout);
         let callback_allow = settings.callback_allow.clone().map(web::Data::new);
         let conns = ConnectionCap::new(settings.max_connections);
@@ -98,6 +100,8 @@ impl Application {
             let app = App::new()
                 .app_data(data.clone())
                 .app_data(admin.clone())
+                .app_data(dashboard.clone())
+                .app_data(throttle.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(body_deadline);
             match &callback_allow {

@@ -33,6 +33,8 @@ pub enum Class {
     Conflict,
     /// The client took too long to send its request (408).
     Timeout,
+    /// Too many wrong tokens from one address: slowed down for a while (429).
+    TooManyRequests,
     /// Our fault (500): the cause is logged, never sent.
     Internal,
     /// A platform we depend on (WeChat Pay) failed or could not be believed (503): the cause
@@ -53,6 +55,7 @@ impl Class {
             Class::Gone => StatusCode::GONE,
             Class::Conflict => StatusCode::CONFLICT,
             Class::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Class::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Class::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Class::Unavailable | Class::Upstream => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -99,6 +102,7 @@ impl Classify for AdminError {
             // Off looks like no such route: strangers learn nothing.
             AdminError::Off | AdminError::NotFound(_) => Class::NotFound,
             AdminError::Unauthorized => Class::Unauthorized,
+            AdminError::Slowed(_) => Class::TooManyRequests,
             AdminError::BadRequest(_) => Class::BadRequest,
             AdminError::Conflict(_) => Class::Conflict,
             AdminError::Store(e) => e.class(),
@@ -212,7 +216,14 @@ impl ResponseError for AdminError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        Refusal::of(self, "admin request").json()
+        let mut r = Refusal::of(self, "admin request").json();
+        if let AdminError::Slowed(secs) = self {
+            r.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from(*secs),
+            );
+        }
+        r
     }
 }
 

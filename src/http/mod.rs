@@ -4,6 +4,7 @@
 //! - [`health`]: `GET /healthz`.
 //! - [`pages`]: `GET /a/{article}`, the signed article page.
 //! - [`admin`]: the operator API under `/admin/…`.
+//! - [`dashboard`]: the operators' pages under `/admin` (sign-in, overview, …, CSV, SVG charts).
 //! - [`error`]: the one place errors become HTTP statuses (and plain-text, JSON or page bodies).
 //! - [`limits`]: extractors that cut a stalled body (408) and refuse a peer outside the callback
 //!   allow-list (403) before a handler runs.
@@ -15,6 +16,7 @@
 
 pub mod admin;
 pub mod callback;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod limits;
@@ -34,5 +36,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(health::healthz))
     .route("/a/{article}", web::get().to(pages::article))
     .configure(pay::routes)
+    // Before the JSON API: its `/admin` scope answers every path under it.
+    .configure(dashboard::routes)
     .configure(admin::routes);
 }

@@ -8,6 +8,7 @@ mod helpers;
 
 mod admin;
 mod bad_input;
+mod dashboard;
 mod edge;
 /// The fake WeChat Pay, shared by the payment stories; not every control is used by every story.
 #[allow(dead_code)]
