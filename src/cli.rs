@@ -1,6 +1,6 @@
 //! The command line: `serve` (default), the operator's rule tools (`check`, `simulate`,
-//! `menu show`) and state tools (`grant`, `revoke`, `subscriber`, `stats`, `handoffs`,
-//! `outbox`, `orders`).
+//! `menu show`) and state tools (`grant`, `revoke`, `subscriber`, `stats`, `unanswered`,
+//! `handoffs`, `outbox`, `orders`).
 //!
 //! State tools ([`crate::ops`]) open the store directly. While the server runs it holds the
 //! data dir; then, with `MPGATE_ADMIN_TOKEN` set, they go through its admin API
@@ -54,6 +54,13 @@ pub enum Command {
         /// Tags the subscriber already has.
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// Simulate the text numbered K in `mpgate unanswered`'s list (needs the data dir, or
+        /// the running server's admin API).
+        #[arg(long, value_name = "K", conflicts_with_all = ["text", "event", "click"])]
+        unanswered: Option<usize>,
+        /// With --unanswered: the list's days, as in `mpgate unanswered --days`.
+        #[arg(long, requires = "unanswered", default_value_t = crate::store::unanswered::LIST_DEFAULT_DAYS)]
+        days: u32,
         /// The text the subscriber sends.
         text: Option<String>,
     },
@@ -117,6 +124,16 @@ pub enum Command {
     },
     /// Exit 0 when the local server answers GET /healthz (for container HEALTHCHECKs).
     Healthcheck,
+    /// What subscribers sent that no rule answered, most frequent first: `count  text`, numbered
+    /// (`mpgate simulate --unanswered K` takes the text numbered K).
+    Unanswered {
+        /// The account's last N days (1-366).
+        #[arg(long, default_value_t = crate::store::unanswered::LIST_DEFAULT_DAYS)]
+        days: u32,
+        /// At most M texts (1-1000).
+        #[arg(long, default_value_t = crate::store::unanswered::LIST_DEFAULT_LIMIT)]
+        limit: usize,
+    },
     /// Daily counters over a date range (YYYY-MM-DD; default: the last 7 days).
     Stats {
         #[arg(long)]
@@ -175,8 +192,26 @@ pub fn run(cli: Cli) -> ExitCode {
             click,
             first_time,
             tags,
-            text,
+            unanswered,
+            days,
+            mut text,
         } => {
+            if let Some(k) = unanswered {
+                let settings = match settings_or_exit() {
+                    Ok(s) => s,
+                    Err(c) => return c,
+                };
+                match crate::ops::unanswered_text(&settings, days, k) {
+                    Ok(t) => {
+                        println!("unanswered text #{k} (last {days} days): {t:?}");
+                        text = Some(t);
+                    }
+                    Err(e) => {
+                        eprintln!("mpgate: {e:#}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
             let args = crate::rules::cli::SimulateArgs {
                 openid,
                 event,
@@ -216,6 +251,9 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Subscriber { openid } => state_tool(|s| crate::ops::subscriber(s, &openid)),
         Command::Stats { from, to } => state_tool(|s| crate::ops::stats(s, from, to)),
+        Command::Unanswered { days, limit } => {
+            state_tool(|s| crate::ops::unanswered(s, days, limit))
+        }
         Command::Orders {
             action: Some(OrdersAction::Reconcile),
             ..

@@ -1,4 +1,4 @@
-//! Operator jobs (`mpgate grant|revoke|subscriber|stats|handoffs|outbox|orders`), on the data dir through
+//! Operator jobs (`mpgate grant|revoke|subscriber|stats|unanswered|handoffs|outbox|orders`), on the data dir through
 //! the same service the admin API uses ([`crate::operator`]).
 //!
 //! Each command opens the store itself. While the server runs it holds the data dir's lock
@@ -76,6 +76,7 @@ fn open_store(s: &Settings) -> Result<Store, StoreError> {
         StoreConfig {
             cache_capacity_bytes: s.cache_capacity_bytes,
             dedupe_retention_secs: s.dedupe_retention.as_secs() as i64,
+            unanswered_days: s.unanswered_days,
         },
     )
 }
@@ -328,6 +329,124 @@ pub fn stats(
             pretty(&v["days"])
         }
     }
+}
+
+/// One line of the unanswered list, as both paths read it.
+struct UnansweredLine {
+    text: String,
+    count: u64,
+}
+
+/// The texts no rule answered over the account's last `days` days, most frequent first, at
+/// most `limit`: from the data dir, or through the running server (`GET /admin/unanswered`).
+fn unanswered_list(s: &Settings, days: u32, limit: usize) -> anyhow::Result<Vec<UnansweredLine>> {
+    use crate::store::unanswered as list;
+    if !(1..=list::LIST_MAX_DAYS).contains(&days) {
+        anyhow::bail!("--days must be between 1 and {}", list::LIST_MAX_DAYS);
+    }
+    if !(1..=list::LIST_MAX_LIMIT).contains(&limit) {
+        anyhow::bail!("--limit must be between 1 and {}", list::LIST_MAX_LIMIT);
+    }
+    match target(s)? {
+        Target::Local(store) => {
+            // Counted by the account's date, as the server does.
+            let today = Utc::now().with_timezone(&account_tz(s)?).date_naive();
+            let range = crate::analytics::Range::last(days, today);
+            Ok(crate::analytics::Analytics::new(store)
+                .unanswered(range, limit)?
+                .into_iter()
+                .map(|u| UnansweredLine {
+                    text: u.text,
+                    count: u.count,
+                })
+                .collect())
+        }
+        Target::Remote(api) => {
+            let v = api
+                .get(
+                    &["unanswered"],
+                    &[("days", days.to_string()), ("limit", limit.to_string())],
+                )?
+                .ok()?;
+            let bad = || anyhow::anyhow!("the server's answer is not an unanswered list");
+            v["texts"]
+                .as_array()
+                .ok_or_else(bad)?
+                .iter()
+                .map(|t| {
+                    Ok(UnansweredLine {
+                        text: t["text"].as_str().ok_or_else(bad)?.to_string(),
+                        count: t["count"].as_u64().ok_or_else(bad)?,
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+/// A text as one line of a terminal: control characters (a newline a subscriber typed) escaped.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `mpgate unanswered`: a numbered list, `count  text`, most frequent first; the number is what
+/// `mpgate simulate --unanswered K` takes.
+pub fn unanswered(s: &Settings, days: u32, limit: usize) -> anyhow::Result<String> {
+    let lines = unanswered_list(s, days, limit)?;
+    let when = if days == 1 {
+        "today".to_string()
+    } else {
+        format!("in the last {days} days")
+    };
+    if lines.is_empty() {
+        return Ok(format!("no unanswered texts {when}"));
+    }
+    let width = lines.first().map_or(1, |l| l.count.to_string().len());
+    let mut out = format!("texts no rule answered {when}, most frequent first:\n");
+    for (i, l) in lines.iter().enumerate() {
+        out.push_str(&format!(
+            "{:>3}. {:>width$}  {}\n",
+            i + 1,
+            l.count,
+            one_line(&l.text)
+        ));
+    }
+    Ok(out.trim_end().to_string())
+}
+
+/// The text numbered `k` in `mpgate unanswered --days <days>`'s list, for the simulator.
+pub fn unanswered_text(s: &Settings, days: u32, k: usize) -> anyhow::Result<String> {
+    use crate::store::unanswered as list;
+    if !(1..=list::LIST_MAX_LIMIT).contains(&k) {
+        anyhow::bail!(
+            "--unanswered must be between 1 and {}",
+            list::LIST_MAX_LIMIT
+        );
+    }
+    // Most frequent first, ties by text: the first k of any longer list are these k.
+    let lines = unanswered_list(s, days, k)?;
+    let Some(line) = lines.get(k - 1) else {
+        anyhow::bail!(
+            "`mpgate unanswered --days {days}` lists {} text(s); there is no number {k}",
+            lines.len()
+        );
+    };
+    if line.text == list::OTHER {
+        anyhow::bail!(
+            "number {k} is {}: texts past {} different ones a day, counted together; pick another",
+            list::OTHER,
+            list::MAX_TEXTS_PER_DAY
+        );
+    }
+    Ok(line.text.clone())
 }
 
 pub fn handoffs(s: &Settings) -> anyhow::Result<String> {

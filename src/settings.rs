@@ -139,6 +139,8 @@ pub struct Settings {
     pub cache_capacity_bytes: u64,
     /// How long dedupe keys of answered pushes are kept.
     pub dedupe_retention: Duration,
+    /// How many days texts no rule answered are kept (`MPGATE_UNANSWERED_DAYS`); 0: off.
+    pub unanswered_days: u32,
     pub log_format: LogFormat,
     /// For the outbound platform client.
     pub app_secret: Option<Secret>,
@@ -210,6 +212,9 @@ pub const RANGE_DEDUPE_RETENTION_SECS: RangeInclusive<u64> = 60..=30 * 86_400;
 pub const DEFAULT_SESSION_TTL_SECS: u64 = 43_200;
 /// `MPGATE_SESSION_TTL_SECS`: from a minute to 30 days.
 pub const RANGE_SESSION_TTL_SECS: RangeInclusive<u64> = 60..=30 * 86_400;
+/// `MPGATE_UNANSWERED_DAYS`: 0 turns counting off; a year and a day covers the longest range
+/// the dashboard shows.
+pub const RANGE_UNANSWERED_DAYS: RangeInclusive<u64> = 0..=366;
 /// `MPGATE_LINK_SECRET`: as many bytes as the HMAC-SHA256 key it is hashed into.
 pub const MIN_LINK_SECRET_BYTES: usize = 32;
 
@@ -374,6 +379,7 @@ const KEYS: &[&str] = &[
     "LINK_TTL_SECS",
     "CACHE_MB",
     "DEDUPE_RETENTION_SECS",
+    "UNANSWERED_DAYS",
     "LOG_FORMAT",
     "APP_SECRET",
     "API_BASE",
@@ -595,6 +601,11 @@ impl Settings {
             crate::store::DEFAULT_DEDUPE_RETENTION_SECS.unsigned_abs(),
             RANGE_DEDUPE_RETENTION_SECS,
         )?;
+        let unanswered_days = num(
+            "UNANSWERED_DAYS",
+            u64::from(crate::store::unanswered::DEFAULT_RETENTION_DAYS),
+            RANGE_UNANSWERED_DAYS,
+        )?;
         let log_format = match get("LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
             None | Some("pretty") | Some("text") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -634,6 +645,8 @@ impl Settings {
             link_ttl: Duration::from_secs(link_ttl),
             cache_capacity_bytes: cache_mb * 1024 * 1024,
             dedupe_retention: Duration::from_secs(dedupe_retention),
+            // The range above keeps it within u32.
+            unanswered_days: unanswered_days as u32,
             log_format,
             app_secret: get("APP_SECRET").map(Secret::new),
             api_base,
@@ -821,6 +834,32 @@ mod tests {
             let e = refused(var, bad);
             assert!(e.problem.contains(range), "{var}={bad}: {e}");
         }
+    }
+
+    #[test]
+    fn unanswered_texts_are_kept_30_days_unless_told_and_0_turns_them_off() {
+        let days = |v: Option<&str>| {
+            let pairs: Vec<(&str, &str)> = v
+                .map(|v| ("MPGATE_UNANSWERED_DAYS", v))
+                .into_iter()
+                .collect();
+            Settings::from_sources(None, &env(&pairs)).map(|s| s.unanswered_days)
+        };
+        assert_eq!(days(None), Ok(30));
+        assert_eq!(days(Some("0")), Ok(0));
+        assert_eq!(days(Some("7")), Ok(7));
+        assert_eq!(days(Some("366")), Ok(366));
+        for bad in ["367", "-1", "thirty"] {
+            let e = refused("MPGATE_UNANSWERED_DAYS", bad);
+            assert!(e.problem.contains("between 0 and 366"), "{bad}: {e}");
+        }
+        // The file takes it too, as `unanswered_days`.
+        let s = Settings::from_sources(
+            Some((Path::new("mpgate.toml"), "unanswered_days = 90\n")),
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(s.unanswered_days, 90);
     }
 
     #[test]

@@ -37,6 +37,7 @@ impl Application {
             StoreConfig {
                 cache_capacity_bytes: settings.cache_capacity_bytes,
                 dedupe_retention_secs: settings.dedupe_retention.as_secs() as i64,
+                unanswered_days: settings.unanswered_days,
             },
         )
         .with_context(|| format!("cannot open the data dir {}", settings.data_dir.display()))?;

@@ -941,6 +941,191 @@ fn concurrent_counts_and_flushes_add_up() {
     );
 }
 
+// ---- texts no rule answered -------------------------------------------------------------
+
+fn top(store: &Store, from: NaiveDate, to: NaiveDate) -> Vec<(String, u64, NaiveDate)> {
+    store.unanswered_top(from, to, 10_000).expect("top")
+}
+
+#[test]
+fn unanswered_texts_are_counted_per_day_and_merged_over_days_most_frequent_first() {
+    let (_dir, store) = fresh();
+    for _ in 0..3 {
+        store.unanswered_count("怎么退款", day(1));
+    }
+    // Some on disk, some still in memory: a read merges both.
+    store.flush().expect("flush");
+    store.unanswered_count("怎么退款", day(2));
+    store.unanswered_count("怎么退款", day(2));
+    store.unanswered_count("发票", day(2));
+    store.unanswered_count("发票", day(2));
+    // Order numbers are masked, so these two are one question.
+    store.unanswered_count("订单 1234567 怎么查", day(3));
+    store.unanswered_count("订单 7654321 怎么查", day(3));
+    // Nothing is kept of a blank text.
+    store.unanswered_count("   ", day(3));
+
+    assert_eq!(
+        top(&store, day(1), day(3)),
+        vec![
+            ("怎么退款".to_string(), 5, day(2)),
+            // Equal counts: by text.
+            ("发票".to_string(), 2, day(2)),
+            ("订单 # 怎么查".to_string(), 2, day(3)),
+        ]
+    );
+    assert_eq!(
+        store.unanswered_top(day(1), day(3), 1).expect("top"),
+        vec![("怎么退款".to_string(), 5, day(2))]
+    );
+    assert_eq!(
+        top(&store, day(1), day(1)),
+        vec![("怎么退款".to_string(), 3, day(1))]
+    );
+    assert!(top(&store, day(3), day(1)).is_empty());
+    assert!(top(&store, day(4), day(9)).is_empty());
+}
+
+#[test]
+fn an_unanswered_text_reaches_the_disk_with_the_period_of_its_push_and_survives_a_reopen() {
+    let (dir, store) = fresh();
+    let period_done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let scope = store.commit_scope();
+        store.unanswered_count("能开发票吗", day(9));
+        // A period starting now waits for this push to finish.
+        s.spawn(|| {
+            store.write_behind(false).expect("period");
+            period_done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(
+            !period_done.load(std::sync::atomic::Ordering::SeqCst),
+            "a period ran while a push was half made"
+        );
+        store
+            .dedupe_put(
+                "m:invoice",
+                &StoredAnswer {
+                    at: chrono::Utc::now().timestamp(),
+                    body: "sorry",
+                    headless: true,
+                },
+            )
+            .expect("answer");
+        drop(scope);
+    });
+    assert!(period_done.load(std::sync::atomic::Ordering::SeqCst));
+    // What the period wrote, read as a crash would leave it (no flush on drop).
+    drop(store);
+    let store = open(dir.path());
+    assert!(store.dedupe_get("m:invoice").expect("get").is_some());
+    assert_eq!(
+        top(&store, day(9), day(9)),
+        vec![("能开发票吗".to_string(), 1, day(9))]
+    );
+    // Counted on after the reopen, added to what the disk holds.
+    store.unanswered_count("能开发票吗", day(9));
+    store.flush().expect("flush");
+    drop(store);
+    assert_eq!(
+        top(&open(dir.path()), day(9), day(9)),
+        vec![("能开发票吗".to_string(), 2, day(9))]
+    );
+}
+
+#[test]
+fn the_sweep_deletes_the_days_the_retention_no_longer_keeps() {
+    let dir = TempDir::new().expect("tempdir");
+    let cfg = StoreConfig {
+        unanswered_days: 7,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), cfg).expect("open");
+    store.unanswered_count("too old", day(12));
+    store.unanswered_count("kept", day(13));
+    store.unanswered_count("today", day(20));
+    store.flush().expect("flush");
+    assert_eq!(store.sweep_unanswered(day(20)).expect("sweep"), 1);
+    assert_eq!(store.sweep_unanswered(day(20)).expect("sweep"), 0);
+    let left: Vec<String> = top(&store, day(1), day(31))
+        .into_iter()
+        .map(|(t, _, _)| t)
+        .collect();
+    assert_eq!(left, vec!["kept".to_string(), "today".to_string()]);
+}
+
+/// `MPGATE_UNANSWERED_DAYS=0`: nothing more is counted, and the upkeep's first sweep deletes
+/// what an earlier run kept.
+#[tokio::test]
+async fn with_a_retention_of_0_nothing_is_counted_and_the_upkeep_deletes_what_was_kept() {
+    let dir = TempDir::new().expect("tempdir");
+    let today = chrono::Utc::now().date_naive();
+    {
+        let store = open(dir.path());
+        store.unanswered_count("怎么退款", today);
+        store.flush().expect("flush");
+    }
+    let cfg = StoreConfig {
+        unanswered_days: 0,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), cfg).expect("open");
+    store.unanswered_count("怎么退款", today);
+    store.unanswered_count("新问题", today);
+    assert_eq!(
+        top(&store, today, today),
+        vec![("怎么退款".to_string(), 1, today)],
+        "nothing counted while off; the old day is there until the sweep"
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let upkeep = store.spawn_maintenance(stopped).expect("upkeep starts");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    stop.send(true).expect("upkeep listens");
+    upkeep.await.expect("upkeep ends");
+    store.flush().expect("flush");
+    assert!(top(&store, today, today).is_empty());
+}
+
+#[test]
+fn at_most_2000_different_texts_a_day_are_kept_and_the_rest_are_counted_together() {
+    use mpgate::store::unanswered::{MAX_TEXTS_PER_DAY, OTHER};
+    let dir = TempDir::new().expect("tempdir");
+    {
+        let store = open(dir.path());
+        for i in 0..1500 {
+            store.unanswered_count(&format!("question {i}"), day(1));
+        }
+        store.flush().expect("flush");
+    }
+    // After a restart the bound still counts what the disk holds.
+    let store = open(dir.path());
+    for i in 1500..MAX_TEXTS_PER_DAY {
+        store.unanswered_count(&format!("question {i}"), day(1));
+    }
+    for extra in ["one too many", "two too many", "one too many"] {
+        store.unanswered_count(extra, day(1));
+    }
+    // A text the day already holds is still counted under its own name.
+    store.unanswered_count("question 0", day(1));
+    // Another day has its own bound.
+    store.unanswered_count("one too many", day(2));
+
+    let first = top(&store, day(1), day(1));
+    assert_eq!(first.len(), MAX_TEXTS_PER_DAY + 1);
+    assert_eq!(first[0], (OTHER.to_string(), 3, day(1)));
+    assert_eq!(first[1], ("question 0".to_string(), 2, day(1)));
+    assert!(first.iter().all(|(t, _, _)| !t.contains("too many")));
+    assert_eq!(
+        top(&store, day(2), day(2)),
+        vec![("one too many".to_string(), 1, day(2))]
+    );
+    store.flush().expect("flush");
+    drop(store);
+    let again = top(&open(dir.path()), day(1), day(1));
+    assert_eq!(again, first, "the same after a reopen");
+}
+
 // ---- schema, lock, misc ------------------------------------------------------------------
 
 #[test]
@@ -1128,7 +1313,8 @@ fn a_record_made_by_a_push_is_not_marked_as_made_by_the_operator() {
 // ---- faults: whole pushes per period, a full disk ---------------------------------------------
 
 /// One push as the callback makes it: a first-time subscribe from a course QR code, the tag
-/// its rule adds, the count, and the stored answer, inside one commit scope.
+/// its rule adds, the count, a text no rule answered (as a message's push would add), and the
+/// stored answer, inside one commit scope.
 fn course_subscribe(store: &Store, openid: &str, at: i64) {
     let u = uid(openid);
     let _scope = store.commit_scope();
@@ -1143,6 +1329,7 @@ fn course_subscribe(store: &Store, openid: &str, at: i64) {
         day(9),
         1,
     );
+    store.unanswered_count(COURSE_QUESTION, day(9));
     store
         .dedupe_put(
             &format!("e:{openid}:{at}:subscribe"),
@@ -1153,6 +1340,17 @@ fn course_subscribe(store: &Store, openid: &str, at: i64) {
             },
         )
         .expect("answer");
+}
+
+const COURSE_QUESTION: &str = "课程怎么买";
+
+/// How often [`course_subscribe`]'s text is counted on its day, on disk and in memory.
+fn course_question_count(store: &Store) -> u64 {
+    let top = store.unanswered_top(day(9), day(9), 10).expect("top");
+    assert!(top.len() <= 1, "{top:?}");
+    top.iter()
+        .find(|(t, _, _)| t == COURSE_QUESTION)
+        .map_or(0, |(_, n, _)| *n)
 }
 
 fn course_count(store: &Store) -> u64 {
@@ -1246,6 +1444,7 @@ fn counts_reach_the_disk_with_the_answers_of_their_period() {
     drop(store);
     let store = open(dir.path());
     assert_eq!(course_count(&store), 50);
+    assert_eq!(course_question_count(&store), 50);
     assert_whole(&store, &ids, now);
 }
 
@@ -1363,6 +1562,11 @@ fn a_full_disk_loses_nothing_given_to_the_store_and_it_recovers_by_itself() {
     assert_whole(&store, &before, now);
     assert_whole(&store, &during, now);
     assert_eq!(course_count(&store), (before.len() + during.len()) as u64);
+    assert_eq!(
+        course_question_count(&store),
+        (before.len() + during.len()) as u64,
+        "texts no rule answered are neither lost nor counted twice"
+    );
     assert!(store
         .is_entitled(&uid("oBefore1"), "rust-101")
         .expect("read"));

@@ -196,7 +196,16 @@ impl Analytics {
     }
 
     /// The texts no rule answered in `range`, most frequent first, at most `limit`.
-    pub fn unanswered(&self, _range: Range, _limit: usize) -> Result<Vec<Unanswered>, StoreError> {
-        Ok(Vec::new())
+    pub fn unanswered(&self, range: Range, limit: usize) -> Result<Vec<Unanswered>, StoreError> {
+        Ok(self
+            .store
+            .unanswered_top(range.from, range.to, limit)?
+            .into_iter()
+            .map(|(text, count, last)| Unanswered {
+                text,
+                count,
+                last_day: Some(last),
+            })
+            .collect())
     }
 }

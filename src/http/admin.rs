@@ -82,6 +82,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 web::get().to(article_subscribers),
             )
             .route("/stats", web::get().to(stats))
+            .route("/unanswered", web::get().to(unanswered))
             .route("/handoffs", web::get().to(handoffs))
             .route("/outbox", web::get().to(outbox))
             .route("/orders", web::get().to(orders))
@@ -282,6 +283,63 @@ async fn stats(
     }
     let counters = gw.operator().counters(from, to)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "from": from, "to": to, "days": counters })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnansweredQuery {
+    pub days: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// A whole number in `range` from the query, or `default` when absent.
+fn bounded<T>(field: &str, v: Option<&str>, default: T, min: T, max: T) -> Result<T, AdminError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(v) = v else {
+        return Ok(default);
+    };
+    match v.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(AdminError::BadRequest(format!(
+            "`{field}` must be a whole number between {min} and {max}"
+        ))),
+    }
+}
+
+/// What subscribers asked that no rule answered, most frequent first
+/// (`?days=N&limit=M`: the last N days of the account, default 7; at most M texts, default 50).
+/// Holds no openid: the store never kept one with a text.
+async fn unanswered(
+    req: HttpRequest,
+    token: web::Data<AdminToken>,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&req, &token)?;
+    use crate::store::unanswered as list;
+    // Parsed after authorisation, with a reason naming the parameter.
+    let q = web::Query::<UnansweredQuery>::from_query(req.query_string())
+        .map_err(|e| AdminError::BadRequest(format!("bad query: {e}")))?;
+    let days = bounded(
+        "days",
+        q.days.as_deref(),
+        list::LIST_DEFAULT_DAYS,
+        1,
+        list::LIST_MAX_DAYS,
+    )?;
+    let limit = bounded(
+        "limit",
+        q.limit.as_deref(),
+        list::LIST_DEFAULT_LIMIT,
+        1,
+        list::LIST_MAX_LIMIT,
+    )?;
+    let today = gw.today(chrono::Utc::now());
+    let texts = gw
+        .analytics()
+        .unanswered(crate::analytics::Range::last(days, today), limit)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "days": days, "texts": texts })))
 }
 
 /// Open and queued customer-service handoffs, longest waiting first.

@@ -301,6 +301,7 @@ impl Gateway {
         };
         let decision: Decision = rules.route(inbound, &view, now);
         state::apply(&self.store, openid, &decision, day)?;
+        state::note_unanswered(&self.store, inbound, &decision, day);
         let reply = match &decision.special {
             None => decision.reply.clone(),
             Some(Special::Article { id }) => {

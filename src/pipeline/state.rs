@@ -1,6 +1,7 @@
 //! What a push changes about its subscriber: the push and subscribe/unsubscribe counters,
 //! subscribe and unsubscribe, activity, and the tags and rule-hit count a routing decision
-//! adds. The rules decide; this module only writes down the consequences, through the store.
+//! adds, and the texts no rule answered. The rules decide; this module only writes down the
+//! consequences, through the store.
 //!
 //! May depend on `store`, `rules` (the decision) and `wechat` (the message).
 
@@ -8,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 
-use crate::rules::Decision;
+use crate::rules::{Decision, Why};
 use crate::store::{Counter, Store, StoreError, Subscriber};
 use crate::wechat::message::{Event, Inbound, InboundKind};
 use crate::wechat::types::OpenId;
@@ -81,4 +82,102 @@ pub(super) fn apply(
         store.add_tags(openid, &decision.add_tags)?;
     }
     Ok(())
+}
+
+/// Counts the text of a user message no rule answered (the fallback's, or nobody's), without
+/// its sender, for the operators' list of what to add keywords for. Normalised exactly as the
+/// rules compared it; the store masks and cuts it. Called only once the rules routed the push:
+/// a message a hand-off took is answered by a person.
+pub(super) fn note_unanswered(
+    store: &Store,
+    inbound: &Inbound,
+    decision: &Decision,
+    day: NaiveDate,
+) {
+    if !matches!(decision.why, Why::Fallback | Why::NoRule) {
+        return;
+    }
+    if let Some(text) = inbound.text_for_matching() {
+        store.unanswered_count(&crate::rules::normalize(text), day);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+    use crate::wechat::message::Header;
+    use crate::wechat::reply::Reply;
+    use crate::wechat::types::MsgId;
+
+    fn push(kind: InboundKind) -> Inbound {
+        Inbound {
+            header: Header {
+                to_user: "gh_test".into(),
+                from_user: OpenId::new("oStateTest"),
+                create_time: 1,
+            },
+            kind,
+        }
+    }
+
+    fn text(content: &str) -> Inbound {
+        push(InboundKind::Text {
+            msg_id: MsgId::new(1),
+            content: content.into(),
+            msg_data_id: None,
+            idx: None,
+        })
+    }
+
+    fn decided(why: Why) -> Decision {
+        Decision {
+            rule: None,
+            why,
+            reply: Reply::None,
+            add_tags: Vec::new(),
+            special: None,
+        }
+    }
+
+    #[test]
+    fn only_texts_the_fallback_or_no_rule_took_are_noted_normalised() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        let day = NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
+        note_unanswered(
+            &store,
+            &text(" ＨＥＬＬＯ？ "),
+            &decided(Why::Fallback),
+            day,
+        );
+        note_unanswered(&store, &text("hello?"), &decided(Why::NoRule), day);
+        // A voice message's recognition text is what the rules matched on.
+        let voice = push(InboundKind::Voice {
+            msg_id: MsgId::new(2),
+            media_id: "m".into(),
+            format: "amr".into(),
+            recognition: Some("Hello？".into()),
+        });
+        note_unanswered(&store, &voice, &decided(Why::Fallback), day);
+        // Without recognition, or answered by a rule: nothing.
+        let silent = push(InboundKind::Voice {
+            msg_id: MsgId::new(3),
+            media_id: "m".into(),
+            format: "amr".into(),
+            recognition: None,
+        });
+        note_unanswered(&store, &silent, &decided(Why::Fallback), day);
+        note_unanswered(
+            &store,
+            &text("price"),
+            &decided(Why::Exact("price".into())),
+            day,
+        );
+        note_unanswered(&store, &text("anything"), &decided(Why::Any), day);
+        assert_eq!(
+            store.unanswered_top(day, day, 10).unwrap(),
+            vec![("hello?".to_string(), 3, day)]
+        );
+    }
 }

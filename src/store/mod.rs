@@ -2,7 +2,8 @@
 //!
 //! Owns everything mpgate remembers between pushes: subscribers, the dedupe memory of answered
 //! pushes, paid-article entitlements, WeChat Pay orders and payment anomalies (`orders`),
-//! human-handoff sessions, daily counters and the secret that signs article links; and its own upkeep (the write-behind thread and the dedupe sweep,
+//! human-handoff sessions, daily counters, the texts no rule answered (`unanswered`, without
+//! openids) and the secret that signs article links; and its own upkeep (the write-behind thread and the dedupe sweep,
 //! [`Store::spawn_maintenance`]). May depend on std, serde/serde_json, chrono, rand, tracing,
 //! tokio's `sync`/`task` (only to be stopped by the server's shutdown) and
 //! [`crate::wechat::types`] only — no actix, no HTTP, no rules engine, no protocol logic: what a
@@ -27,6 +28,7 @@
 //! | `references` | purchase reference | `openid \0 article` |
 //! | `handoffs` | `openid` | JSON [`HandoffSession`] |
 //! | `counters` | `YYYY-MM-DD \0 name` | u64 big-endian |
+//! | `unanswered` | `YYYY-MM-DD \0 text` (no openid; the overflow entry has an empty text) | u64 big-endian (see `unanswered`) |
 //! | `orders` | `out_trade_no` | JSON [`Order`] (every state) |
 //! | `orders_by_reader` | `openid \0 article \0` ‖ `time_key(created_at)` ‖ `out_trade_no` | empty |
 //! | `orders_by_time` | `time_key(created_at)` ‖ `out_trade_no` | empty |
@@ -61,7 +63,8 @@
 //!   grant, a full refund's revoke and their counters (`order:`, `paid:`, `revenue:`,
 //!   `refund:`, `pay_anomaly:`, …) are in the order's own transaction, not in the write-behind
 //!   counts: a crash never keeps a paid order without its grant or its count, nor the reverse.
-//! - **Per-push state** (subscriber state changes, hand-off sessions, counters, stored answers)
+//! - **Per-push state** (subscriber state changes, hand-off sessions, counters, texts no rule
+//!   answered, stored answers)
 //!   reaches disk in write-behind periods (`period`; the upkeep thread runs one every 100 ms):
 //!   the pushes' changes, whole, in one transaction, synced before the period ends. A crash loses the
 //!   pushes of the last ≤ 100 ms entirely (their retries are handled again), never part of one.
@@ -102,6 +105,7 @@ mod orders;
 mod period;
 pub mod platform;
 mod subscribers;
+pub mod unanswered;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -151,6 +155,9 @@ pub struct StoreConfig {
     /// 10 minutes: the platform retries within ~15 s, and the replay window refuses pushes older
     /// than 5 minutes anyway).
     pub dedupe_retention_secs: i64,
+    /// How many days texts no rule answered are kept (`MPGATE_UNANSWERED_DAYS`, default 30);
+    /// 0: none are counted, and the upkeep's sweep deletes those kept.
+    pub unanswered_days: u32,
 }
 
 impl Default for StoreConfig {
@@ -158,6 +165,7 @@ impl Default for StoreConfig {
         StoreConfig {
             cache_capacity_bytes: DEFAULT_CACHE_MB * 1024 * 1024,
             dedupe_retention_secs: DEFAULT_DEDUPE_RETENTION_SECS,
+            unanswered_days: unanswered::DEFAULT_RETENTION_DAYS,
         }
     }
 }
@@ -263,6 +271,8 @@ struct Inner {
     handoffs_mem: handoff::HandoffMirror,
     /// In-memory counts not yet merged into `counters` (the callback hot path only locks this).
     pending_counts: Mutex<counters::Pending>,
+    /// Texts no rule answered, not yet merged into `unanswered`, and the recent days' texts.
+    unanswered: Mutex<unanswered::Memory>,
     /// Serialises periods with reads of counters so a read never sees a half-merged period.
     counters_gate: Mutex<()>,
     /// Held shared by each push while it makes its effects and stores its answer, and
@@ -286,6 +296,7 @@ struct Backend {
     references: sled::Tree,
     handoffs: sled::Tree,
     counters: sled::Tree,
+    unanswered: sled::Tree,
     orders: sled::Tree,
     orders_by_reader: sled::Tree,
     orders_by_time: sled::Tree,
@@ -307,6 +318,7 @@ impl Backend {
             references: db.open_tree("references")?,
             handoffs: db.open_tree("handoffs")?,
             counters: db.open_tree("counters")?,
+            unanswered: db.open_tree("unanswered")?,
             orders: db.open_tree("orders")?,
             orders_by_reader: db.open_tree("orders_by_reader")?,
             orders_by_time: db.open_tree("orders_by_time")?,
@@ -348,6 +360,7 @@ impl Store {
             dedupe,
             handoffs_mem: handoff::HandoffMirror::load(&backend.handoffs)?,
             pending_counts: Mutex::new(counters::Pending::default()),
+            unanswered: Mutex::new(unanswered::Memory::default()),
             counters_gate: Mutex::new(()),
             commit_gate: RwLock::new(()),
             health: period::HealthState::starting_at(period::first_period(&backend)?),

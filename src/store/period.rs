@@ -39,6 +39,7 @@ use crate::sync::lock;
 use super::counters::{decode_count, tree_key, Pending};
 use super::dedupe::EncodedDedupe;
 use super::handoff::HandoffChange;
+use super::unanswered;
 use super::{encode_json, Backend, Store, StoreError};
 
 /// Answers waiting in memory past which new pushes are refused. An unwritten push holds about
@@ -66,7 +67,7 @@ pub struct Unwritten {
     pub answers: usize,
     /// Subscriber records with changes.
     pub records: usize,
-    /// Counter increments (by day and name).
+    /// Counter increments (by day and name), and texts no rule answered (by day and text).
     pub counts: usize,
 }
 
@@ -109,6 +110,8 @@ struct Failure {
     reopen: bool,
     /// A failed period's counts whose fate is unknown: `(period number, counts)`.
     unconfirmed: Option<(u64, Pending)>,
+    /// That period's counts of texts no rule answered (the same fate as `unconfirmed`).
+    unconfirmed_unanswered: Option<unanswered::Pending>,
 }
 
 impl HealthState {
@@ -205,14 +208,17 @@ impl Store {
 
     /// What waits in memory, not yet on disk.
     pub fn unwritten(&self) -> Unwritten {
-        let unconfirmed = lock(&self.inner.health.state)
-            .unconfirmed
-            .as_ref()
-            .map_or(0, |(_, c)| c.len());
+        let unconfirmed = {
+            let f = lock(&self.inner.health.state);
+            f.unconfirmed.as_ref().map_or(0, |(_, c)| c.len())
+                + f.unconfirmed_unanswered.as_ref().map_or(0, |c| c.len())
+        };
         Unwritten {
             answers: self.dedupe_unwritten(),
             records: self.subscribers_unwritten(),
-            counts: lock(&self.inner.pending_counts).len() + unconfirmed,
+            counts: lock(&self.inner.pending_counts).len()
+                + self.unanswered_pending_len()
+                + unconfirmed,
         }
     }
 
@@ -222,6 +228,15 @@ impl Store {
             .unconfirmed
             .as_ref()
             .map(|(_, c)| c.iter().map(|(k, n)| (k.clone(), *n)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Texts of a failed period not yet known to be on disk, for reads of the unanswered list.
+    pub(super) fn unconfirmed_unanswered(&self) -> Vec<((chrono::NaiveDate, Box<str>), u64)> {
+        lock(&self.inner.health.state)
+            .unconfirmed_unanswered
+            .as_ref()
+            .map(|c| c.iter().map(|(k, n)| (k.clone(), *n)).collect())
             .unwrap_or_default()
     }
 
@@ -250,7 +265,7 @@ impl Store {
                 return Err(e);
             }
         }
-        let (take, records, mut counts, puts, handoffs) = {
+        let (take, records, mut counts, mut texts, puts, handoffs) = {
             let _all = self
                 .inner
                 .commit_gate
@@ -260,12 +275,16 @@ impl Store {
                 self.take_dedupe()?,
                 self.take_dirty_subscribers(full),
                 self.take_counts(),
+                self.take_unanswered(),
                 self.dedupe_puts(),
                 self.take_handoff_changes()?,
             )
         };
         let number = h.next_period.fetch_add(1, Ordering::Relaxed);
-        let unconfirmed = lock(&h.state).unconfirmed.take();
+        let (unconfirmed, unconfirmed_texts) = {
+            let mut f = lock(&h.state);
+            (f.unconfirmed.take(), f.unconfirmed_unanswered.take())
+        };
         // First learn whether an earlier failed period landed after all (`meta/period` reached
         // its number), before anything of this one is written.
         let resolved = self.db().and_then(|db| {
@@ -282,6 +301,10 @@ impl Store {
                         let slot = counts.entry(k.clone()).or_insert(0);
                         *slot = slot.saturating_add(*v);
                     }
+                    for (k, v) in unconfirmed_texts.iter().flatten() {
+                        let slot = texts.entry(k.clone()).or_insert(0);
+                        *slot = slot.saturating_add(*v);
+                    }
                 }
                 db
             }
@@ -291,7 +314,12 @@ impl Store {
                 self.restore_subscribers(&records);
                 self.restore_handoff_changes(&handoffs);
                 self.restore_counts(counts);
-                lock(&h.state).unconfirmed = unconfirmed;
+                self.restore_unanswered(texts);
+                {
+                    let mut f = lock(&h.state);
+                    f.unconfirmed = unconfirmed;
+                    f.unconfirmed_unanswered = unconfirmed_texts;
+                }
                 self.inner.health.failed(&e, self.unwritten());
                 return Err(e);
             }
@@ -303,6 +331,7 @@ impl Store {
                 &Changes {
                     records: &records,
                     counts: &counts,
+                    unanswered: &texts,
                     handoffs: &handoffs,
                     dedupe: &encoded,
                 },
@@ -316,7 +345,7 @@ impl Store {
                 let stats = PeriodStats {
                     answers: self.finish_dedupe(take, Some(encoded))?,
                     records: records.len(),
-                    counts: counts.len(),
+                    counts: counts.len() + texts.len(),
                 };
                 h.confirmed_puts.store(puts, Ordering::Relaxed);
                 if full {
@@ -330,7 +359,10 @@ impl Store {
                 self.restore_subscribers(&records);
                 self.restore_handoff_changes(&handoffs);
                 // These counts may be on disk or not: kept apart until a later period can tell.
-                lock(&h.state).unconfirmed = Some((number, counts));
+                let mut f = lock(&h.state);
+                f.unconfirmed = Some((number, counts));
+                f.unconfirmed_unanswered = Some(texts);
+                drop(f);
                 self.inner.health.failed(&e, self.unwritten());
                 Err(e)
             }
@@ -400,6 +432,7 @@ impl HealthState {
 struct Changes<'a> {
     records: &'a [Arc<super::Subscriber>],
     counts: &'a Pending,
+    unanswered: &'a unanswered::Pending,
     handoffs: &'a [HandoffChange],
     dedupe: &'a EncodedDedupe,
 }
@@ -408,6 +441,7 @@ struct Changes<'a> {
 fn write_transaction(db: &Backend, number: u64, changes: &Changes<'_>) -> Result<(), StoreError> {
     if changes.records.is_empty()
         && changes.counts.is_empty()
+        && changes.unanswered.is_empty()
         && changes.handoffs.is_empty()
         && changes.dedupe.batches.is_empty()
     {
@@ -424,6 +458,7 @@ fn write_transaction(db: &Backend, number: u64, changes: &Changes<'_>) -> Result
         .iter()
         .map(|((day, c), n)| (tree_key(*day, &c.name()), *n))
         .collect();
+    let texts = unanswered::encode(changes.unanswered);
     let handoffs: Vec<(&[u8], Option<Vec<u8>>)> = changes
         .handoffs
         .iter()
@@ -436,8 +471,9 @@ fn write_transaction(db: &Backend, number: u64, changes: &Changes<'_>) -> Result
         &db.counters,
         &db.dedupe_log,
         &db.handoffs,
+        &db.unanswered,
     )
-        .transaction(|(meta, subscribers, counters, log, sessions)| {
+        .transaction(|(meta, subscribers, counters, log, sessions, unanswered)| {
             for (k, v) in &records {
                 subscribers.insert(*k, v.as_slice())?;
             }
@@ -448,6 +484,13 @@ fn write_transaction(db: &Backend, number: u64, changes: &Changes<'_>) -> Result
                     .and_then(|v| decode_count(v.as_ref()).ok())
                     .unwrap_or(0);
                 counters.insert(k.as_slice(), &old.saturating_add(*n).to_be_bytes())?;
+            }
+            for (k, n) in &texts {
+                let old = unanswered
+                    .get(k.as_slice())?
+                    .and_then(|v| decode_count(v.as_ref()).ok())
+                    .unwrap_or(0);
+                unanswered.insert(k.as_slice(), &old.saturating_add(*n).to_be_bytes())?;
             }
             for (seq, _, v) in &changes.dedupe.batches {
                 log.insert(&seq.to_be_bytes(), v.as_slice())?;

@@ -22,5 +22,6 @@ mod process;
 mod protocol;
 mod reload;
 mod retries;
+mod unanswered;
 mod verification;
 mod webhook;

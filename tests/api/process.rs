@@ -35,7 +35,7 @@ impl Drop for Server {
     }
 }
 
-fn start(data: &std::path::Path, port: u16) -> Server {
+pub(crate) fn start(data: &std::path::Path, port: u16) -> Server {
     start_with(data, port, Stdio::piped())
 }
 
@@ -116,7 +116,7 @@ fn a_wrong_setting_stops_start_up_with_one_clear_line() {
 }
 
 /// SIGTERM, then waits for a clean exit; returns what the server wrote to stderr.
-async fn stop(mut server: Server) -> String {
+pub(crate) async fn stop(mut server: Server) -> String {
     let status = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
@@ -170,7 +170,7 @@ async fn sigterm_stops_gracefully_and_flushes_state() {
 }
 
 /// Sends a sealed push to the binary and returns the decrypted reply's `Content`.
-async fn say_sealed(client: &reqwest::Client, base: &str, xml: &str) -> String {
+pub(crate) async fn say_sealed(client: &reqwest::Client, base: &str, xml: &str) -> String {
     let plain = sealed_reply(client, base, xml).await;
     let inner = mpgate::wechat::xml::parse(&plain).unwrap();
     inner
@@ -456,7 +456,11 @@ async fn after_a_sigkill_a_retry_is_answered_from_memory_only_if_its_effects_sur
 // ── operator commands (`mpgate grant|subscriber|stats|…`) ──────────────────────────────────
 
 /// `mpgate <args>` as an operator runs it on the host of the data dir `data`.
-fn operator(data: &std::path::Path, keywords: &std::path::Path, args: &[&str]) -> Command {
+pub(crate) fn operator(
+    data: &std::path::Path,
+    keywords: &std::path::Path,
+    args: &[&str],
+) -> Command {
     let mut c = binary();
     c.args(args)
         .env("MPGATE_TOKEN", TOKEN)
@@ -468,7 +472,7 @@ fn operator(data: &std::path::Path, keywords: &std::path::Path, args: &[&str]) -
 }
 
 /// What a finished command printed: (success, stdout, stderr).
-fn run(mut c: Command) -> (bool, String, String) {
+pub(crate) fn run(mut c: Command) -> (bool, String, String) {
     let out = c.output().expect("mpgate runs");
     (
         out.status.success(),
