@@ -697,6 +697,8 @@ pub async fn csv_matches_page(app: &TestApp, op: &Operator, path: &str) -> usize
 async fn csv_downloads_parse_and_match_the_page() {
     let app = dash_app().await;
     app.say("oCsvA", "hello").await;
+    // A text no rule answers, shaped like a spreadsheet formula.
+    app.say("oCsvA", "=HYPERLINK(\"http://evil.test\")").await;
     app.say("oCsvB", "human").await;
     let op = sign_in(&app).await;
     for openid in ["oCsvA", "oCsvB"] {
@@ -725,6 +727,13 @@ async fn csv_downloads_parse_and_match_the_page() {
     let ents = csv_of(&app, &op, lookup, "entitlements").await;
     assert_eq!(ents[1][4], "'=1+1");
     assert_eq!(rows["/admin/dashboard/handoffs"], 1, "oCsvB is waiting");
+    let texts = csv_of(&app, &op, "/admin/dashboard/unanswered", "texts").await;
+    assert_eq!(texts[0], ["#", "text", "times", "last seen"]);
+    assert_eq!(
+        texts[1][1], "'=hyperlink(\"http://evil.test\")",
+        "{texts:?}"
+    );
+    assert_eq!(texts[1][2], "1");
     let windows = csv_of(&app, &op, "/admin/dashboard", "windows").await;
     let first: Vec<&str> = windows.iter().map(|r| r[0].as_str()).collect();
     assert_eq!(first, ["window", "Today", "7 days", "30 days"]);

@@ -8,6 +8,8 @@ mod helpers;
 
 mod admin;
 mod bad_input;
+/// ChromeDriver helpers shared by the browser stories.
+mod browser;
 mod dashboard;
 mod edge;
 /// The fake WeChat Pay, shared by the payment stories; not every control is used by every story.

@@ -764,11 +764,13 @@ pub async fn unanswered(
     let mut t = Table::new(
         "texts",
         "Texts no rule answered (normalised as the rules see them), most frequent first",
-        &["text", "times", "last seen"],
+        &["#", "text", "times", "last seen"],
         "Nothing yet: texts that fall through to the fallback reply are counted here (without who sent them).",
     );
     for (i, r) in rows.iter().enumerate() {
         t.rows.push(vec![
+            // The number `mpgate simulate --unanswered K --days N` takes.
+            Cell::count(i as u64 + 1),
             Cell::text(r.text.clone()).figure(format!("unanswered-{i}-text")),
             Cell::count(r.count).figure(format!("unanswered-{i}-count")),
             Cell::text(r.last_day.map_or_else(String::new, |d| d.to_string())),
