@@ -7,12 +7,13 @@
 //! "internal error" and that request id, never the cause. Each surface then words the refusal
 //! in its own format: plain text for the platform ([`Refusal::text`]), JSON for operators
 //! ([`Refusal::json`]), a friendly page for readers (`pages` renders [`Refusal`] through its
-//! template).
+//! template), a short page for operators in the dashboard (`dashboard`).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
 use super::admin::AdminError;
+use super::dashboard::DashboardError;
 use crate::pipeline::CallbackError;
 use crate::store::StoreError;
 
@@ -106,6 +107,22 @@ impl Classify for AdminError {
             AdminError::BadRequest(_) => Class::BadRequest,
             AdminError::Conflict(_) => Class::Conflict,
             AdminError::Store(e) => e.class(),
+        }
+    }
+}
+
+impl Classify for DashboardError {
+    fn class(&self) -> Class {
+        match self {
+            // Off looks like no such page, as for the JSON API.
+            DashboardError::Off | DashboardError::NotFound(_) => Class::NotFound,
+            // Answered with a redirect to the sign-in form (see its `ResponseError`).
+            DashboardError::SignIn => Class::Unauthorized,
+            DashboardError::Csrf => Class::Forbidden,
+            DashboardError::Slowed(_) => Class::TooManyRequests,
+            DashboardError::BadRequest(_) => Class::BadRequest,
+            DashboardError::Store(e) => e.class(),
+            DashboardError::Render(..) => Class::Internal,
         }
     }
 }

@@ -178,6 +178,11 @@ async fn signing_in_with_the_admin_token_sets_a_strict_http_only_session_cookie(
     let r = get(&app, "/admin/dashboard", Some(cookie)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "private, no-store");
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.starts_with("default-src 'none'"),
+        "no script runs: {csp}"
+    );
 }
 
 #[tokio::test]

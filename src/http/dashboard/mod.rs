@@ -99,20 +99,6 @@ pub enum DashboardError {
     Render(String, String),
 }
 
-impl Classify for DashboardError {
-    fn class(&self) -> Class {
-        match self {
-            DashboardError::Off | DashboardError::NotFound(_) => Class::NotFound,
-            DashboardError::SignIn => Class::Unauthorized,
-            DashboardError::Csrf => Class::Forbidden,
-            DashboardError::Slowed(_) => Class::TooManyRequests,
-            DashboardError::BadRequest(_) => Class::BadRequest,
-            DashboardError::Store(e) => e.class(),
-            DashboardError::Render(..) => Class::Internal,
-        }
-    }
-}
-
 impl ResponseError for DashboardError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -248,6 +234,11 @@ pub(crate) fn html(status: StatusCode, body: String) -> HttpResponse {
         .insert_header(("Referrer-Policy", "no-referrer"))
         .insert_header(("X-Content-Type-Options", "nosniff"))
         .insert_header(("X-Frame-Options", "DENY"))
+        // The pages need no script and fetch nothing: an injected tag could do neither.
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ))
         .body(body)
 }
 

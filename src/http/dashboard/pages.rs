@@ -63,6 +63,8 @@ pub struct Cell {
     pub shade: Option<String>,
     pub href: Option<String>,
     pub numeric: bool,
+    /// Long free text that may wrap (other cells keep to one line; the table scrolls).
+    pub wrap: bool,
     #[serde(skip)]
     raw: Raw,
 }
@@ -75,6 +77,7 @@ impl Cell {
             figure: None,
             shade: None,
             href: None,
+            wrap: false,
             raw,
         }
     }
@@ -98,6 +101,10 @@ impl Cell {
     }
     pub fn figure(mut self, id: impl Into<String>) -> Cell {
         self.figure = Some(id.into());
+        self
+    }
+    pub fn wrap(mut self) -> Cell {
+        self.wrap = true;
         self
     }
     pub fn link(mut self, href: String) -> Cell {
@@ -771,7 +778,9 @@ pub async fn unanswered(
         t.rows.push(vec![
             // The number `mpgate simulate --unanswered K --days N` takes.
             Cell::count(i as u64 + 1),
-            Cell::text(r.text.clone()).figure(format!("unanswered-{i}-text")),
+            Cell::text(r.text.clone())
+                .wrap()
+                .figure(format!("unanswered-{i}-text")),
             Cell::count(r.count).figure(format!("unanswered-{i}-count")),
             Cell::text(r.last_day.map_or_else(String::new, |d| d.to_string())),
         ]);
@@ -876,7 +885,9 @@ pub async fn outbox(
             Cell::text(st),
             Cell::count(u64::from(i.attempts)),
             Cell::text(done),
-            Cell::text(reason).figure(format!("outbox-{}-reason", i.id)),
+            Cell::text(reason)
+                .wrap()
+                .figure(format!("outbox-{}-reason", i.id)),
         ]);
     }
     let mut ctx = c.frame("Outbox", false);
@@ -956,7 +967,7 @@ pub async fn orders(
             Cell::text(at(x.at, c.tz)),
             Cell::text(x.out_trade_no.clone()),
             Cell::text(x.kind.clone()),
-            Cell::text(x.detail.clone()),
+            Cell::text(x.detail.clone()).wrap(),
         ]);
     }
     let mut ctx = c.frame("Orders", true);
