@@ -11,7 +11,7 @@ use std::fmt::Write;
 /// The drawing's own coordinates; the page scales them.
 pub const WIDTH: f64 = 640.0;
 pub const HEIGHT: f64 = 240.0;
-const LEFT: f64 = 52.0;
+const LEFT: f64 = 56.0;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 14.0;
 const BOTTOM: f64 = 30.0;
@@ -75,6 +75,14 @@ fn show(v: f64, unit: Unit) -> String {
             }
         }
         Unit::Fen => format!("¥{:.2}", v / 100.0),
+    }
+}
+
+/// An axis label: money in whole yuan when it is whole (`¥1500`), to fit the margin.
+fn tick(v: f64, unit: Unit) -> String {
+    match unit {
+        Unit::Fen if (v / 100.0).fract() == 0.0 => format!("¥{:.0}", v / 100.0),
+        _ => show(v, unit),
     }
 }
 
@@ -173,7 +181,7 @@ pub fn render(chart: &Chart) -> String {
             WIDTH - RIGHT,
             LEFT - 6.0,
             y + 4.0,
-            escape(&show(t, chart.unit))
+            escape(&tick(t, chart.unit))
         );
         t += step;
     }
@@ -336,6 +344,7 @@ mod tests {
         c.unit = Unit::Fen;
         let svg = render(&c);
         assert!(svg.contains("<title>2026-12-01: ¥12.34</title>"), "{svg}");
+        assert!(svg.contains(">¥10</text>"), "whole yuan on the axis: {svg}");
     }
 
     #[test]
