@@ -2,12 +2,49 @@
 //! what no rule answers, computed from what the store keeps incrementally (daily counters and
 //! per-subscriber bookkeeping written with each push), so no report scans every subscriber.
 //!
-//! Days are the account's days (the rules' time zone): callers pass `today` in it.
+//! Days are the account's days (the rules' time zone): callers pass `today` in it, and every
+//! count is made on the day of the push (or payment) in that zone.
 //!
-//! SKELETON (issue 18, being built): the types are the contract the dashboard and the admin API
-//! use; the computations return empty reports until the analytics work lands.
+//! # Definitions (the dashboard shows them)
+//! - **Channel** of a subscriber: the `qrscene_` scene of their first follow
+//!   ([`Subscriber::channel`](crate::store::Subscriber::channel), kept across re-follows);
+//!   [`NO_CHANNEL`] (`"none"`) otherwise. Every per-channel figure uses it (a QR scene literally
+//!   named `none` is shown together with the followers without one).
+//! - **Follow**: a subscribe event that makes someone a follower (a new record, or one not
+//!   following); a re-follow is a follow. **Unfollow**: an unsubscribe that ends a follow.
+//!   **Net** = follows − unfollows.
+//! - **Cumulative** on day D: followers at the end of D, i.e. exactly the subscriber records
+//!   that say "following" then. Besides follows and unfollows it counts followers mpgate did not
+//!   see arrive (from before mpgate: first seen through a push, or leaving) — so cumulative may
+//!   move by more than the day's net.
+//! - **Cohort**: the day of a subscriber's first follow (first-time follows only: followers from
+//!   before mpgate have none); its size = that day's first follows.
+//! - **Retained on day N** (1, 7, 30): active on cohort day + N while following, where active =
+//!   a user message or a menu interaction (CLICK, VIEW, mini-program, scancode/pic/
+//!   location_select events) — not subscribe/unsubscribe, QR scans by followers, LOCATION
+//!   reports or platform callbacks. Each subscriber counts once per N. A day-N figure is
+//!   `None` until that day has come (and partial while it is today).
+//! - **7-day unfollow rate**: of a cohort, those whose first unfollow came within 7×24 h of the
+//!   first follow (elapsed time, not calendar days), ÷ the cohort's size. For cohorts of the
+//!   last 7 days it is a figure so far.
+//! - **Conversion** per channel: first paid orders ever made within 7×24 h / 30×24 h of the
+//!   first follow, over the channel's first follows, for the cohorts in the range. **Revenue per
+//!   follower**: the channel's paid fen in the range (by payment day, the order's channel) ÷ the
+//!   channel's first follows in the range.
+//! - **Funnel** per article (by day of each step): teaser shown (in chat, to someone without
+//!   access) → paywall page opened (without access) → order created → paid → read (the full
+//!   article opened by an entitled reader).
+//! - **复购率** = buyers with ≥ 2 paid orders ÷ buyers, **all-time as of the range's last day**
+//!   (a refund does not undo a buyer). **客单价** = revenue ÷ paid orders **over the range**.
+//!
+//! The counters behind these (`follow:`, `unfollow:`, `seen_follower:`, `moved_from:`/
+//! `moved_to:`, `first_follow:`, `retained1/7/30:`, `unfollow7:`, `first_buy7/30:`, `buyer:`,
+//! `repeat_buyer:`, `paywall:`, `read:`) are named in [`crate::store::Counter`]; cohort-based
+//! ones are kept at the cohort's day. Figures start when this bookkeeping was deployed.
 //!
 //! May depend on: `store`. Never actix, never the rules (titles are the caller's).
+
+use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 
@@ -159,40 +196,266 @@ impl Analytics {
         Analytics { store }
     }
 
-    pub fn overview(&self, _today: NaiveDate) -> Result<Overview, StoreError> {
-        let _ = &self.store;
-        Ok(Overview::default())
+    /// Today, the last 7 and the last 30 days (each ending with `today`), and the last 30 days
+    /// per day for the chart.
+    pub fn overview(&self, today: NaiveDate) -> Result<Overview, StoreError> {
+        let range = Range::last(30, today);
+        let series = self.growth(range, None)?;
+        let other =
+            self.store
+                .counter_kinds(range.from, range.to, &["push:", "paid:", "revenue:"])?;
+        let window = |days: u32| {
+            let from = Range::last(days, today).from;
+            let mut w = Window {
+                days,
+                cumulative: series.last().map_or(0, |g| g.cumulative),
+                ..Window::default()
+            };
+            for g in series.iter().filter(|g| g.day >= Some(from)) {
+                w.follows += g.follows;
+                w.unfollows += g.unfollows;
+            }
+            w.net = signed(w.follows) - signed(w.unfollows);
+            for (_, names) in other.range(from..) {
+                for (name, n) in names {
+                    match kind(name) {
+                        "push" => w.pushes += n,
+                        "paid" => w.paid_orders += n,
+                        "revenue" => w.revenue_fen += n,
+                        _ => {}
+                    }
+                }
+            }
+            w
+        };
+        Ok(Overview {
+            today: window(1),
+            last_7: window(7),
+            last_30: window(30),
+            series,
+        })
     }
 
-    /// Growth per day over `range`, all channels (`None`) or one.
+    /// Growth per day over `range`, all channels (`None`) or one ([`NO_CHANNEL`] for the
+    /// followers without a QR scene).
     pub fn growth(
         &self,
-        _range: Range,
-        _channel: Option<&str>,
+        range: Range,
+        channel: Option<&str>,
     ) -> Result<Vec<DayGrowth>, StoreError> {
-        Ok(Vec::new())
+        let history = self.history(range.to)?;
+        let mut out = Vec::new();
+        let mut cumulative = 0i64;
+        let mut days = history.iter().peekable();
+        for day in range.from.iter_days().take_while(|d| *d <= range.to) {
+            let mut g = DayGrowth {
+                day: Some(day),
+                ..DayGrowth::default()
+            };
+            while let Some((d, per_channel)) = days.next_if(|(d, _)| **d <= day) {
+                for (ch, delta) in per_channel {
+                    if channel.is_some_and(|want| want != ch) {
+                        continue;
+                    }
+                    cumulative += delta.change();
+                    if *d == day {
+                        g.follows += delta.follows;
+                        g.unfollows += delta.unfollows;
+                    }
+                }
+            }
+            g.net = signed(g.follows) - signed(g.unfollows);
+            g.cumulative = cumulative;
+            out.push(g);
+        }
+        Ok(out)
     }
 
-    pub fn channels(&self, _range: Range) -> Result<Vec<ChannelRow>, StoreError> {
-        Ok(Vec::new())
+    /// One row per channel with figures in `range` (or followers at its end), most first
+    /// follows first.
+    pub fn channels(&self, range: Range) -> Result<Vec<ChannelRow>, StoreError> {
+        let mut rows: BTreeMap<String, ChannelRow> = BTreeMap::new();
+        for (day, per_channel) in self.history(range.to)? {
+            for (ch, delta) in per_channel {
+                let r = rows.entry(ch.clone()).or_insert_with(|| ChannelRow {
+                    channel: ch.clone(),
+                    ..ChannelRow::default()
+                });
+                r.cumulative += delta.change();
+                if day >= range.from {
+                    r.follows += delta.follows;
+                    r.unfollows += delta.unfollows;
+                }
+            }
+        }
+        let cohorts = self.store.counter_kinds(
+            range.from,
+            range.to,
+            &[
+                "first_follow:",
+                "unfollow7:",
+                "first_buy7:",
+                "first_buy30:",
+                "revenue_channel:",
+            ],
+        )?;
+        let mut unfollowed_7d: BTreeMap<String, u64> = BTreeMap::new();
+        for names in cohorts.values() {
+            for (name, n) in names {
+                let (k, ch) = split(name);
+                let r = rows.entry(ch.to_owned()).or_insert_with(|| ChannelRow {
+                    channel: ch.to_owned(),
+                    ..ChannelRow::default()
+                });
+                match k {
+                    "first_follow" => r.first_follows += n,
+                    "unfollow7" => *unfollowed_7d.entry(ch.to_owned()).or_default() += n,
+                    "first_buy7" => r.first_purchase_7d += n,
+                    "first_buy30" => r.first_purchase_30d += n,
+                    "revenue_channel" => r.revenue_fen += n,
+                    _ => {}
+                }
+            }
+        }
+        let mut out: Vec<ChannelRow> = rows
+            .into_values()
+            .filter(|r| {
+                r.follows + r.unfollows + r.first_follows + r.revenue_fen > 0 || r.cumulative != 0
+            })
+            .map(|mut r| {
+                r.net = signed(r.follows) - signed(r.unfollows);
+                let unf = unfollowed_7d.get(&r.channel).copied().unwrap_or(0);
+                r.unfollow_7d_rate = ratio(unf, r.first_follows);
+                r.conversion_7d = ratio(r.first_purchase_7d, r.first_follows);
+                r.conversion_30d = ratio(r.first_purchase_30d, r.first_follows);
+                r.revenue_per_follower_fen = ratio(r.revenue_fen, r.first_follows);
+                r
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.first_follows
+                .cmp(&a.first_follows)
+                .then(b.follows.cmp(&a.follows))
+                .then(a.channel.cmp(&b.channel))
+        });
+        Ok(out)
     }
 
-    /// Cohorts whose first-follow day is in `range`, newest first, as seen on `today`.
-    pub fn retention(
-        &self,
-        _range: Range,
-        _today: NaiveDate,
-    ) -> Result<Vec<CohortRow>, StoreError> {
-        Ok(Vec::new())
+    /// Cohorts whose first-follow day is in `range`, newest first, as seen on `today` (days
+    /// without a first follow are left out).
+    pub fn retention(&self, range: Range, today: NaiveDate) -> Result<Vec<CohortRow>, StoreError> {
+        let counts = self.store.counter_kinds(
+            range.from,
+            range.to,
+            &[
+                "first_follow:",
+                "retained1:",
+                "retained7:",
+                "retained30:",
+                "unfollow7:",
+            ],
+        )?;
+        let mut out = Vec::new();
+        for (day, names) in counts.iter().rev() {
+            let sum = |k: &str| -> u64 {
+                names
+                    .iter()
+                    .filter(|(name, _)| kind(name) == k)
+                    .map(|(_, n)| n)
+                    .sum()
+            };
+            let size = sum("first_follow");
+            if size == 0 {
+                continue;
+            }
+            let come = |n: i64| *day + chrono::Duration::days(n) <= today;
+            out.push(CohortRow {
+                day: Some(*day),
+                size,
+                day1: come(1).then(|| sum("retained1")),
+                day7: come(7).then(|| sum("retained7")),
+                day30: come(30).then(|| sum("retained30")),
+                unfollowed_7d: sum("unfollow7"),
+            });
+        }
+        Ok(out)
     }
 
     /// Per article, most paid first.
-    pub fn funnel(&self, _range: Range) -> Result<Vec<FunnelRow>, StoreError> {
-        Ok(Vec::new())
+    pub fn funnel(&self, range: Range) -> Result<Vec<FunnelRow>, StoreError> {
+        let counts = self.store.counter_kinds(
+            range.from,
+            range.to,
+            &[
+                "teaser:", "paywall:", "order:", "paid:", "read:", "revenue:",
+            ],
+        )?;
+        let mut rows: BTreeMap<String, FunnelRow> = BTreeMap::new();
+        for names in counts.values() {
+            for (name, n) in names {
+                let (k, article) = name.split_once(':').unwrap_or((name, ""));
+                let r = rows.entry(article.to_owned()).or_insert_with(|| FunnelRow {
+                    article: article.to_owned(),
+                    ..FunnelRow::default()
+                });
+                match k {
+                    "teaser" => r.teasers += n,
+                    "paywall" => r.pages += n,
+                    "order" => r.orders += n,
+                    "paid" => r.paid += n,
+                    "read" => r.reads += n,
+                    "revenue" => r.revenue_fen += n,
+                    _ => {}
+                }
+            }
+        }
+        let mut out: Vec<FunnelRow> = rows.into_values().collect();
+        out.sort_by(|a, b| {
+            b.paid
+                .cmp(&a.paid)
+                .then(b.revenue_fen.cmp(&a.revenue_fen))
+                .then(a.article.cmp(&b.article))
+        });
+        Ok(out)
     }
 
-    pub fn sales(&self, _range: Range) -> Result<Sales, StoreError> {
-        Ok(Sales::default())
+    /// Sales over `range`; buyers and repeat buyers all-time as of `range.to` (see the
+    /// module doc).
+    pub fn sales(&self, range: Range) -> Result<Sales, StoreError> {
+        let mut s = Sales::default();
+        let counts = self.store.counter_kinds(
+            range.from,
+            range.to,
+            &["paid:", "revenue:", "refund:", "refunded_fen:"],
+        )?;
+        for names in counts.values() {
+            for (name, n) in names {
+                match kind(name) {
+                    "paid" => s.paid_orders += n,
+                    "revenue" => s.revenue_fen += n,
+                    "refund" => s.refunds += n,
+                    "refunded_fen" => s.refunded_fen += n,
+                    _ => {}
+                }
+            }
+        }
+        if let Some(first) = self.store.first_counter_day()? {
+            let buyers = self
+                .store
+                .counter_kinds(first, range.to, &["buyer:", "repeat_buyer:"])?;
+            for names in buyers.values() {
+                for (name, n) in names {
+                    match kind(name) {
+                        "buyer" => s.buyers += n,
+                        "repeat_buyer" => s.repeat_buyers += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        s.repurchase_rate = ratio(s.repeat_buyers, s.buyers);
+        s.average_order_fen = ratio(s.revenue_fen, s.paid_orders);
+        Ok(s)
     }
 
     /// The texts no rule answered in `range`, most frequent first, at most `limit`.
@@ -207,5 +470,360 @@ impl Analytics {
                 last_day: Some(last),
             })
             .collect())
+    }
+
+    /// Per day up to `to` (from the first counted day), per channel, what moves the number of
+    /// followers.
+    fn history(
+        &self,
+        to: NaiveDate,
+    ) -> Result<BTreeMap<NaiveDate, BTreeMap<String, Delta>>, StoreError> {
+        let mut out: BTreeMap<NaiveDate, BTreeMap<String, Delta>> = BTreeMap::new();
+        let Some(first) = self.store.first_counter_day()? else {
+            return Ok(out);
+        };
+        let counts = self.store.counter_kinds(first, to, &GROWTH_KINDS)?;
+        for (day, names) in counts {
+            let per_channel = out.entry(day).or_default();
+            for (name, n) in names {
+                let (k, ch) = split(&name);
+                let d = per_channel.entry(ch.to_owned()).or_default();
+                match k {
+                    "follow" => d.follows += n,
+                    "unfollow" => d.unfollows += n,
+                    "seen_follower" => d.seen += n,
+                    "moved_to" => d.moved_in += n,
+                    "moved_from" => d.moved_out += n,
+                    _ => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The counters that move the number of followers.
+const GROWTH_KINDS: [&str; 5] = [
+    "follow:",
+    "unfollow:",
+    "seen_follower:",
+    "moved_from:",
+    "moved_to:",
+];
+
+/// One channel's day of follower movements.
+#[derive(Debug, Clone, Copy, Default)]
+struct Delta {
+    follows: u64,
+    unfollows: u64,
+    seen: u64,
+    moved_in: u64,
+    moved_out: u64,
+}
+
+impl Delta {
+    /// How much the followers at the end of the day differ from the day before.
+    fn change(&self) -> i64 {
+        signed(self.follows) + signed(self.seen) + signed(self.moved_in)
+            - signed(self.unfollows)
+            - signed(self.moved_out)
+    }
+}
+
+/// The kind of a counter name (`follow` of `follow:qr1`).
+fn kind(name: &str) -> &str {
+    name.split_once(':').map_or(name, |(k, _)| k)
+}
+
+/// A counter name's kind and channel, `""` shown as [`NO_CHANNEL`].
+fn split(name: &str) -> (&str, &str) {
+    match name.split_once(':') {
+        Some((_, "")) | None => (kind(name), NO_CHANNEL),
+        Some((k, ch)) => (k, ch),
+    }
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// `n / of`, `None` when `of` is 0.
+fn ratio(n: u64, of: u64) -> Option<f64> {
+    // Counts stay far below 2^52: exact as f64.
+    (of > 0).then(|| n as f64 / of as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The definitions' edges, through the store's bookkeeping calls (the pipeline's own
+    //! classification of pushes is tested in `pipeline::state`; whole histories in
+    //! `tests/analytics.rs`).
+
+    use super::*;
+    use crate::store::{Order, OrderState, StoreConfig, Touch};
+    use crate::wechat::types::OpenId;
+
+    /// Noon UTC of 1 March 2026 + `d` days, and that day (the tests count in UTC).
+    const T0: i64 = 1_772_366_400;
+    const D: i64 = 24 * 3600;
+
+    fn day(d: i64) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, 1).expect("date") + chrono::Duration::days(d)
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("store");
+        (dir, store)
+    }
+
+    fn u(s: &str) -> OpenId {
+        OpenId::new(s)
+    }
+
+    fn all(a: &Analytics, from: i64, to: i64) -> Range {
+        let _ = a;
+        Range {
+            from: day(from),
+            to: day(to),
+        }
+    }
+
+    fn message(store: &Store, who: &str, at: i64) {
+        store
+            .touch_on(
+                &u(who),
+                Touch {
+                    at,
+                    day: day((at - T0).div_euclid(D)),
+                    user_message: true,
+                    active: true,
+                },
+            )
+            .expect("touch");
+    }
+
+    fn subscribe(store: &Store, who: &str, scene: Option<&str>, at: i64) {
+        store
+            .subscribe_on(&u(who), scene, at, day((at - T0).div_euclid(D)))
+            .expect("subscribe");
+    }
+
+    fn unsubscribe(store: &Store, who: &str, at: i64) {
+        store
+            .unsubscribe_on(&u(who), at, day((at - T0).div_euclid(D)))
+            .expect("unsubscribe");
+    }
+
+    fn channel<'a>(rows: &'a [ChannelRow], name: &str) -> &'a ChannelRow {
+        rows.iter()
+            .find(|r| r.channel == name)
+            .unwrap_or_else(|| panic!("no row for {name} in {rows:?}"))
+    }
+
+    #[test]
+    fn a_return_is_a_follow_of_the_first_channel_but_not_a_second_cohort_member() {
+        let (_d, store) = store();
+        let a = Analytics::new(store.clone());
+        subscribe(&store, "oA", Some("qr1"), T0);
+        unsubscribe(&store, "oA", T0 + 60);
+        subscribe(&store, "oA", Some("qr2"), T0 + D);
+        let g = a.growth(all(&a, 0, 1), None).expect("growth");
+        assert_eq!(
+            (g[0].follows, g[0].unfollows, g[0].net, g[0].cumulative),
+            (1, 1, 0, 0)
+        );
+        assert_eq!((g[1].follows, g[1].cumulative), (1, 1));
+        let rows = a.channels(all(&a, 0, 1)).expect("channels");
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let qr1 = channel(&rows, "qr1");
+        assert_eq!((qr1.follows, qr1.first_follows, qr1.cumulative), (2, 1, 1));
+        let cohorts = a.retention(all(&a, 0, 1), day(1)).expect("retention");
+        assert_eq!(cohorts.len(), 1);
+        assert_eq!((cohorts[0].size, cohorts[0].unfollowed_7d), (1, 1));
+    }
+
+    #[test]
+    fn a_second_subscribe_while_following_is_no_follow() {
+        let (_d, store) = store();
+        let a = Analytics::new(store.clone());
+        subscribe(&store, "oA", None, T0);
+        subscribe(&store, "oA", None, T0 + 5);
+        let g = a.growth(all(&a, 0, 0), Some(NO_CHANNEL)).expect("growth");
+        assert_eq!((g[0].follows, g[0].cumulative), (1, 1));
+    }
+
+    #[test]
+    fn followers_from_before_mpgate_count_in_the_cumulative_but_are_no_follows() {
+        let (_d, store) = store();
+        let a = Analytics::new(store.clone());
+        // One writes, one leaves: mpgate never saw either arrive.
+        message(&store, "oOld", T0);
+        unsubscribe(&store, "oLeaver", T0 + 10);
+        let g = a.growth(all(&a, 0, 0), None).expect("growth");
+        assert_eq!(
+            (g[0].follows, g[0].unfollows, g[0].net, g[0].cumulative),
+            (0, 1, -1, 1),
+            "followers at the end of the day are the records that say following"
+        );
+        // Their later subscribe is a follow, but not a first one: no cohort.
+        unsubscribe(&store, "oOld", T0 + D);
+        subscribe(&store, "oOld", Some("qr1"), T0 + D + 5);
+        let rows = a.channels(all(&a, 0, 1)).expect("channels");
+        let none = channel(&rows, NO_CHANNEL);
+        assert_eq!(
+            (none.follows, none.first_follows, none.cumulative),
+            (1, 0, 1)
+        );
+        assert!(a.retention(all(&a, 0, 1), day(1)).expect("r").is_empty());
+    }
+
+    #[test]
+    fn a_counted_follower_who_follows_through_a_qr_code_moves_to_its_channel() {
+        let (_d, store) = store();
+        let a = Analytics::new(store.clone());
+        // A location report only (no message): a follower of no channel yet...
+        store
+            .touch_on(
+                &u("oQuiet"),
+                Touch {
+                    at: T0,
+                    day: day(0),
+                    user_message: false,
+                    active: false,
+                },
+            )
+            .expect("touch");
+        // ...whose first-time subscribe gives them a channel without a second follow.
+        subscribe(&store, "oQuiet", Some("qr9"), T0 + 60);
+        let rows = a.channels(all(&a, 0, 0)).expect("channels");
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let qr9 = channel(&rows, "qr9");
+        assert_eq!((qr9.follows, qr9.cumulative, qr9.first_follows), (0, 1, 0));
+        assert_eq!(a.growth(all(&a, 0, 0), None).expect("g")[0].cumulative, 1);
+    }
+
+    #[test]
+    fn unfollowing_counts_within_seven_times_24_hours_and_not_at_it() {
+        let (_d, store) = store();
+        let a = Analytics::new(store.clone());
+        subscribe(&store, "oIn", Some("qr1"), T0);
+        subscribe(&store, "oOut", Some("qr1"), T0);
+        unsubscribe(&store, "oIn", T0 + 7 * D - 1);
+        unsubscribe(&store, "oOut", T0 + 7 * D);
+        // A second unfollow within the week counts the person once.
+        subscribe(&store, "oIn", None, T0 + 7 * D);
+        let cohort = a.retention(all(&a, 0, 7), day(7)).expect("retention");
+        assert_eq!((cohort[0].size, cohort[0].unfollowed_7d), (2, 1));
+        let qr1 = a.channels(all(&a, 0, 7)).expect("channels");
+        assert_eq!(channel(&qr1, "qr1").unfollow_7d_rate, Some(0.5));
+    }
+
+    #[test]
+    fn retention_counts_each_member_once_on_day_n_while_following() {
+        let (_d, store) = store();
+        let a = Analytics::new(store.clone());
+        for who in ["oA", "oB", "oC"] {
+            subscribe(&store, who, None, T0);
+        }
+        // oA twice on day 1, oB on day 2 only, oC on day 1 after leaving (a late push).
+        message(&store, "oA", T0 + D);
+        message(&store, "oA", T0 + D + 60);
+        message(&store, "oB", T0 + 2 * D);
+        unsubscribe(&store, "oC", T0 + D - 60);
+        message(&store, "oC", T0 + D);
+        let on = |today: i64| a.retention(all(&a, 0, 0), day(today)).expect("r")[0].clone();
+        assert_eq!(on(0).day1, None, "day 1 has not come");
+        let row = on(1);
+        assert_eq!(
+            (row.size, row.day1, row.day7, row.day30),
+            (3, Some(1), None, None)
+        );
+        message(&store, "oB", T0 + 7 * D);
+        message(&store, "oB", T0 + 30 * D);
+        let row = on(30);
+        assert_eq!((row.day1, row.day7, row.day30), (Some(1), Some(1), Some(1)));
+    }
+
+    fn order(store: &Store, no: &str, who: &str, fen: u64, at: i64) {
+        let o = Order {
+            out_trade_no: no.into(),
+            openid: who.into(),
+            article: "art".into(),
+            description: "art".into(),
+            amount_fen: fen,
+            channel: store
+                .subscriber(&u(who))
+                .expect("read")
+                .and_then(|s| s.channel)
+                .unwrap_or_default(),
+            state: OrderState::Created,
+            created_at: at,
+            expires_at: at + 3600,
+            prepay_id: None,
+            transaction_id: None,
+            paid_at: None,
+            refunded_at: None,
+            closed_at: None,
+            refunds: Vec::new(),
+            anomaly: None,
+            updated_at: at,
+        };
+        let d = day((at - T0).div_euclid(D));
+        store.order_create(&o, d).expect("order");
+        store.order_paid(no, "tx", at, d).expect("paid");
+    }
+
+    #[test]
+    fn a_first_purchase_converts_within_7_and_30_times_24_hours_and_buyers_are_all_time() {
+        let (_d, store) = store();
+        let a = Analytics::new(store.clone());
+        subscribe(&store, "oWeek", Some("qr1"), T0);
+        subscribe(&store, "oMonth", Some("qr1"), T0);
+        subscribe(&store, "oLate", Some("qr1"), T0);
+        order(&store, "NO-week-1", "oWeek", 900, T0 + 7 * D - 1);
+        order(&store, "NO-month1", "oMonth", 1900, T0 + 7 * D);
+        order(&store, "NO-late-01", "oLate", 100, T0 + 30 * D);
+        // A second purchase is no first one (and makes a repeat buyer).
+        order(&store, "NO-week-2", "oWeek", 900, T0 + 8 * D);
+        let rows = a.channels(all(&a, 0, 30)).expect("channels");
+        let qr1 = channel(&rows, "qr1");
+        assert_eq!(
+            (
+                qr1.first_follows,
+                qr1.first_purchase_7d,
+                qr1.first_purchase_30d
+            ),
+            (3, 1, 2)
+        );
+        assert_eq!(qr1.revenue_fen, 3800);
+        assert_eq!(qr1.revenue_per_follower_fen, Some(3800.0 / 3.0));
+        // (The test's days start at noon: the first order is on day 6.) 客单价 over days 7–8;
+        // 复购率 all-time as of day 8: two buyers, one of them twice.
+        let s = a.sales(all(&a, 7, 8)).expect("sales");
+        assert_eq!((s.paid_orders, s.revenue_fen), (2, 2800));
+        assert_eq!(s.average_order_fen, Some(1400.0));
+        assert_eq!((s.buyers, s.repeat_buyers), (2, 1));
+        assert_eq!(s.repurchase_rate, Some(0.5));
+        let buyers_by = |d: i64| a.sales(all(&a, 0, d)).expect("sales").buyers;
+        assert_eq!((buyers_by(5), buyers_by(6), buyers_by(30)), (0, 1, 3));
+    }
+
+    #[test]
+    fn empty_store_gives_empty_reports_not_errors() {
+        let (_d, store) = store();
+        let a = Analytics::new(store);
+        let o = a.overview(day(0)).expect("overview");
+        assert_eq!(o.series.len(), 30);
+        assert_eq!(
+            o.last_30,
+            Window {
+                days: 30,
+                ..Window::default()
+            }
+        );
+        assert!(a.channels(all(&a, 0, 0)).expect("c").is_empty());
+        assert!(a.funnel(all(&a, 0, 0)).expect("f").is_empty());
+        assert_eq!(a.sales(all(&a, 0, 0)).expect("s").repurchase_rate, None);
     }
 }

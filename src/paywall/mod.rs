@@ -4,7 +4,8 @@
 //! - [`Paywall`]: the one access decision ([`Paywall::access`]) and the two places that use it:
 //!   the callback's answer to an `article` rule ([`Paywall::article_reply`]) and the page a link
 //!   opens, `GET /a/{article}` ([`Paywall::open_page`]). Both count what they showed (teaser,
-//!   link issued, page opened).
+//!   link issued, the paywall page to someone without access, the article read by an
+//!   entitled reader): the analytics' article funnel.
 //!
 //! May depend on: `store` (entitlements, counters), `rules` (article definitions), `wechat`
 //! (reply and id types). Never on HTTP: the page handler renders what [`Page`] says.
@@ -182,6 +183,7 @@ impl Paywall {
             return Ok(Page::UnknownArticle);
         };
         let (Some(u), Some(e), Some(s)) = (proof.u, proof.e, proof.s) else {
+            self.count(Counter::PaywallPage { article: id.into() }, day);
             return Ok(Page::NoLink(article));
         };
         let Ok(expires) = parse_expires(e) else {
@@ -197,9 +199,15 @@ impl Paywall {
         }
         // The MAC holds, so `u` is an openid we signed for: no further shape check is needed.
         match self.access(&OpenId::new(u), id)? {
-            Access::Locked => Ok(Page::Locked(article)),
+            Access::Locked => {
+                self.count(Counter::PaywallPage { article: id.into() }, day);
+                Ok(Page::Locked(article))
+            }
             Access::Granted => {
+                // `page:` (the admin API's daily counters, since before the funnel) and `read:`
+                // (the funnel's last step) count the same open.
                 self.count(Counter::PageOpened { article: id.into() }, day);
+                self.count(Counter::Read { article: id.into() }, day);
                 Ok(Page::Read(article))
             }
         }

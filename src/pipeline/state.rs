@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 
 use crate::rules::{Decision, Why};
-use crate::store::{Counter, Store, StoreError, Subscriber};
+use crate::store::{Counter, Store, StoreError, Subscriber, Touch};
 use crate::wechat::message::{Event, Inbound, InboundKind};
 use crate::wechat::types::OpenId;
 
@@ -39,7 +39,7 @@ pub(super) fn record(
     );
     Ok(Some(match &inbound.kind {
         InboundKind::Event(Event::Subscribe { scene, .. }) => {
-            let out = store.on_subscribe(openid, scene.as_deref(), at)?;
+            let out = store.subscribe_on(openid, scene.as_deref(), at, day)?;
             store.count(
                 Counter::Subscribe {
                     channel: scene.clone().unwrap_or_default(),
@@ -57,15 +57,44 @@ pub(super) fn record(
                 .subscriber(openid)?
                 .and_then(|s| s.channel)
                 .unwrap_or_default();
-            store.on_unsubscribe(openid, at)?;
+            store.unsubscribe_on(openid, at, day)?;
             store.count(Counter::Unsubscribe { channel }, day, 1);
             return Ok(None);
         }
         _ => Recorded {
-            subscriber: store.touch(openid, at, inbound.is_user_message())?,
+            subscriber: store.touch_on(
+                openid,
+                Touch {
+                    at,
+                    day,
+                    user_message: inbound.is_user_message(),
+                    active: is_active(inbound),
+                },
+            )?,
             first_time: false,
         },
     }))
+}
+
+/// Activity for retention: a user message or a menu interaction (a tap on a menu button, a
+/// scan, photo or location picked from the menu). Not subscribe/unsubscribe, QR scans by
+/// followers, LOCATION reports, or platform callbacks (template and mass-send results, …).
+fn is_active(inbound: &Inbound) -> bool {
+    match &inbound.kind {
+        InboundKind::Event(e) => matches!(
+            e,
+            Event::Click { .. }
+                | Event::View { .. }
+                | Event::ViewMiniprogram { .. }
+                | Event::ScancodePush { .. }
+                | Event::ScancodeWaitmsg { .. }
+                | Event::PicSysphoto { .. }
+                | Event::PicPhotoOrAlbum { .. }
+                | Event::PicWeixin { .. }
+                | Event::LocationSelect { .. }
+        ),
+        _ => true,
+    }
 }
 
 /// Writes down what the rules decided about the subscriber: the rule hit and new tags.
@@ -106,6 +135,7 @@ pub(super) fn note_unanswered(
 mod tests {
     use super::*;
     use crate::store::StoreConfig;
+    use crate::wechat::message::parse;
     use crate::wechat::message::Header;
     use crate::wechat::reply::Reply;
     use crate::wechat::types::MsgId;
@@ -179,5 +209,43 @@ mod tests {
             store.unanswered_top(day, day, 10).unwrap(),
             vec![("hello?".to_string(), 3, day)]
         );
+    }
+
+    fn parsed(rest: &str) -> Inbound {
+        parse(&format!(
+            "<xml><ToUserName>gh</ToUserName><FromUserName>oA</FromUserName><CreateTime>1</CreateTime>{rest}</xml>"
+        ))
+        .expect("a valid push")
+    }
+
+    #[test]
+    fn messages_and_menu_taps_are_activity_reports_and_callbacks_are_not() {
+        let event = |e: &str, more: &str| {
+            parsed(&format!("<MsgType>event</MsgType><Event>{e}</Event>{more}"))
+        };
+        for active in [
+            parsed("<MsgType>text</MsgType><Content>hi</Content><MsgId>1</MsgId>"),
+            event("CLICK", "<EventKey>K</EventKey>"),
+            event("VIEW", "<EventKey>https://x.test/</EventKey>"),
+            event("scancode_push", "<EventKey>K</EventKey><ScanCodeInfo><ScanType>qrcode</ScanType><ScanResult>r</ScanResult></ScanCodeInfo>"),
+            event("location_select", "<EventKey>K</EventKey><SendLocationInfo><Location_X>1</Location_X><Location_Y>2</Location_Y><Scale>15</Scale><Label>l</Label><Poiname>p</Poiname></SendLocationInfo>"),
+        ] {
+            assert!(is_active(&active), "{active:?}");
+        }
+        for passive in [
+            event("subscribe", ""),
+            event("unsubscribe", ""),
+            event("SCAN", "<EventKey>42</EventKey><Ticket>t</Ticket>"),
+            event(
+                "LOCATION",
+                "<Latitude>1</Latitude><Longitude>2</Longitude><Precision>3</Precision>",
+            ),
+            event(
+                "TEMPLATESENDJOBFINISH",
+                "<MsgID>7</MsgID><Status>success</Status>",
+            ),
+        ] {
+            assert!(!is_active(&passive), "{passive:?}");
+        }
     }
 }

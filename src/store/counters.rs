@@ -81,6 +81,72 @@ pub enum Counter {
     PayAnomaly {
         kind: String,
     },
+    // The analytics' bookkeeping (see `crate::analytics` for the definitions). `channel` is
+    // the subscriber's channel (`Subscriber::channel`, `""` for none), not the event's scene.
+    /// A subscribe that made someone a follower (a first follow or a return).
+    Follow {
+        channel: String,
+    },
+    /// An unsubscribe that ended a follow.
+    Unfollow {
+        channel: String,
+    },
+    /// A follower mpgate did not see arrive (from before mpgate), first seen through a push.
+    SeenFollower {
+        channel: String,
+    },
+    /// A counted follower took another channel (a first-time subscribe of someone already
+    /// counted as following): out of `channel`…
+    MovedFrom {
+        channel: String,
+    },
+    /// …and into this one.
+    MovedTo {
+        channel: String,
+    },
+    /// A first follow: one member of the day's cohort.
+    FirstFollow {
+        channel: String,
+    },
+    /// Keyed at the COHORT day: a member active while following on cohort day + 1 / 7 / 30.
+    Retained1 {
+        channel: String,
+    },
+    Retained7 {
+        channel: String,
+    },
+    Retained30 {
+        channel: String,
+    },
+    /// Keyed at the cohort day: a member who unfollowed within 7×24 h of the first follow.
+    Unfollow7 {
+        channel: String,
+    },
+    /// Keyed at the cohort day: a member whose first paid order came within 7×24 h / 30×24 h of
+    /// the first follow (counted in the payment's transaction).
+    FirstBuy7 {
+        channel: String,
+    },
+    FirstBuy30 {
+        channel: String,
+    },
+    /// A reader's first paid order ever (by the payment's day).
+    Buyer {
+        channel: String,
+    },
+    /// A reader's second paid order ever (by the payment's day).
+    RepeatBuyer {
+        channel: String,
+    },
+    /// The paywall page of an article opened by someone without access (a genuine link or
+    /// none): the funnel's step between the teaser and the order.
+    PaywallPage {
+        article: String,
+    },
+    /// The full article served to an entitled reader.
+    Read {
+        article: String,
+    },
 }
 
 impl Counter {
@@ -105,6 +171,22 @@ impl Counter {
             Counter::PaidByChannel { channel } => ("paid_channel", channel),
             Counter::RevenueByChannel { channel } => ("revenue_channel", channel),
             Counter::PayAnomaly { kind } => ("pay_anomaly", kind),
+            Counter::Follow { channel } => ("follow", channel),
+            Counter::Unfollow { channel } => ("unfollow", channel),
+            Counter::SeenFollower { channel } => ("seen_follower", channel),
+            Counter::MovedFrom { channel } => ("moved_from", channel),
+            Counter::MovedTo { channel } => ("moved_to", channel),
+            Counter::FirstFollow { channel } => ("first_follow", channel),
+            Counter::Retained1 { channel } => ("retained1", channel),
+            Counter::Retained7 { channel } => ("retained7", channel),
+            Counter::Retained30 { channel } => ("retained30", channel),
+            Counter::Unfollow7 { channel } => ("unfollow7", channel),
+            Counter::FirstBuy7 { channel } => ("first_buy7", channel),
+            Counter::FirstBuy30 { channel } => ("first_buy30", channel),
+            Counter::Buyer { channel } => ("buyer", channel),
+            Counter::RepeatBuyer { channel } => ("repeat_buyer", channel),
+            Counter::PaywallPage { article } => ("paywall", article),
+            Counter::Read { article } => ("read", article),
         };
         format!("{kind}:{detail}")
     }
@@ -117,11 +199,11 @@ pub(super) fn tree_key(day: NaiveDate, name: &str) -> Vec<u8> {
     k
 }
 
-fn day_prefix(day: NaiveDate) -> Vec<u8> {
+pub(super) fn day_prefix(day: NaiveDate) -> Vec<u8> {
     day.format("%Y-%m-%d").to_string().into_bytes()
 }
 
-fn parse_tree_key(k: &[u8]) -> Result<(NaiveDate, String), StoreError> {
+pub(super) fn parse_tree_key(k: &[u8]) -> Result<(NaiveDate, String), StoreError> {
     let bad = || StoreError::Corrupt("malformed key in tree counters".into());
     if k.len() <= DAY_LEN || k[DAY_LEN] != 0 {
         return Err(bad());
@@ -312,6 +394,32 @@ mod tests {
                 },
                 "pay_anomaly:unknown_order",
             ),
+        ] {
+            assert_eq!(counter.name(), name);
+        }
+        let ch = || "qr1".to_string();
+        for (counter, name) in [
+            (Counter::Follow { channel: ch() }, "follow:qr1"),
+            (
+                Counter::Unfollow {
+                    channel: String::new(),
+                },
+                "unfollow:",
+            ),
+            (Counter::SeenFollower { channel: ch() }, "seen_follower:qr1"),
+            (Counter::MovedFrom { channel: ch() }, "moved_from:qr1"),
+            (Counter::MovedTo { channel: ch() }, "moved_to:qr1"),
+            (Counter::FirstFollow { channel: ch() }, "first_follow:qr1"),
+            (Counter::Retained1 { channel: ch() }, "retained1:qr1"),
+            (Counter::Retained7 { channel: ch() }, "retained7:qr1"),
+            (Counter::Retained30 { channel: ch() }, "retained30:qr1"),
+            (Counter::Unfollow7 { channel: ch() }, "unfollow7:qr1"),
+            (Counter::FirstBuy7 { channel: ch() }, "first_buy7:qr1"),
+            (Counter::FirstBuy30 { channel: ch() }, "first_buy30:qr1"),
+            (Counter::Buyer { channel: ch() }, "buyer:qr1"),
+            (Counter::RepeatBuyer { channel: ch() }, "repeat_buyer:qr1"),
+            (Counter::PaywallPage { article: a() }, "paywall:rust-101"),
+            (Counter::Read { article: a() }, "read:rust-101"),
         ] {
             assert_eq!(counter.name(), name);
         }

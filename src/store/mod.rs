@@ -35,6 +35,7 @@
 //! | `orders_open` | `time_key(created_at)` ‖ `out_trade_no` | empty — present exactly for *Created* orders |
 //! | `pay_anomalies` | `time_key(at)` ‖ id (u64 BE, unique) | JSON [`PayAnomaly`] |
 //! | `pay_anomaly_events` | `event_id \0 kind` | the `pay_anomalies` key it made |
+//! | `buyers` | `openid` | paid orders ever, u64 big-endian (written with each payment; see `analytics`) |
 //!
 //! `entitlements`, `entitled_by_article` and `references` are only ever written together in one
 //! sled transaction, so the index never disagrees with the records. The order trees are
@@ -96,6 +97,7 @@
 //! refused ([`StoreError::NewerSchema`]); an older one is migrated one version at a time
 //! (a `match` on the found version; v0 = a fresh, empty dir, which only gets the stamp).
 
+mod analytics;
 mod counters;
 mod dedupe;
 mod entitlements;
@@ -113,6 +115,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use arc_swap::ArcSwapOption;
 use std::time::{Duration, Instant};
 
+pub use analytics::DayCounts;
 pub use counters::Counter;
 pub use dedupe::StoredAnswer;
 pub use entitlements::{Entitlement, GrantOutcome, RevokeOutcome};
@@ -122,7 +125,7 @@ pub use orders::{
     RefundOutcome, PAYMENT_SOURCE,
 };
 pub use period::{CommitScope, Health, Unwritten};
-pub use subscribers::{SubscribeOutcome, Subscriber};
+pub use subscribers::{SubscribeOutcome, Subscriber, Touch};
 
 /// The schema this build writes and understands.
 /// v2: the dedupe memory moved from `dedupe` + `dedupe_by_time` (JSON per entry) to batches in
@@ -303,6 +306,7 @@ struct Backend {
     orders_open: sled::Tree,
     pay_anomalies: sled::Tree,
     pay_anomaly_events: sled::Tree,
+    buyers: sled::Tree,
 }
 
 impl Backend {
@@ -325,6 +329,7 @@ impl Backend {
             orders_open: db.open_tree("orders_open")?,
             pay_anomalies: db.open_tree("pay_anomalies")?,
             pay_anomaly_events: db.open_tree("pay_anomaly_events")?,
+            buyers: db.open_tree("buyers")?,
             meta,
             db,
         })

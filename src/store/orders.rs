@@ -22,12 +22,14 @@ use chrono::NaiveDate;
 use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
+use super::analytics::{count_purchase_in, BuyerInfo};
 use super::counters::{add_in, Counter};
 use super::entitlements::{grant_in, revoke_in, EntitlementTrees};
 use super::{
     abort, check_part, decode_json, encode_json, join_key, time_key, GrantOutcome, RevokeOutcome,
     Store, StoreError, TxResult,
 };
+use crate::wechat::types::OpenId;
 
 /// The source of the entitlements payments make.
 pub const PAYMENT_SOURCE: &str = "wechatpay";
@@ -398,7 +400,9 @@ impl Store {
     /// Created (or Closed: the platform's word that it was paid wins) → Paid, and the grant
     /// (reference = out_trade_no, source "wechatpay", at = paid_at) in ONE transaction with the
     /// counters `paid:<article>`, `revenue:<article>` (+amount_fen), `paid_channel:<channel>`,
-    /// `revenue_channel:<channel>` for `day`. Paid → AlreadyPaid (nothing written). Idempotent:
+    /// `revenue_channel:<channel>` for `day`, and the reader's purchase in `buyers` (a first
+    /// or second paid order ever counts `buyer:`/`repeat_buyer:`, and a first one within 7 or
+    /// 30 days of the first follow `first_buy7:`/`first_buy30:` at the cohort day). Paid → AlreadyPaid (nothing written). Idempotent:
     /// two concurrent calls → exactly one Paid.
     ///
     /// The grant follows [`Store::grant`]'s rules: a reader who already holds the article gets
@@ -413,6 +417,19 @@ impl Store {
         day: NaiveDate,
     ) -> Result<PaidOutcome, StoreError> {
         check_part("out_trade_no", out_trade_no)?;
+        // The reader's cohort and channel for the buyer counters: read before the transaction
+        // (sled transactions read single keys of their trees only); none of it changes once set.
+        let who = match self.order(out_trade_no)? {
+            Some(o) if check_part("openid", &o.openid).is_ok() => self
+                .subscriber(&OpenId::new(&o.openid))?
+                .map(|s| BuyerInfo {
+                    channel: s.channel.clone().unwrap_or_default(),
+                    cohort: s.cohort,
+                    first_follow_at: s.first_subscribed,
+                })
+                .unwrap_or_default(),
+            _ => BuyerInfo::default(),
+        };
         let i = self.db()?;
         let outcome = (
             &i.orders,
@@ -421,8 +438,9 @@ impl Store {
             &i.entitled_by_article,
             &i.references,
             &i.counters,
+            &i.buyers,
         )
-            .transaction(|(orders, open, ents, by_article, refs, counters)| {
+            .transaction(|(orders, open, ents, by_article, refs, counters, buyers)| {
                 let mut order = must_read(orders, out_trade_no)?;
                 match order.state {
                     OrderState::Paid => return Ok(PaidOutcome::AlreadyPaid(order)),
@@ -478,6 +496,7 @@ impl Store {
                 ] {
                     add_in(counters, day, &c, n)?;
                 }
+                count_purchase_in(buyers, counters, &order.openid, &who, paid_at, day)?;
                 Ok(PaidOutcome::Paid { order, grant })
             })?;
         // Also when nothing was written: a retried notification must not be answered before

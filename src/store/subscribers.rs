@@ -25,7 +25,9 @@ use std::hash::BuildHasher;
 use foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{check_part, decode_json, Store, StoreError};
+use chrono::NaiveDate;
+
+use super::{check_part, decode_json, Counter, Store, StoreError};
 use crate::wechat::types::OpenId;
 
 /// What mpgate knows about one follower.
@@ -62,6 +64,14 @@ pub struct Subscriber {
     /// subscribe time: the person's first follow is still a first-time follow.
     #[serde(default)]
     pub created_by_operator: bool,
+    /// The account's day of the first follow (the subscriber's cohort); `None` for followers
+    /// from before mpgate (and records from before the analytics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<NaiveDate>,
+    /// The last account day on which they were active while following (a message or a menu
+    /// tap): the first activity of a day is counted once, against this mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_day: Option<NaiveDate>,
 }
 
 impl Subscriber {
@@ -79,9 +89,37 @@ impl Subscriber {
             message_count: 0,
             subscribed: true,
             created_by_operator: false,
+            cohort: None,
+            active_day: None,
         }
     }
+
+    /// The channel as the counters name it (`""` for none).
+    fn channel_name(&self) -> String {
+        self.channel.clone().unwrap_or_default()
+    }
 }
+
+/// What a push says about its sender's activity, for [`Store::touch_on`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Touch {
+    /// The push time (unix seconds).
+    pub at: i64,
+    /// The account's day of `at`.
+    pub day: NaiveDate,
+    /// A user message (not an event): counted in `message_count`.
+    pub user_message: bool,
+    /// Activity for retention: a user message or a menu interaction.
+    pub active: bool,
+}
+
+/// Seconds in 7×24 h and 30×24 h: the unfollow and first-purchase windows.
+pub(super) const WEEK_SECS: i64 = 7 * 24 * 3600;
+pub(super) const MONTH_SECS: i64 = 30 * 24 * 3600;
+
+/// Counts one subscriber change makes, taken under the record's lock and counted after it.
+/// At most a few, and most pushes make none (no allocation then).
+type Counts = Vec<(NaiveDate, Counter)>;
 
 /// The result of [`Store::on_subscribe`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +150,9 @@ enum Dirty {
     Clean,
     /// Only `last_seen` / `message_count` changed: written within a second.
     Activity,
-    /// Subscribed, unsubscribed or tags changed: written at the next write-behind step.
+    /// Subscribed, unsubscribed or tags changed, a new record, or an analytics mark (cohort,
+    /// the day's first activity) whose count the push made: written at the next write-behind
+    /// step, with that count.
     State,
 }
 
@@ -172,28 +212,71 @@ impl Store {
             .transpose()
     }
 
-    /// Records a subscribe event (written behind, see the module doc). `scene` (the QR scene, if any) becomes the channel only on a
-    /// follower's first-time subscribe.
+    /// Records a subscribe event (written behind, see the module doc). `scene` (the QR scene,
+    /// if any) becomes the channel only on a follower's first-time subscribe. Counts nothing
+    /// for the analytics by the account's day: the pipeline calls [`Store::subscribe_on`]; this
+    /// form (tools, tests) counts them by the UTC day of `at`.
     pub fn on_subscribe(
         &self,
         openid: &OpenId,
         scene: Option<&str>,
         at: i64,
     ) -> Result<SubscribeOutcome, StoreError> {
+        self.subscribe_on(openid, scene, at, utc_day(at))
+    }
+
+    /// Records a subscribe event on the account's `day`, with the analytics' counts: a
+    /// `follow:` when it makes someone a follower (a new record, or one not following), and
+    /// for a first-time follow the cohort (`first_follow:`, [`Subscriber::cohort`]).
+    pub fn subscribe_on(
+        &self,
+        openid: &OpenId,
+        scene: Option<&str>,
+        at: i64,
+        day: NaiveDate,
+    ) -> Result<SubscribeOutcome, StoreError> {
         let mut first_time = false;
-        let subscriber = self.update_subscriber(openid, Dirty::State, |s| {
+        let mut counts = Counts::new();
+        let subscriber = self.update_subscriber(openid, |s, fresh| {
             let s = Arc::make_mut(s);
+            let was_following = !fresh && s.subscribed;
             let is_new = s.first_subscribed.is_none() && s.message_count == 0;
             first_time = is_new;
             if is_new {
+                let before = s.channel_name();
                 s.channel = scene.filter(|c| !c.is_empty()).map(str::to_owned);
+                if was_following && s.channel_name() != before {
+                    // Counted as a follower of `before` already: they move, and do not follow
+                    // twice.
+                    counts.push((day, Counter::MovedFrom { channel: before }));
+                    counts.push((
+                        day,
+                        Counter::MovedTo {
+                            channel: s.channel_name(),
+                        },
+                    ));
+                }
+            }
+            if !was_following {
+                let channel = s.channel_name();
+                if is_new {
+                    s.cohort = Some(day);
+                    counts.push((
+                        day,
+                        Counter::FirstFollow {
+                            channel: channel.clone(),
+                        },
+                    ));
+                }
+                counts.push((day, Counter::Follow { channel }));
             }
             s.first_subscribed.get_or_insert(at);
             s.last_subscribed = Some(at);
             s.subscribed = true;
             s.last_seen = s.last_seen.max(at);
-            true
+            Dirty::State
         })?;
+        self.count_all(counts);
         Ok(SubscribeOutcome {
             first_time,
             subscriber,
@@ -230,44 +313,127 @@ impl Store {
         Ok(true)
     }
 
-    /// Records an unsubscribe event.
+    /// Records an unsubscribe event; the analytics' counts by the UTC day of `at` (see
+    /// [`Store::on_subscribe`]; the pipeline calls [`Store::unsubscribe_on`]).
     pub fn on_unsubscribe(&self, openid: &OpenId, at: i64) -> Result<(), StoreError> {
-        self.update_subscriber(openid, Dirty::State, |s| {
+        self.unsubscribe_on(openid, at, utc_day(at))
+    }
+
+    /// Records an unsubscribe event on the account's `day`: an `unfollow:` when it ends a
+    /// follow, and `unfollow7:` (at the cohort day) for a cohort member's first unfollow within
+    /// 7×24 h of the first follow. Someone mpgate never saw (a follower from before mpgate
+    /// leaving) is counted as a follower seen and an unfollow.
+    pub fn unsubscribe_on(
+        &self,
+        openid: &OpenId,
+        at: i64,
+        day: NaiveDate,
+    ) -> Result<(), StoreError> {
+        let mut counts = Counts::new();
+        self.update_subscriber(openid, |s, fresh| {
             let s = Arc::make_mut(s);
+            let channel = s.channel_name();
+            if fresh {
+                counts.push((
+                    day,
+                    Counter::SeenFollower {
+                        channel: channel.clone(),
+                    },
+                ));
+            }
+            if s.subscribed {
+                if let (Some(cohort), Some(first)) = (s.cohort, s.first_subscribed) {
+                    let first_unfollow = s.unsubscribed_at.is_none_or(|u| u < first);
+                    if first_unfollow && (0..WEEK_SECS).contains(&(at - first)) {
+                        counts.push((
+                            cohort,
+                            Counter::Unfollow7 {
+                                channel: channel.clone(),
+                            },
+                        ));
+                    }
+                }
+                counts.push((day, Counter::Unfollow { channel }));
+            }
             s.subscribed = false;
             s.unsubscribed_at = Some(at);
             s.last_seen = s.last_seen.max(at);
-            true
+            Dirty::State
         })?;
+        self.count_all(counts);
         Ok(())
     }
 
     /// Notes a push from `openid`: updates `last_seen` (never backwards: retries arrive late)
     /// and counts user messages. Creates the record if absent: as subscribed (the platform
     /// only delivers pushes from followers) with `first_subscribed == None`, i.e. a follower
-    /// from before mpgate. Written behind (see the module doc).
+    /// from before mpgate. Written behind (see the module doc). The analytics' counts by the
+    /// UTC day of `at`, every user message active (the pipeline calls [`Store::touch_on`]).
     pub fn touch(
         &self,
         openid: &OpenId,
         at: i64,
         is_user_message: bool,
     ) -> Result<Arc<Subscriber>, StoreError> {
-        self.update_subscriber(openid, Dirty::Activity, |s| {
-            if at <= s.last_seen && !is_user_message {
-                return false;
+        self.touch_on(
+            openid,
+            Touch {
+                at,
+                day: utc_day(at),
+                user_message: is_user_message,
+                active: is_user_message,
+            },
+        )
+    }
+
+    /// [`Store::touch`] with the analytics: a follower appearing (a new record, or an
+    /// operator-made one whose person writes) counts `seen_follower:`; the first activity of
+    /// a day while following sets [`Subscriber::active_day`] and, on cohort day + 1, 7 or 30,
+    /// counts `retained1:`/`retained7:`/`retained30:` at the cohort day. Those changes are
+    /// state (written with the push's counts), so a crash never keeps one without the other;
+    /// every other push costs a date compare.
+    pub fn touch_on(&self, openid: &OpenId, t: Touch) -> Result<Arc<Subscriber>, StoreError> {
+        let mut counts = Counts::new();
+        let sub = self.update_subscriber(openid, |s, fresh| {
+            let appears = fresh || (s.last_seen == 0 && !s.subscribed && s.created_by_operator);
+            let marks = t.active && (s.subscribed || appears) && s.active_day < Some(t.day);
+            if !(appears || marks || t.at > s.last_seen || t.user_message) {
+                return Dirty::Clean;
             }
             let s = Arc::make_mut(s);
-            if s.last_seen == 0 && !s.subscribed && s.created_by_operator {
-                // The first push from a record an operator made: the platform only delivers
-                // pushes from followers, so this person follows the account.
+            let mut dirty = Dirty::Activity;
+            if appears {
+                // The platform only delivers pushes from followers: this person follows.
                 s.subscribed = true;
+                counts.push((
+                    t.day,
+                    Counter::SeenFollower {
+                        channel: s.channel_name(),
+                    },
+                ));
+                dirty = Dirty::State;
             }
-            s.last_seen = s.last_seen.max(at);
-            if is_user_message {
+            if marks {
+                s.active_day = Some(t.day);
+                if let Some(cohort) = s.cohort {
+                    let channel = s.channel_name();
+                    match (t.day - cohort).num_days() {
+                        1 => counts.push((cohort, Counter::Retained1 { channel })),
+                        7 => counts.push((cohort, Counter::Retained7 { channel })),
+                        30 => counts.push((cohort, Counter::Retained30 { channel })),
+                        _ => {}
+                    }
+                }
+                dirty = Dirty::State;
+            }
+            s.last_seen = s.last_seen.max(t.at);
+            if t.user_message {
                 s.message_count = s.message_count.saturating_add(1);
             }
-            true
-        })
+            dirty
+        })?;
+        self.count_all(counts);
+        Ok(sub)
     }
 
     /// Adds tags (blank ones are ignored), keeping the list sorted and unique. Creates the
@@ -277,41 +443,53 @@ impl Store {
         openid: &OpenId,
         tags: &[String],
     ) -> Result<Arc<Subscriber>, StoreError> {
-        self.update_subscriber(openid, Dirty::State, |s| {
-            let mut changed = false;
+        self.update_subscriber(openid, |s, _| {
+            let mut changed = Dirty::Clean;
             for t in tags.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
                 // The list is kept sorted, so a tag already present costs no allocation, and
                 // the record is copied (if shared) only when a tag is new.
                 if let Err(at) = s.tags.binary_search_by(|x| x.as_str().cmp(t)) {
                     Arc::make_mut(s).tags.insert(at, t.to_owned());
-                    changed = true;
+                    changed = Dirty::State;
                 }
             }
             changed
         })
     }
 
-    /// Read-modify-write of one subscriber under its shard lock, in place. `f` returns whether
-    /// it changed the record; an unchanged record writes nothing.
+    /// Counts a change's analytics, after the record's lock is released (still inside the
+    /// push's commit scope, so in the same period as the record).
+    fn count_all(&self, counts: Counts) {
+        for (day, c) in counts {
+            self.count(c, day, 1);
+        }
+    }
+
+    /// Read-modify-write of one subscriber under its shard lock, in place. `f` gets whether
+    /// the record is new (not in the cache nor on disk: made here as [`Subscriber::new`]) and
+    /// returns how soon its change must be written ([`Dirty::Clean`]: unchanged, nothing
+    /// written).
     fn update_subscriber(
         &self,
         openid: &OpenId,
-        change: Dirty,
-        f: impl FnOnce(&mut Arc<Subscriber>) -> bool,
+        f: impl FnOnce(&mut Arc<Subscriber>, bool) -> Dirty,
     ) -> Result<Arc<Subscriber>, StoreError> {
         check_part("openid", openid.as_str())?;
         let mut shard = self.inner.subscriber_cache.shard(openid.as_str())?;
+        let mut fresh = false;
         if !shard.contains_key(openid.as_str()) {
-            let (sub, dirty) = match self.load_subscriber(openid)? {
-                Some(s) => (s, Dirty::Clean),
-                // A new record exists only in memory until written.
-                None => (Subscriber::new(openid), change),
+            let sub = match self.load_subscriber(openid)? {
+                Some(s) => s,
+                None => {
+                    fresh = true;
+                    Subscriber::new(openid)
+                }
             };
             shard.insert(
                 Box::from(openid.as_str()),
                 Cached {
                     sub: Arc::new(sub),
-                    dirty,
+                    dirty: Dirty::Clean,
                     used: true,
                 },
             );
@@ -322,9 +500,12 @@ impl Store {
         c.used = true;
         // `f` copies the record (`Arc::make_mut`) only when it changes it: the push that
         // calls `add_tags` still holds the version `touch` returned.
-        if f(&mut c.sub) {
-            c.dirty = c.dirty.max(change);
-        }
+        let change = f(&mut c.sub, fresh);
+        // A new record exists only in memory until written: as soon as a state change.
+        c.dirty = c
+            .dirty
+            .max(change)
+            .max(if fresh { Dirty::State } else { Dirty::Clean });
         Ok(c.sub.clone())
     }
 
@@ -428,4 +609,11 @@ impl Store {
             }
         }
     }
+}
+
+/// The UTC day of `at`, for callers that give no account day (tools and tests).
+fn utc_day(at: i64) -> NaiveDate {
+    chrono::DateTime::from_timestamp(at, 0)
+        .unwrap_or_default()
+        .date_naive()
 }
