@@ -88,8 +88,13 @@ fn tick(v: f64, unit: Unit) -> String {
 
 /// A round step (1, 2 or 5 times a power of ten) that splits `span` into at most 4 parts.
 fn nice_step(span: f64) -> f64 {
+    nice_step_from(span, 1.0)
+}
+
+/// [`nice_step`], at least `min` (a whole follower, a whole yuan).
+fn nice_step_from(span: f64, min: f64) -> f64 {
     if span <= 0.0 || !span.is_finite() {
-        return 1.0;
+        return min;
     }
     let raw = span / 4.0;
     let mag = 10f64.powf(raw.log10().floor());
@@ -98,17 +103,21 @@ fn nice_step(span: f64) -> f64 {
         .map(|m| m * mag)
         .find(|s| *s >= raw)
         .unwrap_or(10.0 * mag);
-    // Counts are whole: no tick at 0.5 followers.
-    step.max(1.0)
+    // Counts are whole: no tick at 0.5 followers (nor at ¥0.01).
+    step.max(min)
 }
 
 /// The value range the axis shows: always includes 0, ends on round ticks.
-fn bounds(series: &[Series]) -> (f64, f64, f64) {
+fn bounds(series: &[Series], unit: Unit) -> (f64, f64, f64) {
     let vals = series.iter().flat_map(|s| s.values.iter().copied());
     let (lo, hi) = vals
         .filter(|v| v.is_finite())
         .fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let step = nice_step(hi - lo);
+    let min = match unit {
+        Unit::Count => 1.0,
+        Unit::Fen => 100.0,
+    };
+    let step = nice_step_from(hi - lo, min);
     let lo = (lo / step).floor() * step;
     let mut hi = (hi / step).ceil() * step;
     if hi <= lo {
@@ -164,7 +173,7 @@ pub fn render(chart: &Chart) -> String {
         );
         return s;
     }
-    let (lo, hi, step) = bounds(&chart.series);
+    let (lo, hi, step) = bounds(&chart.series, chart.unit);
     let f = Frame {
         lo,
         hi,
@@ -397,10 +406,22 @@ mod tests {
         assert_eq!(nice_step(7.0), 2.0);
         assert_eq!(nice_step(3.0), 1.0);
         assert_eq!(nice_step(12_345.0), 5000.0);
-        let (lo, hi, step) = bounds(&[Series {
-            name: String::new(),
-            values: vec![3.0, 97.0],
-        }]);
+        let (lo, hi, step) = bounds(
+            &[Series {
+                name: String::new(),
+                values: vec![3.0, 97.0],
+            }],
+            Unit::Count,
+        );
         assert_eq!((lo, hi, step), (0.0, 100.0, 50.0));
+        let no_revenue = [Series {
+            name: String::new(),
+            values: vec![0.0, 0.0],
+        }];
+        assert_eq!(
+            bounds(&no_revenue, Unit::Fen),
+            (0.0, 100.0, 100.0),
+            "¥1, not ¥0.01"
+        );
     }
 }
