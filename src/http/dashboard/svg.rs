@@ -86,13 +86,9 @@ fn tick(v: f64, unit: Unit) -> String {
     }
 }
 
-/// A round step (1, 2 or 5 times a power of ten) that splits `span` into at most 4 parts.
-fn nice_step(span: f64) -> f64 {
-    nice_step_from(span, 1.0)
-}
-
-/// [`nice_step`], at least `min` (a whole follower, a whole yuan).
-fn nice_step_from(span: f64, min: f64) -> f64 {
+/// A round step (1, 2 or 5 times a power of ten) that splits `span` into at most 4 parts, and
+/// is at least `min` (a whole follower, a whole yuan).
+fn nice_step(span: f64, min: f64) -> f64 {
     if span <= 0.0 || !span.is_finite() {
         return min;
     }
@@ -117,7 +113,7 @@ fn bounds(series: &[Series], unit: Unit) -> (f64, f64, f64) {
         Unit::Count => 1.0,
         Unit::Fen => 100.0,
     };
-    let step = nice_step_from(hi - lo, min);
+    let step = nice_step(hi - lo, min);
     let lo = (lo / step).floor() * step;
     let mut hi = (hi / step).ceil() * step;
     if hi <= lo {
@@ -402,10 +398,10 @@ mod tests {
 
     #[test]
     fn ticks_are_round_and_few() {
-        assert_eq!(nice_step(100.0), 50.0);
-        assert_eq!(nice_step(7.0), 2.0);
-        assert_eq!(nice_step(3.0), 1.0);
-        assert_eq!(nice_step(12_345.0), 5000.0);
+        assert_eq!(nice_step(100.0, 1.0), 50.0);
+        assert_eq!(nice_step(7.0, 1.0), 2.0);
+        assert_eq!(nice_step(3.0, 1.0), 1.0);
+        assert_eq!(nice_step(12_345.0, 1.0), 5000.0);
         let (lo, hi, step) = bounds(
             &[Series {
                 name: String::new(),
