@@ -1259,6 +1259,24 @@ mod tests {
     }
 
     #[test]
+    fn retention_rates_shade_their_cells_by_how_many_stayed() {
+        assert_eq!(
+            Cell::pct(Some(0.5)).shade(Some(0.5)).shade.as_deref(),
+            Some("0.40")
+        );
+        assert_eq!(
+            Cell::pct(Some(1.0)).shade(Some(1.0)).shade.as_deref(),
+            Some("0.80")
+        );
+        assert_eq!(
+            Cell::pct(Some(0.0)).shade(Some(0.0)).shade.as_deref(),
+            Some("0.00")
+        );
+        assert_eq!(Cell::pct(None).shade(None).shade, None, "a day yet to come");
+        assert_eq!(Cell::pct(None).text, "—");
+    }
+
+    #[test]
     fn a_table_and_its_csv_hold_the_same_cells() {
         let mut t = Table::new("t", "", &["channel", "net", "revenue", "rate"], "");
         t.rows.push(vec![
