@@ -61,6 +61,16 @@ struct ReadAt {
 #[derive(Clone)]
 pub struct LiveRules {
     inner: Arc<ArcSwap<RuleSet>>,
+    /// Reloads since start, for the metrics: swapped in, and kept out.
+    reloaded: Arc<[std::sync::atomic::AtomicU64; 2]>,
+}
+
+/// How many reloads swapped new rules in (`ok`, the live rules' generation) and how many kept
+/// the old ones (`failed`: invalid or refused) since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadCounts {
+    pub ok: u64,
+    pub failed: u64,
 }
 
 impl std::fmt::Debug for LiveRules {
@@ -224,6 +234,16 @@ impl LiveRules {
     pub fn new(rules: RuleSet) -> Self {
         LiveRules {
             inner: Arc::new(ArcSwap::from_pointee(rules)),
+            reloaded: Arc::default(),
+        }
+    }
+
+    /// Reloads since start (by the watcher, SIGHUP or [`LiveRules::reload`]).
+    pub fn reloads(&self) -> ReloadCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        ReloadCounts {
+            ok: self.reloaded[0].load(Relaxed),
+            failed: self.reloaded[1].load(Relaxed),
         }
     }
 
@@ -249,6 +269,12 @@ impl LiveRules {
     }
 
     fn try_reload(&self, path: &Path, grants: &dyn ActiveGrants) -> Result<String, ReloadError> {
+        let res = self.swap_in(path, grants);
+        self.reloaded[usize::from(res.is_err())].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        res
+    }
+
+    fn swap_in(&self, path: &Path, grants: &dyn ActiveGrants) -> Result<String, ReloadError> {
         let loaded = RuleSet::load(path)?;
         let live = self.load_full();
         // The store is asked only when an article the file does not confirm would go.
@@ -572,6 +598,27 @@ reply = { text = "hi" }
         fn active_grants(&self) -> Result<BTreeMap<String, usize>, String> {
             Err("disk says no".into())
         }
+    }
+
+    #[test]
+    fn reloads_are_counted_by_result_and_a_refusal_is_not_a_new_generation() {
+        let (_dir, path, live) = live_from(PAID);
+        assert_eq!(live.reloads(), ReloadCounts { ok: 0, failed: 0 });
+        std::fs::write(&path, PAID.replace("name = \"", "name = \"v2-")).expect("write");
+        live.reload(&path, &grants(&[]))
+            .expect("renamed rules load");
+        std::fs::write(&path, "").expect("write");
+        live.reload(&path, &grants(&[]))
+            .expect_err("emptied: refused");
+        std::fs::write(&path, "[[rule]\n").expect("write");
+        live.reload(&path, &grants(&[]))
+            .expect_err("broken: invalid");
+        assert_eq!(live.reloads(), ReloadCounts { ok: 1, failed: 2 });
+        assert_eq!(
+            live.clone().reloads(),
+            live.reloads(),
+            "clones share the counts"
+        );
     }
 
     #[test]

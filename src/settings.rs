@@ -142,6 +142,12 @@ pub struct Settings {
     /// How many days texts no rule answered are kept (`MPGATE_UNANSWERED_DAYS`); 0: off.
     pub unanswered_days: u32,
     pub log_format: LogFormat,
+    /// `/metrics` on the main listener for `Authorization: Bearer <this>`
+    /// (`MPGATE_METRICS_TOKEN`); absent: not served there (404).
+    pub metrics_token: Option<Secret>,
+    /// `/metrics` without a token on its own listener (`MPGATE_METRICS_LISTEN`), for a
+    /// Prometheus on a private network; absent: no such listener.
+    pub metrics_listen: Option<SocketAddr>,
     /// For the outbound platform client.
     pub app_secret: Option<Secret>,
     pub api_base: String,
@@ -215,6 +221,28 @@ pub const RANGE_SESSION_TTL_SECS: RangeInclusive<u64> = 60..=30 * 86_400;
 /// `MPGATE_UNANSWERED_DAYS`: 0 turns counting off; a year and a day covers the longest range
 /// the dashboard shows.
 pub const RANGE_UNANSWERED_DAYS: RangeInclusive<u64> = 0..=366;
+/// `MPGATE_METRICS_TOKEN`: long enough that guessing it is hopeless.
+pub const MIN_METRICS_TOKEN_BYTES: usize = 16;
+
+/// `MPGATE_METRICS_TOKEN` as it must be: at least [`MIN_METRICS_TOKEN_BYTES`] of visible ASCII
+/// (it travels in an HTTP header, and Prometheus reads it from a file). The problem never
+/// repeats the value.
+fn metrics_token(t: &str) -> Result<&str, String> {
+    if let Some(i) = t.bytes().position(|b| !b.is_ascii_graphic()) {
+        return Err(format!(
+            "character {} is not visible ASCII (letters, digits, punctuation; make one with `openssl rand -hex 32`)",
+            i + 1
+        ));
+    }
+    if t.len() < MIN_METRICS_TOKEN_BYTES {
+        return Err(format!(
+            "is {} bytes; it must be at least {MIN_METRICS_TOKEN_BYTES} (make one with `openssl rand -hex 32`)",
+            t.len()
+        ));
+    }
+    Ok(t)
+}
+
 /// `MPGATE_LINK_SECRET`: as many bytes as the HMAC-SHA256 key it is hashed into.
 pub const MIN_LINK_SECRET_BYTES: usize = 32;
 
@@ -381,6 +409,8 @@ const KEYS: &[&str] = &[
     "DEDUPE_RETENTION_SECS",
     "UNANSWERED_DAYS",
     "LOG_FORMAT",
+    "METRICS_TOKEN",
+    "METRICS_LISTEN",
     "APP_SECRET",
     "API_BASE",
     "WEBHOOK_SECRET",
@@ -616,6 +646,23 @@ impl Settings {
                 ))
             }
         };
+        let metrics_token = get("METRICS_TOKEN")
+            .map(|t| {
+                metrics_token(t)
+                    .map(Secret::new)
+                    .map_err(|e| err(&name("METRICS_TOKEN"), e))
+            })
+            .transpose()?;
+        let metrics_listen = get("METRICS_LISTEN")
+            .map(|v| {
+                v.parse::<SocketAddr>().map_err(|_| {
+                    err(
+                        &name("METRICS_LISTEN"),
+                        format!("`{v}` is not an address:port such as 127.0.0.1:9090"),
+                    )
+                })
+            })
+            .transpose()?;
         let api_base = get("API_BASE")
             .unwrap_or("https://api.weixin.qq.com")
             .trim_end_matches('/')
@@ -648,6 +695,8 @@ impl Settings {
             // The range above keeps it within u32.
             unanswered_days: unanswered_days as u32,
             log_format,
+            metrics_token,
+            metrics_listen,
             app_secret: get("APP_SECRET").map(Secret::new),
             api_base,
             webhook_secret: get("WEBHOOK_SECRET").map(Secret::new),
@@ -949,6 +998,49 @@ mod tests {
         let e = refused("MPGATE_CALLBACK_ALLOW", "weixin.qq.com");
         assert!(e.problem.contains("`weixin.qq.com`"), "{e}");
         refused("MPGATE_CALLBACK_ALLOW", ",");
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_each_way_in_is_parsed() {
+        let s = Settings::from_sources(None, &env(&[])).unwrap();
+        assert!(s.metrics_token.is_none() && s.metrics_listen.is_none());
+        let token = "0123456789abcdef0123";
+        let s = Settings::from_sources(
+            None,
+            &env(&[
+                ("MPGATE_METRICS_TOKEN", token),
+                ("MPGATE_METRICS_LISTEN", "127.0.0.1:9464"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.metrics_token.as_ref().map(Secret::expose), Some(token));
+        assert_eq!(
+            s.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap()),
+            "both may be set"
+        );
+        let s =
+            Settings::from_sources(None, &env(&[("MPGATE_METRICS_LISTEN", "[::1]:0")])).unwrap();
+        assert_eq!(s.metrics_listen, Some("[::1]:0".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_short_or_unprintable_metrics_token_is_refused_without_echoing_it() {
+        let e = refused("MPGATE_METRICS_TOKEN", "short-secret");
+        assert!(e.problem.contains("at least 16"), "{e}");
+        assert!(!e.to_string().contains("short-secret"), "{e}");
+        let e = refused("MPGATE_METRICS_TOKEN", "0123456789abcdef 0123");
+        assert!(e.problem.contains("character 17"), "{e}");
+        let e = refused("MPGATE_METRICS_TOKEN", "0123456789abcdef令牌");
+        assert!(e.problem.contains("visible ASCII"), "{e}");
+    }
+
+    #[test]
+    fn a_metrics_listen_address_must_be_an_address_and_port() {
+        for bad in ["9464", "localhost:9464", "127.0.0.1", "127.0.0.1:99999"] {
+            let e = refused("MPGATE_METRICS_LISTEN", bad);
+            assert!(e.problem.contains(&format!("`{bad}`")), "{e}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use tokio::sync::watch;
 
+use crate::http::metrics::MetricsAccess;
 use crate::pipeline::Gateway;
 use crate::reload::LiveRules;
 use crate::rules::RuleSet;
@@ -27,6 +28,8 @@ pub struct Application {
     shutdown: watch::Sender<bool>,
     settings: Settings,
     platform: Option<(crate::platform::Outbox, crate::platform::PlatformClient)>,
+    /// `/metrics` alone on `MPGATE_METRICS_LISTEN`, and its port.
+    metrics_server: Option<(Server, u16)>,
 }
 
 impl Application {
@@ -97,12 +100,21 @@ impl Application {
         let callback_allow = settings.callback_allow.clone().map(web::Data::new);
         let conns = ConnectionCap::new(settings.max_connections);
         check_open_file_limit(&conns);
+        let metrics_access = web::Data::new(match &settings.metrics_token {
+            Some(t) => MetricsAccess::Bearer(t.clone()),
+            None => MetricsAccess::Off,
+        });
+        let metrics_server = match settings.metrics_listen {
+            Some(addr) => Some(metrics_server(addr, data.clone())?),
+            None => None,
+        };
         let server = HttpServer::new(move || {
             let app = App::new()
                 .app_data(data.clone())
                 .app_data(admin.clone())
                 .app_data(dashboard.clone())
                 .app_data(throttle.clone())
+                .app_data(metrics_access.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(body_deadline);
             match &callback_allow {
@@ -126,11 +138,17 @@ impl Application {
             shutdown,
             settings,
             platform,
+            metrics_server,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the `MPGATE_METRICS_LISTEN` listener, when there is one.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(_, port)| *port)
     }
 
     pub fn gateway(&self) -> Arc<Gateway> {
@@ -147,6 +165,7 @@ impl Application {
             settings,
             port,
             platform,
+            metrics_server,
         } = self;
         tracing::info!(
             port,
@@ -165,13 +184,22 @@ impl Application {
         jobs.push(gateway.store().spawn_maintenance(shutdown.subscribe())?);
         if let Some((outbox, client)) = platform {
             // Exactly one outbox loop per data dir, or items would be sent twice.
+            let outbox = outbox.with_metrics(gateway.metrics().clone());
             jobs.push(tokio::spawn(outbox.run(
                 client,
                 gateway.store().clone(),
                 shutdown.subscribe(),
             )));
         }
+        let metrics_server = metrics_server.map(|(s, _)| {
+            let handle = s.handle();
+            (handle, tokio::spawn(s))
+        });
         let result = server.await;
+        if let Some((handle, task)) = metrics_server {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         let _ = shutdown.send(true);
         for j in jobs {
             let _ = j.await;
@@ -180,6 +208,31 @@ impl Application {
         tracing::info!("stopped; state flushed");
         result.map_err(Into::into)
     }
+}
+
+/// `/metrics` alone, without a token, on `addr` (`MPGATE_METRICS_LISTEN`): one worker, as
+/// Prometheus scrapes every few seconds at most.
+fn metrics_server(
+    addr: std::net::SocketAddr,
+    gw: web::Data<Gateway>,
+) -> anyhow::Result<(Server, u16)> {
+    let listener = TcpListener::bind(addr)
+        .with_context(|| format!("MPGATE_METRICS_LISTEN: cannot bind {addr}"))?;
+    let port = listener.local_addr()?.port();
+    let open = web::Data::new(MetricsAccess::Open);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(gw.clone())
+            .app_data(open.clone())
+            .configure(crate::http::metrics::routes)
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    tracing::info!(%addr, port, "serving /metrics without a token on MPGATE_METRICS_LISTEN");
+    Ok((server, port))
 }
 
 /// The last write before exit. A disk that is still failing gets a few more tries; if it stays

@@ -9,9 +9,12 @@
 //!   is read (name it before [`Body`] in a handler's arguments: actix polls extractors in order
 //!   and stops at the first error).
 //!
-//! Both log one `warn` line per refusal, with the peer's address (no content: nothing was read).
+//! Both log one `warn` line per refusal, with the peer's address (no content: nothing was read),
+//! and count a refused push (`POST /wechat`) in the gateway's metrics (`not_allowed`, `timeout`,
+//! `body_size`).
 //!
-//! May depend on: `settings` (the typed allow-list), actix-web, tokio's timer.
+//! May depend on: `settings` (the typed allow-list), `metrics` (through the gateway), actix-web,
+//! tokio's timer.
 
 use std::future::{ready, Future, Ready};
 use std::pin::Pin;
@@ -22,6 +25,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 
 use super::error::{Class, Classify};
+use crate::metrics;
+use crate::pipeline::Gateway;
 use crate::settings::CallbackAllow;
 
 /// How long a body may take once the headers are in; registered as app data by `startup`.
@@ -67,6 +72,16 @@ impl ResponseError for EdgeRefusal {
     }
 }
 
+/// Counts a refused push (`POST /wechat`; other routes share these extractors) in the
+/// gateway's metrics.
+fn count_push_refusal(req: &HttpRequest, why: metrics::EdgeRefusal) {
+    if req.method() == actix_web::http::Method::POST && req.path() == "/wechat" {
+        if let Some(gw) = req.app_data::<web::Data<Gateway>>() {
+            gw.metrics().edge_refused(why);
+        }
+    }
+}
+
 /// The peer's address for log lines: the TCP peer, never a header.
 fn peer(req: &HttpRequest) -> String {
     req.peer_addr()
@@ -90,8 +105,15 @@ impl FromRequest for Body {
         let req = req.clone();
         Box::pin(async move {
             match tokio::time::timeout(deadline, read).await {
-                Ok(body) => body.map(Body),
+                Ok(Ok(body)) => Ok(Body(body)),
+                Ok(Err(e)) => {
+                    if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                        count_push_refusal(&req, metrics::EdgeRefusal::BodySize);
+                    }
+                    Err(e)
+                }
                 Err(_) => {
+                    count_push_refusal(&req, metrics::EdgeRefusal::Timeout);
                     let refusal = EdgeRefusal::BodyTimeout(deadline);
                     tracing::warn!(
                         status = 408,
@@ -123,6 +145,7 @@ impl FromRequest for CallbackPeer {
         if req.peer_addr().is_some_and(|a| allow.allows(a.ip())) {
             return ready(Ok(CallbackPeer));
         }
+        count_push_refusal(req, metrics::EdgeRefusal::NotAllowed);
         let refusal = EdgeRefusal::NotAllowed;
         tracing::warn!(status = 403, path = req.path(), peer = %peer(req), "{refusal}");
         ready(Err(refusal.into()))

@@ -5,6 +5,8 @@
 //! - [`pages`]: `GET /a/{article}`, the signed article page.
 //! - [`admin`]: the operator API under `/admin/…`.
 //! - [`dashboard`]: the operators' pages under `/admin` (sign-in, overview, …, CSV, SVG charts).
+//! - [`metrics`]: `GET /metrics` for Prometheus (bearer token on this listener, or its own
+//!   listener).
 //! - [`error`]: the one place errors become HTTP statuses (and plain-text, JSON or page bodies).
 //! - [`limits`]: extractors that cut a stalled body (408) and refuse a peer outside the callback
 //!   allow-list (403) before a handler runs.
@@ -20,6 +22,7 @@ pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod limits;
+pub mod metrics;
 pub mod pages;
 pub mod pay;
 
@@ -35,6 +38,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .route("/healthz", web::get().to(health::healthz))
     .route("/a/{article}", web::get().to(pages::article))
+    .configure(metrics::routes)
     .configure(pay::routes)
     // Before the JSON API: its `/admin` scope answers every path under it.
     .configure(dashboard::routes)

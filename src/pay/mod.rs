@@ -11,7 +11,8 @@
 //!   and durable before the caller answers.
 //!
 //! May depend on: `store` (orders, entitlements), `paywall` (links and the access decision),
-//! `rules` (prices), `settings`, `wechat::types`. Never on HTTP: `http::pay` translates.
+//! `rules` (prices), `settings`, `wechat::types`, `metrics` (notifications and order
+//! transitions counted). Never on HTTP: `http::pay` translates.
 
 pub mod client;
 pub mod crypto;
@@ -234,6 +235,7 @@ pub struct ReconcileReport {
 #[derive(Clone)]
 pub struct Payments {
     inner: Arc<Inner>,
+    metrics: crate::metrics::Metrics,
 }
 
 struct Inner {
@@ -311,7 +313,14 @@ impl Payments {
                 rules,
                 last_query: Mutex::new(HashMap::new()),
             }),
+            metrics: crate::metrics::Metrics::default(),
         }
+    }
+
+    /// Counts notifications and order transitions into `metrics` (the gateway's).
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Payments {
+        self.metrics = metrics;
+        self
     }
 
     pub fn config(&self) -> &PayConfig {
@@ -390,6 +399,7 @@ impl Payments {
                     updated_at: now,
                 };
                 store.order_create(&order, self.day(now))?;
+                self.metrics.order_entered("created");
                 tracing::info!(
                     out_trade_no = %order.out_trade_no,
                     article = %order.article,
@@ -491,7 +501,8 @@ impl Payments {
         {
             match self.inner.client.query(out_trade_no).await {
                 Ok(Some(tx)) => {
-                    self.apply_transaction(&tx, None, now)?;
+                    let applied = self.apply_transaction(&tx, None, now)?;
+                    self.metrics.order_applied(applied);
                 }
                 Ok(None) => {}
                 // The page keeps asking; the reconciliation job will try again too.
@@ -537,8 +548,15 @@ impl Payments {
             body,
             now,
         )
+        .inspect_err(|e| self.metrics.pay_refused(e))
         .map_err(NotifyFailure::Refused)?;
-        self.apply(&n, now).map_err(NotifyFailure::Store)
+        let applied = self.apply(&n, now);
+        self.metrics
+            .pay_notification(&n.event, applied.as_ref().map(|a| *a).map_err(|_| ()));
+        if let Ok(a) = applied {
+            self.metrics.order_applied(a);
+        }
+        applied.map_err(NotifyFailure::Store)
     }
 
     fn apply(&self, n: &Notification, now: i64) -> Result<Applied, StoreError> {
@@ -775,6 +793,7 @@ impl Payments {
                 // Never placed at the platform (the page went away before the JSAPI call).
                 None => Applied::Open,
             };
+            self.metrics.order_applied(applied);
             match applied {
                 Applied::Paid | Applied::AlreadyPaid => report.paid += 1,
                 Applied::Closed => report.closed += 1,
@@ -790,6 +809,7 @@ impl Payments {
                             if let CloseOutcome::Closed(_) =
                                 self.inner.store.order_close(no, now)?
                             {
+                                self.metrics.order_entered("closed");
                                 report.closed += 1;
                             }
                         }

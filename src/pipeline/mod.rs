@@ -10,15 +10,18 @@
 //! one place (`http::error`).
 //!
 //! May depend on: `wechat`, `rules`, `reload`, `store`, `paywall`, `handoff`, `platform`,
-//! `settings`; never actix.
+//! `settings`, `metrics` (each push counted and timed once, in [`Gateway::post`]); never actix.
 
 pub mod auth;
 pub mod single_flight;
 mod state;
 
+use std::time::Instant;
+
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::handoff::Handoffs;
+use crate::metrics::{Metrics, Outcome, PushType, RetryFrom};
 use crate::operator::Operator;
 use crate::paywall::{LinkSigner, Paywall};
 use crate::platform::webhook::{WebhookClient, WebhookPayload};
@@ -88,6 +91,8 @@ pub struct Gateway {
     flights: SingleFlight,
     /// WeChat Pay from the paywall page; off without `MPGATE_PAY_*`.
     payments: Option<crate::pay::Payments>,
+    /// This gateway's own registry (`/metrics`); lent to the jobs start-up spawns.
+    metrics: Metrics,
 }
 
 impl Gateway {
@@ -98,6 +103,7 @@ impl Gateway {
         link_secret: [u8; 32],
     ) -> Gateway {
         let cs = CustomerService::default();
+        let metrics = Metrics::new();
         Gateway {
             auth: Auth::new(settings),
             paywall: Paywall::new(
@@ -111,9 +117,11 @@ impl Gateway {
             store,
             rules,
             cs,
-            webhook: WebhookClient::new(settings.webhook_secret.clone()),
+            webhook: WebhookClient::new(settings.webhook_secret.clone())
+                .with_metrics(metrics.clone()),
             flights: SingleFlight::default(),
             payments: None,
+            metrics,
         }
     }
 
@@ -121,12 +129,15 @@ impl Gateway {
     pub fn with_payments(mut self, cfg: Option<crate::pay::PayConfig>) -> Gateway {
         if let Some(cfg) = cfg {
             self.paywall = self.paywall.clone().selling(true);
-            self.payments = Some(crate::pay::Payments::new(
-                cfg,
-                self.store.clone(),
-                self.paywall.clone(),
-                self.rules.clone(),
-            ));
+            self.payments = Some(
+                crate::pay::Payments::new(
+                    cfg,
+                    self.store.clone(),
+                    self.paywall.clone(),
+                    self.rules.clone(),
+                )
+                .with_metrics(self.metrics.clone()),
+            );
         }
         self
     }
@@ -169,6 +180,28 @@ impl Gateway {
         &self.operator
     }
 
+    /// What `/metrics` counts; start-up hands clones to the jobs it spawns.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// `/metrics`' text: the counts, and the figures read from the store and the rules now.
+    /// Reads the store (bounded: see [`crate::metrics`]); call it off the async workers.
+    pub fn render_metrics(&self, now: DateTime<Utc>) -> String {
+        let today = self.today(now);
+        let following = self
+            .analytics()
+            .growth(crate::analytics::Range::last(1, today), None)
+            .map_err(|e| tracing::warn!(error = %e, "metrics: cannot read the followers"))
+            .ok()
+            .and_then(|days| days.last().map(|d| d.cumulative));
+        self.metrics.render(&crate::metrics::Scrape {
+            store: &self.store,
+            rules: &self.rules,
+            following,
+        })
+    }
+
     /// The operators' figures over this gateway's store.
     pub fn analytics(&self) -> crate::analytics::Analytics {
         crate::analytics::Analytics::new(self.store.clone())
@@ -195,9 +228,25 @@ impl Gateway {
         body: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Answer, CallbackError> {
-        let opened = self.auth.open(q, body, now)?;
+        let started = Instant::now();
+        let opened = self
+            .auth
+            .open(q, body, now)
+            .inspect_err(|e| self.metrics.refused(e))?;
+        let kind = PushType::of(&opened.inbound);
         let label = opened.inbound.type_label().to_string();
-        let plain = self.answer(&opened.inbound, now).await?;
+        let answered = self.answer(&opened.inbound, now).await;
+        let outcome = match &answered {
+            Ok((_, Some(from))) => {
+                self.metrics.retry(*from);
+                Outcome::Retry
+            }
+            Ok((plain, None)) if plain.is_empty() => Outcome::Success,
+            Ok(_) => Outcome::Replied,
+            Err(_) => Outcome::Error,
+        };
+        self.metrics.push(kind, outcome, Some(started.elapsed()));
+        let (plain, _) = answered?;
         Ok(Answer {
             body: self.auth.seal(&opened, plain, q, now),
             msg_type: label,
@@ -205,12 +254,17 @@ impl Gateway {
         })
     }
 
-    /// The plaintext reply XML for a push ("" = `success`), exactly once per dedupe key.
+    /// The plaintext reply XML for a push ("" = `success`), exactly once per dedupe key, and
+    /// for a retry, where its answer came from.
     ///
     /// A retry of an answered push gets the stored reply; a retry that arrives while the first
     /// attempt is still being handled waits for its answer. Side effects happen only in the
     /// leader.
-    async fn answer(&self, inbound: &Inbound, now: DateTime<Utc>) -> Result<String, CallbackError> {
+    async fn answer(
+        &self,
+        inbound: &Inbound,
+        now: DateTime<Utc>,
+    ) -> Result<(String, Option<RetryFrom>), CallbackError> {
         let key = inbound.dedupe_key();
         let leader = loop {
             match self.flights.join(&key).await {
@@ -218,14 +272,14 @@ impl Gateway {
                 // Put before the leader said so, and kept for the whole retention.
                 Turn::Answered => {
                     if let Some(stored) = self.store.dedupe_get(&key)? {
-                        return Ok(replay(&stored, inbound));
+                        return Ok((replay(&stored, inbound), Some(RetryFrom::Memory)));
                     }
                 }
             }
         };
         if let Some(stored) = self.store.dedupe_get(&key)? {
             leader.answered();
-            return Ok(replay(&stored, inbound));
+            return Ok((replay(&stored, inbound), Some(RetryFrom::Store)));
         }
         // A new push is handled only when its effects can reach the disk: otherwise 503, and
         // the platform retries (retries of answered pushes, above, still get their answers).
@@ -239,7 +293,7 @@ impl Gateway {
                     .dedupe_put(&key, &stored_answer(rendered.as_ref(), now))?;
                 drop(scope);
                 leader.answered();
-                return Ok(rendered.map(Rendered::into_xml).unwrap_or_default());
+                return Ok((rendered.map(Rendered::into_xml).unwrap_or_default(), None));
             }
             Handled::Webhook { call, payload } => {
                 // The effects are made; the answer waits for the operator's endpoint, and no
@@ -265,7 +319,7 @@ impl Gateway {
                 .dedupe_put(&key, &stored_answer(rendered.as_ref(), now))?;
         }
         leader.answered();
-        Ok(rendered.map(Rendered::into_xml).unwrap_or_default())
+        Ok((rendered.map(Rendered::into_xml).unwrap_or_default(), None))
     }
 
     /// The side effects and the decision for one new push: the reply (`None` = `success`), or
@@ -300,6 +354,9 @@ impl Gateway {
             subscribed_since: subscriber.first_subscribed,
         };
         let decision: Decision = rules.route(inbound, &view, now);
+        if let Some(rule) = &decision.rule {
+            self.metrics.rule_hit(rule);
+        }
         state::apply(&self.store, openid, &decision, day)?;
         state::note_unanswered(&self.store, inbound, &decision, day);
         let reply = match &decision.special {

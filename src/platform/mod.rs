@@ -11,7 +11,7 @@
 //! - [`menu_push`]: the `mpgate menu push` command.
 //!
 //! May depend on: `settings`, `store` (token cache and outbox trees), `rules` (the menu),
-//! `wechat::types`, reqwest, tokio. Nothing here names sled or actix.
+//! `wechat::types`, `metrics` (send attempts, webhook calls), reqwest, tokio. Nothing here names sled or actix.
 
 pub mod client;
 pub mod message;

@@ -26,6 +26,7 @@ use tokio::sync::{watch, Notify};
 
 use super::client::{PlatformClient, PlatformError};
 use super::message::CustomMessage;
+use crate::metrics::Metrics;
 use crate::store::platform::{OutboxItem, OutboxState};
 use crate::store::{Store, StoreError};
 
@@ -68,6 +69,7 @@ pub fn backoff(base: Duration, attempts: u32) -> Duration {
 pub struct Outbox {
     notify: Arc<Notify>,
     backoff_base: Duration,
+    metrics: Metrics,
 }
 
 impl Default for Outbox {
@@ -110,7 +112,14 @@ impl Outbox {
         Outbox {
             notify: Arc::new(Notify::new()),
             backoff_base: DEFAULT_BACKOFF_BASE,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Counts send attempts into `metrics` (the gateway's).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Outbox {
+        self.metrics = metrics;
+        self
     }
 
     /// Sets the first retry delay (default [`DEFAULT_BACKOFF_BASE`]); tests use milliseconds.
@@ -182,6 +191,7 @@ impl Outbox {
     /// Sends `item` and records the outcome; returns whether it is done (sent or failed).
     async fn deliver(&self, client: &PlatformClient, store: &Store, mut item: OutboxItem) -> bool {
         let result = client.send_custom_body(&item.msg).await;
+        self.metrics.outbox_send(result.as_ref().map(|_| ()));
         item.attempts = item.attempts.saturating_add(1);
         let now = now_ms();
         let outcome = match result {

@@ -23,6 +23,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::{CustomMessage, CustomerService};
+use crate::metrics::{Metrics, WebhookOutcome};
 use crate::rules::WebhookAction;
 use crate::settings::Secret;
 
@@ -64,6 +65,7 @@ struct Answer {
 pub struct WebhookClient {
     http: reqwest::Client,
     secret: Option<Secret>,
+    metrics: Metrics,
 }
 
 /// Hard ceiling for a late answer: after this the subscriber has moved on.
@@ -77,7 +79,17 @@ impl WebhookClient {
             .build()
             // Only a TLS backend that cannot initialise fails here: a property of the build.
             .expect("the HTTP client (rustls, bundled roots) initialises");
-        WebhookClient { http, secret }
+        WebhookClient {
+            http,
+            secret,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Counts calls and their latency into `metrics` (the gateway's).
+    pub fn with_metrics(mut self, metrics: Metrics) -> WebhookClient {
+        self.metrics = metrics;
+        self
     }
 
     /// The signature header value for a body sent at `timestamp`.
@@ -92,6 +104,24 @@ impl WebhookClient {
 
     /// Calls the endpoint; `Ok(None)` means "no reply".
     pub async fn call(
+        &self,
+        url: &str,
+        payload: &WebhookPayload,
+    ) -> Result<Option<String>, WebhookError> {
+        let started = std::time::Instant::now();
+        let res = self.call_once(url, payload).await;
+        let outcome = match &res {
+            Ok(Some(_)) => WebhookOutcome::Reply,
+            Ok(None) => WebhookOutcome::NoReply,
+            Err(WebhookError::Http(_)) => WebhookOutcome::HttpError,
+            Err(WebhookError::Status(_)) => WebhookOutcome::BadStatus,
+            Err(WebhookError::Decode(_)) => WebhookOutcome::BadAnswer,
+        };
+        self.metrics.webhook_call(outcome, started.elapsed());
+        res
+    }
+
+    async fn call_once(
         &self,
         url: &str,
         payload: &WebhookPayload,
@@ -156,6 +186,7 @@ impl WebhookClient {
             Ok(Ok(Err(e))) => fallback(&e),
             Ok(Err(e)) => fallback(&e),
             Err(_) => {
+                self.metrics.webhook_over_budget();
                 tracing::info!(origin = %origin, "webhook slower than its budget; answering later");
                 let cs = cs.clone();
                 let to = to.to_string();

@@ -104,6 +104,14 @@ impl OutboxFilter {
     }
 }
 
+/// How many outbox items are in each state ([`Store::outbox_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    pub pending: usize,
+    pub sent: usize,
+    pub failed: usize,
+}
+
 /// One customer-service message waiting for, or done with, delivery.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OutboxItem {
@@ -420,6 +428,31 @@ impl Store {
         Ok(items)
     }
 
+    /// Items by state, for the metrics: key-only scans of the two indexes (pending items are a
+    /// handful; sent and failed ones are bounded by their retention), no record is decoded.
+    pub fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        let due = self.platform_tree(TREE_DUE)?;
+        let done = self.platform_tree(TREE_DONE)?;
+        let count = |prefix: u8| -> Result<usize, StoreError> {
+            let mut n = 0;
+            for k in done.scan_prefix([prefix]).keys() {
+                k?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        let mut pending = 0;
+        for k in due.iter().keys() {
+            k?;
+            pending += 1;
+        }
+        Ok(OutboxCounts {
+            pending,
+            sent: count(DONE_SENT)?,
+            failed: count(DONE_FAILED)?,
+        })
+    }
+
     /// Deletes items sent before `sent_before` and items failed before `failed_before` (unix
     /// ms); returns how many. Range scans over the done index.
     pub fn outbox_sweep(&self, sent_before: i64, failed_before: i64) -> Result<usize, StoreError> {
@@ -600,6 +633,15 @@ mod tests {
         assert_eq!(ids(OutboxFilter::Sent), vec![a]);
         assert_eq!(ids(OutboxFilter::Failed), vec![b]);
         assert!(s.outbox_due(10, 10).unwrap().iter().all(|i| i.id == c));
+        assert_eq!(
+            s.outbox_counts().unwrap(),
+            OutboxCounts {
+                pending: 1,
+                sent: 1,
+                failed: 1
+            },
+            "the counts agree with the listing"
+        );
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct TestApp {
     pub _dirs: tempfile::TempDir,
     pub keywords_path: PathBuf,
     pub gateway: std::sync::Arc<mpgate::pipeline::Gateway>,
+    /// The `MPGATE_METRICS_LISTEN` listener's port, when the test set one.
+    pub metrics_port: Option<u16>,
 }
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -115,6 +117,7 @@ pub async fn spawn_app(opts: Options) -> TestApp {
     let app = Application::build(settings).await.expect("app builds");
     let port = app.port();
     let gateway = app.gateway();
+    let metrics_port = app.metrics_port();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
@@ -124,6 +127,7 @@ pub async fn spawn_app(opts: Options) -> TestApp {
         _dirs: data_dir,
         keywords_path,
         gateway,
+        metrics_port,
     }
 }
 

@@ -18,6 +18,7 @@ mod edge;
 mod fakepay;
 mod faults;
 mod handoff;
+mod metrics;
 mod pages;
 mod pay;
 mod paybrowser;
