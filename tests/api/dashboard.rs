@@ -762,3 +762,96 @@ async fn csv_downloads_parse_and_match_the_page() {
     .await;
     assert_eq!(r.status(), 200, "one table: no name needed");
 }
+
+/// A reader pays ¥19.90 for `rust-101` through the fake WeChat Pay; `None` (after saying why)
+/// when the fake cannot start.
+async fn shop_with_a_sale() -> Option<(TestApp, crate::fakepay::FakePay, String)> {
+    let pay = crate::fakepay::FakePay::start().await?;
+    let mut opts = Options {
+        keywords: Some(std::fs::read_to_string(fixture("pay-keywords.toml")).unwrap()),
+        ..Options::default()
+    }
+    .env("MPGATE_ADMIN_TOKEN", ADMIN);
+    for (k, v) in pay.env() {
+        opts = opts.env(&k, &v);
+    }
+    let app = spawn_app(opts).await;
+    let r = app.say("oDashBuyer", "rust please").await;
+    let link = r
+        .xml
+        .as_ref()
+        .and_then(|x| x.child("Articles"))
+        .and_then(|a| a.child("item"))
+        .and_then(|i| i.child_text("Url"))
+        .unwrap_or_else(|| panic!("no teaser: {}", r.raw))
+        .to_string();
+    let url = reqwest::Url::parse(&link).unwrap();
+    let q: HashMap<String, String> = url.query_pairs().into_owned().collect();
+    let r = app
+        .client
+        .post(app.url("/pay/orders"))
+        .header("user-agent", "Mozilla/5.0 MicroMessenger/8.0.50")
+        .json(&serde_json::json!({"article": "rust-101", "u": q["u"], "e": q["e"], "s": q["s"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let order = pay.orders().pop().expect("an order at the platform");
+    let delivered = pay
+        .notify_paid(&order.out_trade_no, &app.url("/pay/notify"))
+        .await;
+    assert_eq!(delivered.status, 204);
+    Some((app, pay, order.out_trade_no))
+}
+
+#[tokio::test]
+async fn a_paid_order_shows_as_revenue_on_the_overview_the_articles_and_the_orders_pages() {
+    let Some((app, _pay, order)) = shop_with_a_sale().await else {
+        return;
+    };
+    let op = sign_in(&app).await;
+    let html = op.page(&app, "/admin/dashboard/orders").await;
+    assert!(
+        html.contains(&format!("data-figure=\"order-{order}-amount\">¥19.90<")),
+        "{html}"
+    );
+    assert!(html.contains(&format!("data-figure=\"order-{order}-state\">paid<")));
+    csv_matches_page(&app, &op, "/admin/dashboard/orders").await;
+    let orders = csv_of(&app, &op, "/admin/dashboard/orders", "orders").await;
+    assert_eq!(orders[1][0], order);
+    assert_eq!(orders[1][3], "19.90", "money is a number in the CSV");
+    // The state filter.
+    let html = op.page(&app, "/admin/dashboard/orders?state=created").await;
+    assert!(html.contains("data-figure=\"orders-total\">0<"), "{html}");
+    let html = op
+        .page(&app, "/admin/dashboard/orders?state=paid&days=7")
+        .await;
+    assert!(html.contains("data-figure=\"orders-total\">1<"), "{html}");
+
+    let html = op.page(&app, "/admin/dashboard").await;
+    for (id, v) in [
+        ("revenue-today", "¥19.90"),
+        ("paid-today", "1"),
+        ("revenue-30d", "¥19.90"),
+    ] {
+        assert!(
+            html.contains(&format!("data-figure=\"{id}\">{v}<")),
+            "{id}: {html}"
+        );
+    }
+    let html = op.page(&app, "/admin/dashboard/articles").await;
+    for (id, v) in [
+        ("sales-revenue", "¥19.90"),
+        ("sales-paid-orders", "1"),
+        ("sales-buyers", "1"),
+        ("sales-average-order", "¥19.90"),
+        ("article-rust-101-paid", "1"),
+        ("article-rust-101-revenue", "¥19.90"),
+    ] {
+        assert!(
+            html.contains(&format!("data-figure=\"{id}\">{v}<")),
+            "{id}: {html}"
+        );
+    }
+    csv_matches_page(&app, &op, "/admin/dashboard/articles").await;
+}
