@@ -111,7 +111,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use arc_swap::ArcSwapOption;
 use std::time::{Duration, Instant};
 
-pub use analytics::DayCounts;
+pub use analytics::{DayCounts, REPORT_KINDS};
 pub use counters::Counter;
 pub use dedupe::StoredAnswer;
 pub use entitlements::{Entitlement, GrantOutcome, RevokeOutcome};
@@ -268,6 +268,8 @@ struct Inner {
     pending_counts: Mutex<counters::Pending>,
     /// Serialises periods with reads of counters so a read never sees a half-merged period.
     counters_gate: Mutex<()>,
+    /// The reports' copy of the counters' days (see `analytics`).
+    counts_cache: analytics::CountsCache,
     /// Held shared by each push while it makes its effects and stores its answer, and
     /// exclusively by a write-behind period while it takes what it writes: so a period holds
     /// all of a push or none of it ([`Store::commit_scope`]).
@@ -354,6 +356,7 @@ impl Store {
             handoffs_mem: handoff::HandoffMirror::load(&backend.handoffs)?,
             pending_counts: Mutex::new(counters::Pending::default()),
             counters_gate: Mutex::new(()),
+            counts_cache: analytics::CountsCache::default(),
             commit_gate: RwLock::new(()),
             health: period::HealthState::starting_at(period::first_period(&backend)?),
             backend: ArcSwapOption::from_pointee(backend),
