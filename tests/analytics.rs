@@ -1054,3 +1054,113 @@ async fn every_figure_matches_the_brute_force_in_new_york_across_dst() {
         .await;
     }
 }
+
+/// A data dir written before the analytics existed: its followers and buyers are the
+/// starting point, counted once at the first open by this version.
+#[test]
+fn a_data_dir_from_before_the_analytics_starts_from_its_followers_and_buyers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let day = NaiveDate::from_ymd_opt(2026, 3, 9).expect("date");
+    let t = local_midnight(chrono_tz::UTC, day) + 3600;
+    {
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+        store.touch(&OpenId::new("oOld1"), t, true).expect("touch");
+        store
+            .on_subscribe(&OpenId::new("oOld2"), Some("qr_a"), t)
+            .expect("subscribe");
+        store
+            .on_subscribe(&OpenId::new("oGone"), None, t)
+            .expect("subscribe");
+        store
+            .on_unsubscribe(&OpenId::new("oGone"), t + 5)
+            .expect("unsubscribe");
+        let order = |no: &str| Order {
+            out_trade_no: no.into(),
+            openid: "oOld1".into(),
+            article: "art1".into(),
+            description: "a".into(),
+            amount_fen: 990,
+            channel: String::new(),
+            state: OrderState::Created,
+            created_at: t,
+            expires_at: t + 60,
+            prepay_id: None,
+            transaction_id: None,
+            paid_at: None,
+            refunded_at: None,
+            closed_at: None,
+            refunds: Vec::new(),
+            anomaly: None,
+            updated_at: t,
+        };
+        store.order_create(&order("NO-old-1"), day).expect("order");
+        store
+            .order_paid("NO-old-1", "tx1", t + 10, day)
+            .expect("paid");
+        store.order_create(&order("NO-new-1"), day).expect("order");
+        store.flush().expect("flush");
+    }
+    // What this version adds is taken away: the records, orders and old counters stay.
+    {
+        let db = raw_sled(dir.path());
+        let meta = db.open_tree("meta").expect("meta");
+        meta.remove("analytics_baseline").expect("remove mark");
+        db.drop_tree("buyers").expect("drop buyers");
+        let counters = db.open_tree("counters").expect("counters");
+        for kv in counters.iter() {
+            let (k, _) = kv.expect("entry");
+            let name = String::from_utf8_lossy(&k[11..]).to_string();
+            if [
+                "follow:",
+                "unfollow:",
+                "seen_follower:",
+                "first_follow:",
+                "buyer:",
+                "repeat_buyer:",
+            ]
+            .iter()
+            .any(|kind| name.starts_with(kind))
+            {
+                counters.remove(&k).expect("remove");
+            }
+        }
+        db.flush().expect("flush");
+    }
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    let a = Analytics::new(store.clone());
+    let on = Range { from: day, to: day };
+    let g = a.growth(on, None).expect("growth");
+    assert_eq!(
+        (g[0].follows, g[0].cumulative),
+        (0, 2),
+        "the two followers are the starting point, not follows"
+    );
+    assert_eq!(a.growth(on, Some("qr_a")).expect("g")[0].cumulative, 1);
+    // The reader who paid before is no new buyer when paying again.
+    store
+        .order_paid("NO-new-1", "tx2", t + 20, day)
+        .expect("paid");
+    let s = a.sales(on).expect("sales");
+    assert_eq!((s.buyers, s.repeat_buyers), (1, 1));
+    // Counted once: a second open adds nothing.
+    drop(a);
+    drop(store);
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen again");
+    let g = Analytics::new(store).growth(on, None).expect("growth");
+    assert_eq!(g[0].cumulative, 2);
+}
+
+/// Raw sled on a dir a dropped `Store` just used (sled lets go of its lock a moment later).
+fn raw_sled(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("sled: {e:?}"),
+        }
+    }
+}

@@ -20,6 +20,7 @@
 //! |---|---|---|
 //! | `meta` | `schema_version` | u32 big-endian (current: [`SCHEMA_VERSION`]) |
 //! | `meta` | `link_secret` | 32 raw bytes |
+//! | `meta` | `analytics_baseline` | present once the analytics' starting point is counted (see `analytics`) |
 //! | `subscribers` | `openid` | JSON [`Subscriber`] |
 //! | `dedupe_log` | batch sequence number (u64 BE) | a batch of answered pushes (see `dedupe`) |
 //! | `entitlements` | `openid \0 article` | JSON [`Entitlement`] (active and revoked) |
@@ -344,6 +345,7 @@ impl Store {
             ))
         })?;
         let backend = Backend::open(dir, &cfg)?;
+        analytics::baseline(&backend)?;
         let now = chrono::Utc::now().timestamp();
         let dedupe = dedupe::Dedupe::load(
             &backend.dedupe_log,
