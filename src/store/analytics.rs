@@ -253,7 +253,7 @@ impl Store {
 
     /// Calls `f(day, name, n)` for the counters of `from..=to` whose names start with one of
     /// `kinds` (each one of [`REPORT_KINDS`]): first what the tree holds (a day's share read
-    /// once and kept, see [`CountsCache`]), then the counts not yet flushed (so a day and name
+    /// once and kept, see `CountsCache`), then the counts not yet flushed (so a day and name
     /// may come twice: callers add).
     pub fn visit_counts(
         &self,

@@ -68,7 +68,8 @@
 //!   the pushes' changes, whole, in one transaction, synced before the period ends. A crash loses the
 //!   pushes of the last ≤ 100 ms entirely (their retries are handled again), never part of one.
 //! - **Subscriber activity** (`last_seen`, `message_count`) goes with every tenth period: a
-//!   crash may lose up to ~1 s of it.
+//!   crash may lose up to ~1 s of it. The analytics' marks on a record (its cohort, the first
+//!   activity of a day) are state changes: they go with the counts they made.
 //! - A write that fails (full or failing disk) keeps everything in memory and makes the store
 //!   not writable until a period succeeds; see `period` for what callers get meanwhile.
 //! - [`Store::flush`] (shutdown, an operator-created record, a hand-off closed from the CLI)
