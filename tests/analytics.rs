@@ -1164,3 +1164,94 @@ fn raw_sled(dir: &Path) -> sled::Db {
         }
     }
 }
+
+/// The platform retries a push it got no answer to in time: the retry is answered from the
+/// dedupe memory and counts nothing again.
+#[tokio::test]
+async fn a_retried_push_counts_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = gateway(dir.path(), "Asia/Shanghai");
+    let tz: Tz = "Asia/Shanghai".parse().expect("tz");
+    let day = NaiveDate::from_ymd_opt(2026, 3, 9).expect("date");
+    let at = local_midnight(tz, day) + 600;
+    let now = DateTime::from_timestamp(at, 0).expect("time");
+    let mut nonce = 0;
+    for (who, rest) in [
+        ("oA", "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[qrscene_qr_a]]></EventKey>"),
+        ("oA", "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hi]]></Content><MsgId>77</MsgId>"),
+        ("oB", "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[unsubscribe]]></Event>"),
+    ] {
+        let xml = format!(
+            "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{who}]]></FromUserName><CreateTime>{at}</CreateTime>{rest}</xml>"
+        );
+        // The push, then the same push again with a new nonce, as the platform retries.
+        for _ in 0..2 {
+            nonce += 1;
+            let (ts, n) = (at.to_string(), nonce.to_string());
+            let q = CallbackQuery {
+                signature: Some(signature::sign(&[TOKEN, &ts, &n])),
+                timestamp: Some(ts),
+                nonce: Some(n),
+                ..CallbackQuery::default()
+            };
+            gw.post(&q, xml.as_bytes(), now).await.expect("accepted");
+        }
+    }
+    let o = gw.analytics().overview(day).expect("overview");
+    assert_eq!(
+        (
+            o.today.follows,
+            o.today.unfollows,
+            o.today.pushes,
+            o.today.cumulative
+        ),
+        (1, 1, 3, 1),
+        "one follow, one unfollow (from before mpgate), three pushes, one follower"
+    );
+}
+
+/// The first activity of a day is a state change written with the count it made: after a
+/// crash that kept the count, the day's next message does not count the member again.
+#[test]
+fn a_crash_after_a_period_does_not_count_a_retained_member_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let day0 = NaiveDate::from_ymd_opt(2026, 3, 9).expect("date");
+    let t0 = local_midnight(chrono_tz::UTC, day0) + 3600;
+    let touch = |store: &Store, at: i64| {
+        store
+            .touch_on(
+                &OpenId::new("oReader"),
+                mpgate::store::Touch {
+                    at,
+                    day: local_day(chrono_tz::UTC, at),
+                    user_message: true,
+                    active: true,
+                },
+            )
+            .expect("touch");
+    };
+    {
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+        store
+            .subscribe_on(&OpenId::new("oReader"), None, t0, day0)
+            .expect("subscribe");
+        store.write_behind(false).expect("period");
+        touch(&store, t0 + DAY);
+        // A step of the write-behind (not a full one: activity is not written)...
+        store.write_behind(false).expect("period");
+        // ...then the process dies: nothing more reaches the disk.
+    }
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    touch(&store, t0 + DAY + 60);
+    let a = Analytics::new(store);
+    let rows = a
+        .retention(
+            Range {
+                from: day0,
+                to: day0,
+            },
+            day0 + Duration::days(1),
+        )
+        .expect("retention");
+    assert_eq!(rows[0].day1, Some(1));
+}
