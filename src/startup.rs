@@ -352,6 +352,23 @@ fn spawn_jobs(
         reload_requests.clone(),
         Arc::new(gw.store().clone()),
     )));
+    // The dashboard's reports keep the days they read in the store; reading a year of them once
+    // here keeps that cost off the first page an operator opens after a restart.
+    {
+        let gw = gw.clone();
+        jobs.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let warmed = tokio::task::spawn_blocking(move || {
+                gw.analytics().warm(gw.today(chrono::Utc::now()))
+            })
+            .await;
+            match warmed {
+                Ok(Ok(())) => tracing::debug!(took = ?started.elapsed(), "reports warmed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "warming the reports failed; the first dashboard page reads them"),
+                Err(e) => tracing::warn!(error = %e, "warming the reports stopped"),
+            }
+        }));
+    }
     // Every minute: close idle handoffs. (Expired dedupe keys are the store's upkeep.)
     {
         let gw = gw.clone();
