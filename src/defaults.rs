@@ -29,6 +29,54 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../templates/link_error.html"),
     ),
     (
+        "templates/admin/_layout.html",
+        include_str!("../templates/admin/_layout.html"),
+    ),
+    (
+        "templates/admin/_tables.html",
+        include_str!("../templates/admin/_tables.html"),
+    ),
+    (
+        "templates/admin/sign_in.html",
+        include_str!("../templates/admin/sign_in.html"),
+    ),
+    (
+        "templates/admin/overview.html",
+        include_str!("../templates/admin/overview.html"),
+    ),
+    (
+        "templates/admin/channels.html",
+        include_str!("../templates/admin/channels.html"),
+    ),
+    (
+        "templates/admin/retention.html",
+        include_str!("../templates/admin/retention.html"),
+    ),
+    (
+        "templates/admin/articles.html",
+        include_str!("../templates/admin/articles.html"),
+    ),
+    (
+        "templates/admin/unanswered.html",
+        include_str!("../templates/admin/unanswered.html"),
+    ),
+    (
+        "templates/admin/handoffs.html",
+        include_str!("../templates/admin/handoffs.html"),
+    ),
+    (
+        "templates/admin/outbox.html",
+        include_str!("../templates/admin/outbox.html"),
+    ),
+    (
+        "templates/admin/orders.html",
+        include_str!("../templates/admin/orders.html"),
+    ),
+    (
+        "templates/admin/subscribers.html",
+        include_str!("../templates/admin/subscribers.html"),
+    ),
+    (
         "templates/articles/go-concurrency.html",
         include_str!("../templates/articles/go-concurrency.html"),
     ),

@@ -18,7 +18,7 @@
 //! | [`analytics`] | the operators' figures (growth by channel, retention cohorts, the paid funnel, sales, unanswered texts) from the store's incremental bookkeeping; no report scans every subscriber | `store` |
 //! | [`metrics`] | the Prometheus registry: counters bumped by the pipeline, outbox, webhook, pay and the edge; figures read from the store and the rules at scrape time | `store`, `reload`, `wechat`, the error and event types of `pipeline`, `platform`, `pay` |
 //! | [`pipeline`] | one push: authenticate and open it, single flight over retries, subscriber state, then the rules and the action's module, the answer remembered and sealed; orchestrates, decides nothing itself | all of the above |
-//! | [`http`] | thin actix handlers and the one error → HTTP mapping ([`http::error`]) | `pipeline` and the services it lends (`paywall`, `pay`, `handoff`, `store` views) |
+//! | [`http`] | thin actix handlers and the one error → HTTP mapping ([`http::error`]); [`http::dashboard`]: the operators' pages, their sessions, charts and CSV | `pipeline` and the services it lends (`paywall`, `pay`, `handoff`, `store` views) |
 //! | [`ops`], [`cli`] | operator commands on the data dir or through the admin API | the services above |
 //! | [`settings`], [`telemetry`], [`startup`], [`sync`] | process wiring, logs, start-up, the one lock policy; [`defaults`]: the embedded demo rules | — |
 //! | `fuzzing` (hidden) | checks the fuzz targets in `fuzz/` need on private internals (the XML scanner against the strict reader) | `wechat` |

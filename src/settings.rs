@@ -109,6 +109,9 @@ pub struct Settings {
     pub public_url: String,
     /// Absent: the admin API is off.
     pub admin_token: Option<Secret>,
+    /// How long a dashboard sign-in lasts (`MPGATE_SESSION_TTL_SECS`): the session cookie's
+    /// `Max-Age` and the server-side expiry.
+    pub session_ttl: Duration,
     /// Base URL of the running server's admin API, for operator commands (`mpgate grant`, …)
     /// while the server holds the data dir (`MPGATE_ADMIN_URL`; default `http://<listen>`,
     /// with an unspecified listen address read as 127.0.0.1).
@@ -211,6 +214,10 @@ pub const RANGE_CACHE_MB: RangeInclusive<u64> = 1..=65_536;
 /// `MPGATE_DEDUPE_RETENTION_SECS`: at least the platform's retry window and then some; at most
 /// 30 days.
 pub const RANGE_DEDUPE_RETENTION_SECS: RangeInclusive<u64> = 60..=30 * 86_400;
+/// `MPGATE_SESSION_TTL_SECS` default: 12 hours, a working day signed in on one device.
+pub const DEFAULT_SESSION_TTL_SECS: u64 = 43_200;
+/// `MPGATE_SESSION_TTL_SECS`: from a minute to 30 days.
+pub const RANGE_SESSION_TTL_SECS: RangeInclusive<u64> = 60..=30 * 86_400;
 /// `MPGATE_UNANSWERED_DAYS`: 0 turns counting off; a year and a day covers the longest range
 /// the dashboard shows.
 pub const RANGE_UNANSWERED_DAYS: RangeInclusive<u64> = 0..=366;
@@ -388,6 +395,7 @@ const KEYS: &[&str] = &[
     "KEYWORDS",
     "PUBLIC_URL",
     "ADMIN_TOKEN",
+    "SESSION_TTL_SECS",
     "ADMIN_URL",
     "REPLAY_WINDOW_SECS",
     "MAX_BODY_BYTES",
@@ -609,6 +617,11 @@ impl Settings {
                 ));
             }
         }
+        let session_ttl = num(
+            "SESSION_TTL_SECS",
+            DEFAULT_SESSION_TTL_SECS,
+            RANGE_SESSION_TTL_SECS,
+        )?;
         let link_ttl = num("LINK_TTL_SECS", 7 * 86_400, RANGE_LINK_TTL_SECS)?;
         let cache_mb = num("CACHE_MB", crate::store::DEFAULT_CACHE_MB, RANGE_CACHE_MB)?;
         // The platform retries within ~15 s; anything under a minute would forget answered
@@ -666,6 +679,7 @@ impl Settings {
             keywords_explicit,
             public_url,
             admin_token,
+            session_ttl: Duration::from_secs(session_ttl),
             admin_url,
             replay_window: (window > 0).then(|| Duration::from_secs(window)),
             // The ranges above keep these within usize on every platform.
@@ -849,6 +863,12 @@ mod tests {
             ("MPGATE_MAX_CONNECTIONS", "1000001", "between 1 and 1000000"),
             ("MPGATE_LINK_TTL_SECS", "0", "between 1 and 31622400"),
             ("MPGATE_CACHE_MB", "65537", "between 1 and 65536"),
+            ("MPGATE_SESSION_TTL_SECS", "59", "between 60 and 2592000"),
+            (
+                "MPGATE_SESSION_TTL_SECS",
+                "2592001",
+                "between 60 and 2592000",
+            ),
             (
                 "MPGATE_DEDUPE_RETENTION_SECS",
                 "59",
@@ -958,6 +978,17 @@ mod tests {
         for outside in ["101.227.0.1", "203.205.151.38", "2402:4e01::1", "127.0.0.1"] {
             assert!(!allow.allows(outside.parse().unwrap()), "{outside}");
         }
+    }
+
+    #[test]
+    fn a_dashboard_sign_in_lasts_twelve_hours_unless_set() {
+        let s = Settings::for_tests(&[]).unwrap();
+        assert_eq!(s.session_ttl, Duration::from_secs(43_200));
+        let s = Settings::for_tests(&[("MPGATE_SESSION_TTL_SECS", "60")]).unwrap();
+        assert_eq!(s.session_ttl, Duration::from_secs(60));
+        let file = "session_ttl_secs = 3600\n";
+        let s = Settings::from_sources(Some((Path::new("mpgate.toml"), file)), &env(&[])).unwrap();
+        assert_eq!(s.session_ttl, Duration::from_secs(3600));
     }
 
     #[test]

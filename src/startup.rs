@@ -94,6 +94,8 @@ impl Application {
         let data = web::Data::from(gateway.clone());
         let body_limit = settings.max_body_bytes;
         let admin = web::Data::new(crate::http::admin::AdminToken(settings.admin_token.clone()));
+        let dashboard = web::Data::new(crate::http::dashboard::Dashboard::new(&settings));
+        let throttle = web::Data::from(dashboard.throttle());
         let body_deadline = crate::http::limits::BodyDeadline(settings.body_timeout);
         let callback_allow = settings.callback_allow.clone().map(web::Data::new);
         let conns = ConnectionCap::new(settings.max_connections);
@@ -110,6 +112,8 @@ impl Application {
             let app = App::new()
                 .app_data(data.clone())
                 .app_data(admin.clone())
+                .app_data(dashboard.clone())
+                .app_data(throttle.clone())
                 .app_data(metrics_access.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(body_deadline);
@@ -348,6 +352,23 @@ fn spawn_jobs(
         reload_requests.clone(),
         Arc::new(gw.store().clone()),
     )));
+    // The dashboard's reports keep the days they read in the store; reading a year of them once
+    // here keeps that cost off the first page an operator opens after a restart.
+    {
+        let gw = gw.clone();
+        jobs.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let warmed = tokio::task::spawn_blocking(move || {
+                gw.analytics().warm(gw.today(chrono::Utc::now()))
+            })
+            .await;
+            match warmed {
+                Ok(Ok(())) => tracing::debug!(took = ?started.elapsed(), "reports warmed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "warming the reports failed; the first dashboard page reads them"),
+                Err(e) => tracing::warn!(error = %e, "warming the reports stopped"),
+            }
+        }));
+    }
     // Every minute: close idle handoffs. (Expired dedupe keys are the store's upkeep.)
     {
         let gw = gw.clone();

@@ -1015,6 +1015,8 @@ async fn story(seed: u64, tz_name: &str, start: NaiveDate) {
         tz,
         log: driver.log.clone(),
     };
+    // The cache warmed at start-up gives the same figures.
+    gw.analytics().warm(last).expect("warm");
     compare_all(
         &gw.analytics(),
         &truth,
@@ -1053,4 +1055,205 @@ async fn every_figure_matches_the_brute_force_in_new_york_across_dst() {
         )
         .await;
     }
+}
+
+/// A data dir written before the analytics existed: its followers and buyers are the
+/// starting point, counted once at the first open by this version.
+#[test]
+fn a_data_dir_from_before_the_analytics_starts_from_its_followers_and_buyers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let day = NaiveDate::from_ymd_opt(2026, 3, 9).expect("date");
+    let t = local_midnight(chrono_tz::UTC, day) + 3600;
+    {
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+        store.touch(&OpenId::new("oOld1"), t, true).expect("touch");
+        store
+            .on_subscribe(&OpenId::new("oOld2"), Some("qr_a"), t)
+            .expect("subscribe");
+        store
+            .on_subscribe(&OpenId::new("oGone"), None, t)
+            .expect("subscribe");
+        store
+            .on_unsubscribe(&OpenId::new("oGone"), t + 5)
+            .expect("unsubscribe");
+        let order = |no: &str| Order {
+            out_trade_no: no.into(),
+            openid: "oOld1".into(),
+            article: "art1".into(),
+            description: "a".into(),
+            amount_fen: 990,
+            channel: String::new(),
+            state: OrderState::Created,
+            created_at: t,
+            expires_at: t + 60,
+            prepay_id: None,
+            transaction_id: None,
+            paid_at: None,
+            refunded_at: None,
+            closed_at: None,
+            refunds: Vec::new(),
+            anomaly: None,
+            updated_at: t,
+        };
+        store.order_create(&order("NO-old-1"), day).expect("order");
+        store
+            .order_paid("NO-old-1", "tx1", t + 10, day)
+            .expect("paid");
+        store.order_create(&order("NO-new-1"), day).expect("order");
+        store.flush().expect("flush");
+    }
+    // What this version adds is taken away: the records, orders and old counters stay.
+    {
+        let db = raw_sled(dir.path());
+        let meta = db.open_tree("meta").expect("meta");
+        meta.remove("analytics_baseline").expect("remove mark");
+        db.drop_tree("buyers").expect("drop buyers");
+        let counters = db.open_tree("counters").expect("counters");
+        for kv in counters.iter() {
+            let (k, _) = kv.expect("entry");
+            let name = String::from_utf8_lossy(&k[11..]).to_string();
+            if [
+                "follow:",
+                "unfollow:",
+                "seen_follower:",
+                "first_follow:",
+                "buyer:",
+                "repeat_buyer:",
+            ]
+            .iter()
+            .any(|kind| name.starts_with(kind))
+            {
+                counters.remove(&k).expect("remove");
+            }
+        }
+        db.flush().expect("flush");
+    }
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    let a = Analytics::new(store.clone());
+    let on = Range { from: day, to: day };
+    let g = a.growth(on, None).expect("growth");
+    assert_eq!(
+        (g[0].follows, g[0].cumulative),
+        (0, 2),
+        "the two followers are the starting point, not follows"
+    );
+    assert_eq!(a.growth(on, Some("qr_a")).expect("g")[0].cumulative, 1);
+    // The reader who paid before is no new buyer when paying again.
+    store
+        .order_paid("NO-new-1", "tx2", t + 20, day)
+        .expect("paid");
+    let s = a.sales(on).expect("sales");
+    assert_eq!((s.buyers, s.repeat_buyers), (1, 1));
+    // Counted once: a second open adds nothing.
+    drop(a);
+    drop(store);
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen again");
+    let g = Analytics::new(store).growth(on, None).expect("growth");
+    assert_eq!(g[0].cumulative, 2);
+}
+
+/// Raw sled on a dir a dropped `Store` just used (sled lets go of its lock a moment later).
+fn raw_sled(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("sled: {e:?}"),
+        }
+    }
+}
+
+/// The platform retries a push it got no answer to in time: the retry is answered from the
+/// dedupe memory and counts nothing again.
+#[tokio::test]
+async fn a_retried_push_counts_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = gateway(dir.path(), "Asia/Shanghai");
+    let tz: Tz = "Asia/Shanghai".parse().expect("tz");
+    let day = NaiveDate::from_ymd_opt(2026, 3, 9).expect("date");
+    let at = local_midnight(tz, day) + 600;
+    let now = DateTime::from_timestamp(at, 0).expect("time");
+    let mut nonce = 0;
+    for (who, rest) in [
+        ("oA", "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[qrscene_qr_a]]></EventKey>"),
+        ("oA", "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hi]]></Content><MsgId>77</MsgId>"),
+        ("oB", "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[unsubscribe]]></Event>"),
+    ] {
+        let xml = format!(
+            "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{who}]]></FromUserName><CreateTime>{at}</CreateTime>{rest}</xml>"
+        );
+        // The push, then the same push again with a new nonce, as the platform retries.
+        for _ in 0..2 {
+            nonce += 1;
+            let (ts, n) = (at.to_string(), nonce.to_string());
+            let q = CallbackQuery {
+                signature: Some(signature::sign(&[TOKEN, &ts, &n])),
+                timestamp: Some(ts),
+                nonce: Some(n),
+                ..CallbackQuery::default()
+            };
+            gw.post(&q, xml.as_bytes(), now).await.expect("accepted");
+        }
+    }
+    let o = gw.analytics().overview(day).expect("overview");
+    assert_eq!(
+        (
+            o.today.follows,
+            o.today.unfollows,
+            o.today.pushes,
+            o.today.cumulative
+        ),
+        (1, 1, 3, 1),
+        "one follow, one unfollow (from before mpgate), three pushes, one follower"
+    );
+}
+
+/// The first activity of a day is a state change written with the count it made: after a
+/// crash that kept the count, the day's next message does not count the member again.
+#[test]
+fn a_crash_after_a_period_does_not_count_a_retained_member_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let day0 = NaiveDate::from_ymd_opt(2026, 3, 9).expect("date");
+    let t0 = local_midnight(chrono_tz::UTC, day0) + 3600;
+    let touch = |store: &Store, at: i64| {
+        store
+            .touch_on(
+                &OpenId::new("oReader"),
+                mpgate::store::Touch {
+                    at,
+                    day: local_day(chrono_tz::UTC, at),
+                    user_message: true,
+                    active: true,
+                },
+            )
+            .expect("touch");
+    };
+    {
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+        store
+            .subscribe_on(&OpenId::new("oReader"), None, t0, day0)
+            .expect("subscribe");
+        store.write_behind(false).expect("period");
+        touch(&store, t0 + DAY);
+        // A step of the write-behind (not a full one: activity is not written)...
+        store.write_behind(false).expect("period");
+        // ...then the process dies: nothing more reaches the disk.
+    }
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    touch(&store, t0 + DAY + 60);
+    let a = Analytics::new(store);
+    let rows = a
+        .retention(
+            Range {
+                from: day0,
+                to: day0,
+            },
+            day0 + Duration::days(1),
+        )
+        .expect("retention");
+    assert_eq!(rows[0].day1, Some(1));
 }

@@ -40,15 +40,25 @@
 //! The counters behind these (`follow:`, `unfollow:`, `seen_follower:`, `moved_from:`/
 //! `moved_to:`, `first_follow:`, `retained1/7/30:`, `unfollow7:`, `first_buy7/30:`, `buyer:`,
 //! `repeat_buyer:`, `paywall:`, `read:`) are named in [`crate::store::Counter`]; cohort-based
-//! ones are kept at the cohort's day. Figures start when this bookkeeping was deployed.
+//! ones are kept at the cohort's day. Figures start when this bookkeeping was deployed: a data
+//! dir from before counts its followers and buyers in once, as its starting point (see
+//! `store::analytics`), and has no cohorts, funnel steps or follows before that day.
+//!
+//! # Cost
+//! Nothing per push beyond a date compare (the first activity of a subscriber's day, a follow
+//! or a payment count a few counters). Reports read daily counters by day and kind through the
+//! store's cache of each day's report counters ([`Store::visit_counts`]), never subscriber
+//! records: a 365-day report over a year at ~800 report counters a day takes ~15–75 ms in a
+//! debug build once the days are cached, ~1 s for the first read of the year after a start
+//! (`cargo run --example analyticsprobe`).
 //!
 //! May depend on: `store`. Never actix, never the rules (titles are the caller's).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use chrono::NaiveDate;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, REPORT_KINDS};
 
 /// The channel name shown for follows without a QR scene.
 pub const NO_CHANNEL: &str = "none";
@@ -196,42 +206,61 @@ impl Analytics {
         Analytics { store }
     }
 
+    /// Reads every counted day up to `today` into the store's cache, so the first dashboard
+    /// page after a start does not pay for it (call it off the request path, e.g. in a
+    /// blocking task at start-up).
+    pub fn warm(&self, today: NaiveDate) -> Result<(), StoreError> {
+        if let Some(first) = self.store.first_counter_day()? {
+            self.store
+                .visit_counts(first, today, REPORT_KINDS, |_, _, _| {})?;
+        }
+        Ok(())
+    }
+
     /// Today, the last 7 and the last 30 days (each ending with `today`), and the last 30 days
     /// per day for the chart.
     pub fn overview(&self, today: NaiveDate) -> Result<Overview, StoreError> {
         let range = Range::last(30, today);
         let series = self.growth(range, None)?;
-        let other =
-            self.store
-                .counter_kinds(range.from, range.to, &["push:", "paid:", "revenue:"])?;
-        let window = |days: u32| {
-            let from = Range::last(days, today).from;
-            let mut w = Window {
-                days,
-                cumulative: series.last().map_or(0, |g| g.cumulative),
-                ..Window::default()
-            };
-            for g in series.iter().filter(|g| g.day >= Some(from)) {
-                w.follows += g.follows;
-                w.unfollows += g.unfollows;
-            }
-            w.net = signed(w.follows) - signed(w.unfollows);
-            for (_, names) in other.range(from..) {
-                for (name, n) in names {
-                    match kind(name) {
-                        "push" => w.pushes += n,
-                        "paid" => w.paid_orders += n,
-                        "revenue" => w.revenue_fen += n,
-                        _ => {}
-                    }
+        let mut windows = [1u32, 7, 30].map(|days| Window {
+            days,
+            cumulative: series.last().map_or(0, |g| g.cumulative),
+            ..Window::default()
+        });
+        let starts = windows.clone().map(|w| Range::last(w.days, today).from);
+        for g in &series {
+            for (w, from) in windows.iter_mut().zip(starts) {
+                if g.day >= Some(from) {
+                    w.follows += g.follows;
+                    w.unfollows += g.unfollows;
                 }
             }
-            w
-        };
+        }
+        self.store.visit_counts(
+            range.from,
+            range.to,
+            &["push:", "paid:", "revenue:"],
+            |day, name, n| {
+                for (w, from) in windows.iter_mut().zip(starts) {
+                    if day >= from {
+                        match kind(name) {
+                            "push" => w.pushes += n,
+                            "paid" => w.paid_orders += n,
+                            "revenue" => w.revenue_fen += n,
+                            _ => {}
+                        }
+                    }
+                }
+            },
+        )?;
+        for w in &mut windows {
+            w.net = signed(w.follows) - signed(w.unfollows);
+        }
+        let [today, last_7, last_30] = windows;
         Ok(Overview {
-            today: window(1),
-            last_7: window(7),
-            last_30: window(30),
+            today,
+            last_7,
+            last_30,
             series,
         })
     }
@@ -243,30 +272,38 @@ impl Analytics {
         range: Range,
         channel: Option<&str>,
     ) -> Result<Vec<DayGrowth>, StoreError> {
-        let history = self.history(range.to)?;
-        let mut out = Vec::new();
-        let mut cumulative = 0i64;
-        let mut days = history.iter().peekable();
-        for day in range.from.iter_days().take_while(|d| *d <= range.to) {
-            let mut g = DayGrowth {
+        let mut out: Vec<DayGrowth> = range
+            .from
+            .iter_days()
+            .take_while(|d| *d <= range.to)
+            .map(|day| DayGrowth {
                 day: Some(day),
                 ..DayGrowth::default()
-            };
-            while let Some((d, per_channel)) = days.next_if(|(d, _)| **d <= day) {
-                for (ch, delta) in per_channel {
-                    if channel.is_some_and(|want| want != ch) {
-                        continue;
-                    }
-                    cumulative += delta.change();
-                    if *d == day {
-                        g.follows += delta.follows;
-                        g.unfollows += delta.unfollows;
-                    }
-                }
+            })
+            .collect();
+        // Changes of the followers, per day of the range; before it, summed.
+        let mut change = vec![0i64; out.len()];
+        let mut before = 0i64;
+        self.movements(range.to, |day, ch, m, n| {
+            if channel.is_some_and(|want| want != ch) {
+                return;
             }
+            let Some(i) = index(range, day) else {
+                before += m.change(n);
+                return;
+            };
+            change[i] += m.change(n);
+            match m {
+                Move::Follow => out[i].follows += n,
+                Move::Unfollow => out[i].unfollows += n,
+                _ => {}
+            }
+        })?;
+        let mut cumulative = before;
+        for (g, c) in out.iter_mut().zip(change) {
+            cumulative += c;
             g.net = signed(g.follows) - signed(g.unfollows);
             g.cumulative = cumulative;
-            out.push(g);
         }
         Ok(out)
     }
@@ -274,21 +311,32 @@ impl Analytics {
     /// One row per channel with figures in `range` (or followers at its end), most first
     /// follows first.
     pub fn channels(&self, range: Range) -> Result<Vec<ChannelRow>, StoreError> {
-        let mut rows: BTreeMap<String, ChannelRow> = BTreeMap::new();
-        for (day, per_channel) in self.history(range.to)? {
-            for (ch, delta) in per_channel {
-                let r = rows.entry(ch.clone()).or_insert_with(|| ChannelRow {
-                    channel: ch.clone(),
+        let mut rows: HashMap<String, (ChannelRow, u64)> = HashMap::new();
+        fn row<'a>(
+            rows: &'a mut HashMap<String, (ChannelRow, u64)>,
+            ch: &str,
+        ) -> &'a mut (ChannelRow, u64) {
+            if !rows.contains_key(ch) {
+                let r = ChannelRow {
+                    channel: ch.to_owned(),
                     ..ChannelRow::default()
-                });
-                r.cumulative += delta.change();
-                if day >= range.from {
-                    r.follows += delta.follows;
-                    r.unfollows += delta.unfollows;
+                };
+                rows.insert(ch.to_owned(), (r, 0));
+            }
+            rows.get_mut(ch).expect("inserted above")
+        }
+        self.movements(range.to, |day, ch, m, n| {
+            let (r, _) = row(&mut rows, ch);
+            r.cumulative += m.change(n);
+            if day >= range.from {
+                match m {
+                    Move::Follow => r.follows += n,
+                    Move::Unfollow => r.unfollows += n,
+                    _ => {}
                 }
             }
-        }
-        let cohorts = self.store.counter_kinds(
+        })?;
+        self.store.visit_counts(
             range.from,
             range.to,
             &[
@@ -298,34 +346,27 @@ impl Analytics {
                 "first_buy30:",
                 "revenue_channel:",
             ],
-        )?;
-        let mut unfollowed_7d: BTreeMap<String, u64> = BTreeMap::new();
-        for names in cohorts.values() {
-            for (name, n) in names {
+            |_, name, n| {
                 let (k, ch) = split(name);
-                let r = rows.entry(ch.to_owned()).or_insert_with(|| ChannelRow {
-                    channel: ch.to_owned(),
-                    ..ChannelRow::default()
-                });
+                let (r, unfollowed_7d) = row(&mut rows, ch);
                 match k {
                     "first_follow" => r.first_follows += n,
-                    "unfollow7" => *unfollowed_7d.entry(ch.to_owned()).or_default() += n,
+                    "unfollow7" => *unfollowed_7d += n,
                     "first_buy7" => r.first_purchase_7d += n,
                     "first_buy30" => r.first_purchase_30d += n,
                     "revenue_channel" => r.revenue_fen += n,
                     _ => {}
                 }
-            }
-        }
+            },
+        )?;
         let mut out: Vec<ChannelRow> = rows
             .into_values()
-            .filter(|r| {
+            .filter(|(r, _)| {
                 r.follows + r.unfollows + r.first_follows + r.revenue_fen > 0 || r.cumulative != 0
             })
-            .map(|mut r| {
+            .map(|(mut r, unfollowed_7d)| {
                 r.net = signed(r.follows) - signed(r.unfollows);
-                let unf = unfollowed_7d.get(&r.channel).copied().unwrap_or(0);
-                r.unfollow_7d_rate = ratio(unf, r.first_follows);
+                r.unfollow_7d_rate = ratio(unfollowed_7d, r.first_follows);
                 r.conversion_7d = ratio(r.first_purchase_7d, r.first_follows);
                 r.conversion_30d = ratio(r.first_purchase_30d, r.first_follows);
                 r.revenue_per_follower_fen = ratio(r.revenue_fen, r.first_follows);
@@ -344,7 +385,9 @@ impl Analytics {
     /// Cohorts whose first-follow day is in `range`, newest first, as seen on `today` (days
     /// without a first follow are left out).
     pub fn retention(&self, range: Range, today: NaiveDate) -> Result<Vec<CohortRow>, StoreError> {
-        let counts = self.store.counter_kinds(
+        // size, retained on day 1, 7, 30, unfollowed within 7 days: per day of the range.
+        let mut sums = vec![[0u64; 5]; index(range, range.to).map_or(0, |i| i + 1)];
+        self.store.visit_counts(
             range.from,
             range.to,
             &[
@@ -354,50 +397,58 @@ impl Analytics {
                 "retained30:",
                 "unfollow7:",
             ],
+            |day, name, n| {
+                let Some(i) = index(range, day) else { return };
+                let at = match kind(name) {
+                    "first_follow" => 0,
+                    "retained1" => 1,
+                    "retained7" => 2,
+                    "retained30" => 3,
+                    _ => 4,
+                };
+                sums[i][at] += n;
+            },
         )?;
-        let mut out = Vec::new();
-        for (day, names) in counts.iter().rev() {
-            let sum = |k: &str| -> u64 {
-                names
-                    .iter()
-                    .filter(|(name, _)| kind(name) == k)
-                    .map(|(_, n)| n)
-                    .sum()
-            };
-            let size = sum("first_follow");
-            if size == 0 {
-                continue;
-            }
-            let come = |n: i64| *day + chrono::Duration::days(n) <= today;
-            out.push(CohortRow {
-                day: Some(*day),
-                size,
-                day1: come(1).then(|| sum("retained1")),
-                day7: come(7).then(|| sum("retained7")),
-                day30: come(30).then(|| sum("retained30")),
-                unfollowed_7d: sum("unfollow7"),
-            });
-        }
-        Ok(out)
+        let come = |day: NaiveDate, n: i64| day + chrono::Duration::days(n) <= today;
+        let mut rows: Vec<CohortRow> = range
+            .from
+            .iter_days()
+            .zip(sums)
+            .filter(|(_, s)| s[0] > 0)
+            .map(|(day, s)| CohortRow {
+                day: Some(day),
+                size: s[0],
+                day1: come(day, 1).then_some(s[1]),
+                day7: come(day, 7).then_some(s[2]),
+                day30: come(day, 30).then_some(s[3]),
+                unfollowed_7d: s[4],
+            })
+            .collect();
+        rows.reverse();
+        Ok(rows)
     }
 
     /// Per article, most paid first.
     pub fn funnel(&self, range: Range) -> Result<Vec<FunnelRow>, StoreError> {
-        let counts = self.store.counter_kinds(
+        let mut rows: HashMap<String, FunnelRow> = HashMap::new();
+        self.store.visit_counts(
             range.from,
             range.to,
             &[
                 "teaser:", "paywall:", "order:", "paid:", "read:", "revenue:",
             ],
-        )?;
-        let mut rows: BTreeMap<String, FunnelRow> = BTreeMap::new();
-        for names in counts.values() {
-            for (name, n) in names {
+            |_, name, n| {
                 let (k, article) = name.split_once(':').unwrap_or((name, ""));
-                let r = rows.entry(article.to_owned()).or_insert_with(|| FunnelRow {
-                    article: article.to_owned(),
-                    ..FunnelRow::default()
-                });
+                if !rows.contains_key(article) {
+                    let r = FunnelRow {
+                        article: article.to_owned(),
+                        ..FunnelRow::default()
+                    };
+                    rows.insert(article.to_owned(), r);
+                }
+                let Some(r) = rows.get_mut(article) else {
+                    return;
+                };
                 match k {
                     "teaser" => r.teasers += n,
                     "paywall" => r.pages += n,
@@ -407,8 +458,8 @@ impl Analytics {
                     "revenue" => r.revenue_fen += n,
                     _ => {}
                 }
-            }
-        }
+            },
+        )?;
         let mut out: Vec<FunnelRow> = rows.into_values().collect();
         out.sort_by(|a, b| {
             b.paid
@@ -423,35 +474,29 @@ impl Analytics {
     /// module doc).
     pub fn sales(&self, range: Range) -> Result<Sales, StoreError> {
         let mut s = Sales::default();
-        let counts = self.store.counter_kinds(
+        self.store.visit_counts(
             range.from,
             range.to,
             &["paid:", "revenue:", "refund:", "refunded_fen:"],
+            |_, name, n| match kind(name) {
+                "paid" => s.paid_orders += n,
+                "revenue" => s.revenue_fen += n,
+                "refund" => s.refunds += n,
+                "refunded_fen" => s.refunded_fen += n,
+                _ => {}
+            },
         )?;
-        for names in counts.values() {
-            for (name, n) in names {
-                match kind(name) {
-                    "paid" => s.paid_orders += n,
-                    "revenue" => s.revenue_fen += n,
-                    "refund" => s.refunds += n,
-                    "refunded_fen" => s.refunded_fen += n,
-                    _ => {}
-                }
-            }
-        }
         if let Some(first) = self.store.first_counter_day()? {
-            let buyers = self
-                .store
-                .counter_kinds(first, range.to, &["buyer:", "repeat_buyer:"])?;
-            for names in buyers.values() {
-                for (name, n) in names {
-                    match kind(name) {
-                        "buyer" => s.buyers += n,
-                        "repeat_buyer" => s.repeat_buyers += n,
-                        _ => {}
-                    }
-                }
-            }
+            self.store.visit_counts(
+                first,
+                range.to,
+                &["buyer:", "repeat_buyer:"],
+                |_, name, n| match kind(name) {
+                    "buyer" => s.buyers += n,
+                    "repeat_buyer" => s.repeat_buyers += n,
+                    _ => {}
+                },
+            )?;
         }
         s.repurchase_rate = ratio(s.repeat_buyers, s.buyers);
         s.average_order_fen = ratio(s.revenue_fen, s.paid_orders);
@@ -472,33 +517,29 @@ impl Analytics {
             .collect())
     }
 
-    /// Per day up to `to` (from the first counted day), per channel, what moves the number of
-    /// followers.
-    fn history(
+    /// Every movement of the followers from the first counted day to `to`: `f(day, channel,
+    /// what, how many)`, the channel as shown ([`NO_CHANNEL`] for none).
+    fn movements(
         &self,
         to: NaiveDate,
-    ) -> Result<BTreeMap<NaiveDate, BTreeMap<String, Delta>>, StoreError> {
-        let mut out: BTreeMap<NaiveDate, BTreeMap<String, Delta>> = BTreeMap::new();
+        mut f: impl FnMut(NaiveDate, &str, Move, u64),
+    ) -> Result<(), StoreError> {
         let Some(first) = self.store.first_counter_day()? else {
-            return Ok(out);
+            return Ok(());
         };
-        let counts = self.store.counter_kinds(first, to, &GROWTH_KINDS)?;
-        for (day, names) in counts {
-            let per_channel = out.entry(day).or_default();
-            for (name, n) in names {
-                let (k, ch) = split(&name);
-                let d = per_channel.entry(ch.to_owned()).or_default();
-                match k {
-                    "follow" => d.follows += n,
-                    "unfollow" => d.unfollows += n,
-                    "seen_follower" => d.seen += n,
-                    "moved_to" => d.moved_in += n,
-                    "moved_from" => d.moved_out += n,
-                    _ => {}
-                }
-            }
-        }
-        Ok(out)
+        self.store
+            .visit_counts(first, to, &GROWTH_KINDS, |day, name, n| {
+                let (k, ch) = split(name);
+                let m = match k {
+                    "follow" => Move::Follow,
+                    "unfollow" => Move::Unfollow,
+                    "seen_follower" => Move::Seen,
+                    "moved_to" => Move::In,
+                    "moved_from" => Move::Out,
+                    _ => return,
+                };
+                f(day, ch, m, n);
+            })
     }
 }
 
@@ -511,23 +552,34 @@ const GROWTH_KINDS: [&str; 5] = [
     "moved_to:",
 ];
 
-/// One channel's day of follower movements.
-#[derive(Debug, Clone, Copy, Default)]
-struct Delta {
-    follows: u64,
-    unfollows: u64,
-    seen: u64,
-    moved_in: u64,
-    moved_out: u64,
+/// What moves the number of a channel's followers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Move {
+    Follow,
+    Unfollow,
+    /// A follower mpgate did not see arrive.
+    Seen,
+    /// A counted follower took this channel / left it for another.
+    In,
+    Out,
 }
 
-impl Delta {
-    /// How much the followers at the end of the day differ from the day before.
-    fn change(&self) -> i64 {
-        signed(self.follows) + signed(self.seen) + signed(self.moved_in)
-            - signed(self.unfollows)
-            - signed(self.moved_out)
+impl Move {
+    /// The change of the followers `n` such movements make.
+    fn change(self, n: u64) -> i64 {
+        match self {
+            Move::Follow | Move::Seen | Move::In => signed(n),
+            Move::Unfollow | Move::Out => -signed(n),
+        }
     }
+}
+
+/// The position of `day` in `range`.
+fn index(range: Range, day: NaiveDate) -> Option<usize> {
+    if day < range.from || day > range.to {
+        return None;
+    }
+    usize::try_from((day - range.from).num_days()).ok()
 }
 
 /// The kind of a counter name (`follow` of `follow:qr1`).

@@ -9,6 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use super::dashboard::Throttle;
 use super::limits::Body;
 use crate::pipeline::Gateway;
 use crate::settings::Secret;
@@ -26,6 +27,9 @@ pub enum AdminError {
     Off,
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    /// Too many wrong tokens from this address ([`crate::http::dashboard::throttle`]).
+    #[error("too many wrong tokens from this address: wait {0} s")]
+    Slowed(u64),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -40,6 +44,15 @@ fn authorize(req: &HttpRequest, token: &AdminToken) -> Result<(), AdminError> {
     let Some(expected) = &token.0 else {
         return Err(AdminError::Off);
     };
+    // The limiter the dashboard's sign-in shares: guessing here or there counts the same.
+    let throttle = req
+        .app_data::<web::Data<Throttle>>()
+        .zip(req.peer_addr().map(|a| a.ip()));
+    let now = chrono::Utc::now().timestamp();
+    if let Some((t, ip)) = &throttle {
+        t.check(*ip, now)
+            .map_err(|s| AdminError::Slowed(s.retry_after_secs))?;
+    }
     let given = req
         .headers()
         .get("authorization")
@@ -49,6 +62,9 @@ fn authorize(req: &HttpRequest, token: &AdminToken) -> Result<(), AdminError> {
     if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
         Ok(())
     } else {
+        if let Some((t, ip)) = &throttle {
+            t.failed(*ip, now);
+        }
         Err(AdminError::Unauthorized)
     }
 }

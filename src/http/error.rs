@@ -7,12 +7,13 @@
 //! "internal error" and that request id, never the cause. Each surface then words the refusal
 //! in its own format: plain text for the platform ([`Refusal::text`]), JSON for operators
 //! ([`Refusal::json`]), a friendly page for readers (`pages` renders [`Refusal`] through its
-//! template).
+//! template), a short page for operators in the dashboard (`dashboard`).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
 use super::admin::AdminError;
+use super::dashboard::DashboardError;
 use crate::pipeline::CallbackError;
 use crate::store::StoreError;
 
@@ -33,6 +34,8 @@ pub enum Class {
     Conflict,
     /// The client took too long to send its request (408).
     Timeout,
+    /// Too many wrong tokens from one address: slowed down for a while (429).
+    TooManyRequests,
     /// Our fault (500): the cause is logged, never sent.
     Internal,
     /// A platform we depend on (WeChat Pay) failed or could not be believed (503): the cause
@@ -53,6 +56,7 @@ impl Class {
             Class::Gone => StatusCode::GONE,
             Class::Conflict => StatusCode::CONFLICT,
             Class::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Class::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Class::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Class::Unavailable | Class::Upstream => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -99,9 +103,26 @@ impl Classify for AdminError {
             // Off looks like no such route: strangers learn nothing.
             AdminError::Off | AdminError::NotFound(_) => Class::NotFound,
             AdminError::Unauthorized => Class::Unauthorized,
+            AdminError::Slowed(_) => Class::TooManyRequests,
             AdminError::BadRequest(_) => Class::BadRequest,
             AdminError::Conflict(_) => Class::Conflict,
             AdminError::Store(e) => e.class(),
+        }
+    }
+}
+
+impl Classify for DashboardError {
+    fn class(&self) -> Class {
+        match self {
+            // Off looks like no such page, as for the JSON API.
+            DashboardError::Off | DashboardError::NotFound(_) => Class::NotFound,
+            // Answered with a redirect to the sign-in form (see its `ResponseError`).
+            DashboardError::SignIn => Class::Unauthorized,
+            DashboardError::Csrf => Class::Forbidden,
+            DashboardError::Slowed(_) => Class::TooManyRequests,
+            DashboardError::BadRequest(_) => Class::BadRequest,
+            DashboardError::Store(e) => e.class(),
+            DashboardError::Render(..) => Class::Internal,
         }
     }
 }
@@ -212,7 +233,14 @@ impl ResponseError for AdminError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        Refusal::of(self, "admin request").json()
+        let mut r = Refusal::of(self, "admin request").json();
+        if let AdminError::Slowed(secs) = self {
+            r.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from(*secs),
+            );
+        }
+        r
     }
 }
 

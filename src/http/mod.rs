@@ -4,6 +4,7 @@
 //! - [`health`]: `GET /healthz`.
 //! - [`pages`]: `GET /a/{article}`, the signed article page.
 //! - [`admin`]: the operator API under `/admin/…`.
+//! - [`dashboard`]: the operators' pages under `/admin` (sign-in, overview, …, CSV, SVG charts).
 //! - [`metrics`]: `GET /metrics` for Prometheus (bearer token on this listener, or its own
 //!   listener).
 //! - [`error`]: the one place errors become HTTP statuses (and plain-text, JSON or page bodies).
@@ -17,6 +18,7 @@
 
 pub mod admin;
 pub mod callback;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod limits;
@@ -38,5 +40,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/a/{article}", web::get().to(pages::article))
     .configure(metrics::routes)
     .configure(pay::routes)
+    // Before the JSON API: its `/admin` scope answers every path under it.
+    .configure(dashboard::routes)
     .configure(admin::routes);
 }

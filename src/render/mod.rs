@@ -351,6 +351,18 @@ pub fn builtin_page(name: &str) -> Option<&'static str> {
         "article.html" => include_str!("../../templates/article.html"),
         "paywall.html" => include_str!("../../templates/paywall.html"),
         "link_error.html" => include_str!("../../templates/link_error.html"),
+        "admin/_layout.html" => include_str!("../../templates/admin/_layout.html"),
+        "admin/_tables.html" => include_str!("../../templates/admin/_tables.html"),
+        "admin/sign_in.html" => include_str!("../../templates/admin/sign_in.html"),
+        "admin/overview.html" => include_str!("../../templates/admin/overview.html"),
+        "admin/channels.html" => include_str!("../../templates/admin/channels.html"),
+        "admin/retention.html" => include_str!("../../templates/admin/retention.html"),
+        "admin/articles.html" => include_str!("../../templates/admin/articles.html"),
+        "admin/unanswered.html" => include_str!("../../templates/admin/unanswered.html"),
+        "admin/handoffs.html" => include_str!("../../templates/admin/handoffs.html"),
+        "admin/outbox.html" => include_str!("../../templates/admin/outbox.html"),
+        "admin/orders.html" => include_str!("../../templates/admin/orders.html"),
+        "admin/subscribers.html" => include_str!("../../templates/admin/subscribers.html"),
         _ => return None,
     })
 }

@@ -21,6 +21,7 @@
 //! |---|---|---|
 //! | `meta` | `schema_version` | u32 big-endian (current: [`SCHEMA_VERSION`]) |
 //! | `meta` | `link_secret` | 32 raw bytes |
+//! | `meta` | `analytics_baseline` | present once the analytics' starting point is counted (see `analytics`) |
 //! | `subscribers` | `openid` | JSON [`Subscriber`] |
 //! | `dedupe_log` | batch sequence number (u64 BE) | a batch of answered pushes (see `dedupe`) |
 //! | `entitlements` | `openid \0 article` | JSON [`Entitlement`] (active and revoked) |
@@ -70,7 +71,8 @@
 //!   the pushes' changes, whole, in one transaction, synced before the period ends. A crash loses the
 //!   pushes of the last ≤ 100 ms entirely (their retries are handled again), never part of one.
 //! - **Subscriber activity** (`last_seen`, `message_count`) goes with every tenth period: a
-//!   crash may lose up to ~1 s of it.
+//!   crash may lose up to ~1 s of it. The analytics' marks on a record (its cohort, the first
+//!   activity of a day) are state changes: they go with the counts they made.
 //! - A write that fails (full or failing disk) keeps everything in memory and makes the store
 //!   not writable until a period succeeds; see `period` for what callers get meanwhile.
 //! - [`Store::flush`] (shutdown, an operator-created record, a hand-off closed from the CLI)
@@ -115,7 +117,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use arc_swap::ArcSwapOption;
 use std::time::{Duration, Instant};
 
-pub use analytics::DayCounts;
+pub use analytics::{DayCounts, REPORT_KINDS};
 pub use counters::Counter;
 pub use dedupe::StoredAnswer;
 pub use entitlements::{Entitlement, GrantOutcome, RevokeOutcome};
@@ -278,6 +280,8 @@ struct Inner {
     unanswered: Mutex<unanswered::Memory>,
     /// Serialises periods with reads of counters so a read never sees a half-merged period.
     counters_gate: Mutex<()>,
+    /// The reports' copy of the counters' days (see `analytics`).
+    counts_cache: analytics::CountsCache,
     /// Held shared by each push while it makes its effects and stores its answer, and
     /// exclusively by a write-behind period while it takes what it writes: so a period holds
     /// all of a push or none of it ([`Store::commit_scope`]).
@@ -354,6 +358,7 @@ impl Store {
             ))
         })?;
         let backend = Backend::open(dir, &cfg)?;
+        analytics::baseline(&backend)?;
         let now = chrono::Utc::now().timestamp();
         let dedupe = dedupe::Dedupe::load(
             &backend.dedupe_log,
@@ -367,6 +372,7 @@ impl Store {
             pending_counts: Mutex::new(counters::Pending::default()),
             unanswered: Mutex::new(unanswered::Memory::default()),
             counters_gate: Mutex::new(()),
+            counts_cache: analytics::CountsCache::default(),
             commit_gate: RwLock::new(()),
             health: period::HealthState::starting_at(period::first_period(&backend)?),
             backend: ArcSwapOption::from_pointee(backend),

@@ -334,6 +334,7 @@ impl Store {
                     1,
                 )
             })?;
+        self.counters_changed([day]);
         self.sync()
     }
 
@@ -499,6 +500,7 @@ impl Store {
                 count_purchase_in(buyers, counters, &order.openid, &who, paid_at, day)?;
                 Ok(PaidOutcome::Paid { order, grant })
             })?;
+        self.counters_changed([day].into_iter().chain(who.cohort));
         // Also when nothing was written: a retried notification must not be answered before
         // the first one's payment is on disk.
         self.sync()?;
@@ -604,6 +606,7 @@ impl Store {
                     }
                 }
             })?;
+        self.counters_changed([day]);
         self.sync()?;
         Ok(outcome)
     }
@@ -667,6 +670,7 @@ impl Store {
                     1,
                 )
             })?;
+        self.counters_changed([day]);
         self.sync()
     }
 

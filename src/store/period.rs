@@ -285,6 +285,14 @@ impl Store {
             let mut f = lock(&h.state);
             (f.unconfirmed.take(), f.unconfirmed_unanswered.take())
         };
+        // Whatever becomes of the write, the tree's counters of these days may change: the
+        // reports' cache reads them again (readers wait on the counters gate held here).
+        self.counters_changed(
+            counts
+                .keys()
+                .chain(unconfirmed.iter().flat_map(|(_, c)| c.keys()))
+                .map(|(day, _)| *day),
+        );
         // First learn whether an earlier failed period landed after all (`meta/period` reached
         // its number), before anything of this one is written.
         let resolved = self.db().and_then(|db| {
@@ -397,6 +405,8 @@ impl Store {
         }
         let backend = Backend::open(&self.inner.dir, &self.inner.cfg)?;
         self.inner.backend.store(Some(Arc::new(backend)));
+        // What sled had not synced is gone: the reports read every day again.
+        self.inner.counts_cache.clear();
         lock(&self.inner.health.state).reopen = false;
         tracing::info!("data dir reopened after a failed write");
         Ok(())

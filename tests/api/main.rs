@@ -8,6 +8,10 @@ mod helpers;
 
 mod admin;
 mod bad_input;
+/// ChromeDriver helpers shared by the browser stories.
+mod browser;
+mod dashboard;
+mod dashbrowser;
 mod edge;
 /// The fake WeChat Pay, shared by the payment stories; not every control is used by every story.
 #[allow(dead_code)]
