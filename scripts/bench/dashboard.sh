@@ -106,23 +106,30 @@ echo "data dir: $(du -sh "$DATA" | cut -f1) ($DATA); sign-in: HTTP $signin; $RUN
 echo
 echo "| page | status | bytes | median ms | max ms | ≤ 300 ms |"
 echo "|---|---|---|---|---|---|"
-for p in /admin/dashboard /admin/dashboard?format=csv; do page "$p"; done
-for base in channels retention; do
+# A page with several tables downloads each as CSV with `table=` (names from the pages).
+for p in /admin/dashboard "/admin/dashboard?format=csv&table=windows" "/admin/dashboard?format=csv&table=days"; do
+  page "$p"
+done
+for base in channels retention articles unanswered; do
   for d in 7 30 90 365; do
     page "/admin/dashboard/$base?days=$d"
-    page "/admin/dashboard/$base?days=$d&format=csv"
+    case $base in
+      articles) tables="funnel sales" ;;
+      *) tables="" ;;
+    esac
+    if [[ -z $tables ]]; then
+      page "/admin/dashboard/$base?days=$d&format=csv"
+    else
+      for t in $tables; do page "/admin/dashboard/$base?days=$d&format=csv&table=$t"; done
+    fi
   done
 done
-for base in articles unanswered; do
-  for d in 30 365; do
-    page "/admin/dashboard/$base?days=$d"
-    page "/admin/dashboard/$base?days=$d&format=csv"
-  done
-done
-for base in handoffs outbox orders; do
+for base in handoffs outbox; do
   page "/admin/dashboard/$base"
   page "/admin/dashboard/$base?format=csv"
 done
+page "/admin/dashboard/orders"
+for t in orders anomalies; do page "/admin/dashboard/orders?format=csv&table=$t"; done
 page "/admin/dashboard/subscribers?openid=${BUYER:-oNobody}"
 # The JSON admin API (bearer), unchanged by the dashboard: the baseline.
 bearer=(-H "Authorization: Bearer $ADMIN")
