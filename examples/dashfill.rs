@@ -18,8 +18,9 @@
 //! Pushes are plaintext (the demo token): decryption and sealing change nothing the store
 //! keeps, and would only make the fill slower.
 //!
-//! Deterministic from `--seed` for a given `--end` day (default: today in the account's time
-//! zone; events of the last day stop at the current time of day, so nothing lies in the future).
+//! Deterministic from `--seed` for a given `--end` day in the past. The default end is today in
+//! the account's time zone, whose events stop at the current time of day (nothing lies in the
+//! future), so only today's part of the history depends on when the fill runs.
 //!
 //! ```text
 //! cargo run --release --example dashfill -- --data-dir /tmp/dash-1m --subscribers 1000000
