@@ -36,6 +36,7 @@ use chrono_tz::Tz;
 use crate::render::{RenderError, Templates};
 use crate::wechat::types::OpenId;
 
+pub(crate) use compile::price::display_fen;
 pub use diag::{ConfigErrors, Diagnostic, Severity};
 pub use menu::MenuButton;
 pub(crate) use window::normalize;

@@ -14,9 +14,11 @@ use super::csv::{Csv, Field};
 use super::session::form;
 use super::svg::{self, Chart, Kind, Series, Unit};
 use super::{html, render, see_other, DashboardError, SignedIn};
+// Money as every page and teaser shows it (`¥12.34`): the rules' one formatter.
 use crate::analytics::Range;
 use crate::http::limits::Body;
 use crate::pipeline::Gateway;
+use crate::rules::display_fen as yuan;
 use crate::store::platform::{OutboxFilter, OutboxState};
 use crate::store::{GrantOutcome, OrderState, RevokeOutcome};
 use crate::wechat::types::OpenId;
@@ -164,10 +166,6 @@ impl Table {
 
 // ---------------------------------------------------------------------------------------------
 // Formatting
-
-pub fn yuan(fen: u64) -> String {
-    format!("¥{}.{:02}", fen / 100, fen % 100)
-}
 
 fn yuan_f(fen: Option<f64>) -> String {
     match fen {

@@ -17,7 +17,7 @@
 
 mod actions;
 mod index;
-mod price;
+pub(crate) mod price;
 mod shadow;
 mod shape;
 mod templates;
