@@ -24,6 +24,7 @@
 //! | `fuzzing` (hidden) | checks the fuzz targets in `fuzz/` need on private internals (the XML scanner against the strict reader) | `wechat` |
 
 pub mod analytics;
+pub mod assistant;
 pub mod cli;
 pub mod defaults;
 pub mod handoff;

@@ -155,6 +155,60 @@ pub struct Scrape<'a> {
     pub following: Option<i64>,
 }
 
+/// How an assistant answer reached the subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnswerPath {
+    /// Within the budget, as the passive reply.
+    Passive,
+    /// As the passive reply to one of the platform's retries.
+    RetryHeld,
+    /// As customer-service messages through the outbox.
+    CustomerService,
+    /// As the passive reply to the subscriber's continue word.
+    Pull,
+    /// The rule's fallback, because the endpoint failed.
+    Fallback,
+}
+
+impl AnswerPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnswerPath::Passive => "passive",
+            AnswerPath::RetryHeld => "retry_held",
+            AnswerPath::CustomerService => "customer_service",
+            AnswerPath::Pull => "pull",
+            AnswerPath::Fallback => "fallback",
+        }
+    }
+}
+
+/// Why the assistant did not ask the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AssistantRefusal {
+    /// Not in the rule's audience: the teaser.
+    Teaser,
+    /// The subscriber's daily questions are used up.
+    Quota,
+    /// The account's daily tokens are used up.
+    Budget,
+    /// Too many questions in a minute.
+    Rate,
+    /// The question hit the blocklist.
+    Blocked,
+}
+
+impl AssistantRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssistantRefusal::Teaser => "teaser",
+            AssistantRefusal::Quota => "quota",
+            AssistantRefusal::Budget => "budget",
+            AssistantRefusal::Rate => "rate",
+            AssistantRefusal::Blocked => "blocked",
+        }
+    }
+}
+
 /// The gateway's metrics. Cheap to clone: clones count into the same registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -552,6 +606,26 @@ impl Metrics {
     }
 
     /// A webhook call outlived its rule's budget.
+    /// An assistant answer delivered by `path`, `took` after its question arrived.
+    pub fn assistant_answer(&self, path: AnswerPath, took: Duration) {
+        let _ = (path, took);
+    }
+
+    /// Tokens the model endpoint reported for one answer.
+    pub fn assistant_tokens(&self, tokens: u64) {
+        let _ = tokens;
+    }
+
+    /// A question the assistant did not send to the model.
+    pub fn assistant_refused(&self, reason: AssistantRefusal) {
+        let _ = reason;
+    }
+
+    /// A model call that failed (`kind`: `http`, `status`, `malformed`, `timeout`, `empty`).
+    pub fn assistant_model_error(&self, kind: &'static str) {
+        let _ = kind;
+    }
+
     pub fn webhook_over_budget(&self) {
         self.inner.webhook_over_budget.inc();
     }

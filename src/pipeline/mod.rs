@@ -368,6 +368,7 @@ impl Gateway {
                 self.handoffs
                     .open(h, openid, decision.rule.as_deref(), at)?
             }
+            Some(Special::Assistant(_)) => decision.reply.clone(),
             Some(Special::Webhook(call)) => {
                 let payload = WebhookPayload {
                     openid: openid.as_str().to_string(),

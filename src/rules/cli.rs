@@ -333,6 +333,9 @@ pub fn simulate(path: &Path, args: &SimulateArgs, out: &mut dyn Write) -> i32 {
                     writeln!(out, "  offline: {o}")?;
                 }
             }
+            Some(Special::Assistant(a)) => {
+                writeln!(out, "action: ask the assistant (model {})", a.model)?
+            }
             Some(Special::Webhook(w)) => {
                 writeln!(
                     out,

@@ -55,6 +55,13 @@ pub struct RuleSet {
     handoff: HandoffSettings,
     templates: Templates,
     reload: ReloadConfirms,
+    /// `[assistant]`, the account-wide settings of the `assistant` action.
+    assistant: AssistantSettings,
+    /// The creator's articles indexed for the assistant; built only when a rule uses it.
+    corpus: Option<std::sync::Arc<crate::assistant::retrieval::Corpus>>,
+    /// `[account] customer_service`: `Some(false)` when the account cannot use the
+    /// customer-service API (an unverified 订阅号), whatever the AppSecret.
+    customer_service: Option<bool>,
 }
 
 /// A successful load: the rules plus any warnings worth showing the operator.
@@ -157,6 +164,100 @@ pub enum Special {
     Handoff(HandoffAction),
     /// Ask the operator's endpoint for the reply.
     Webhook(WebhookAction),
+    /// Ask the model, grounded in the creator's articles (see [`crate::assistant`]).
+    Assistant(AssistantAction),
+}
+
+/// An `assistant = { … }` rule action, decided at routing time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AssistantAction {
+    pub model: String,
+    /// Overrides `MPGATE_ASSISTANT_API_BASE`.
+    pub api_base: Option<String>,
+    /// The name of an environment variable holding this rule's API key; overrides
+    /// `MPGATE_ASSISTANT_API_KEY` (a key is never written into keywords.toml).
+    pub api_key_env: Option<String>,
+    /// The system prompt's template name in the rule set (render it with
+    /// [`RuleSet::render_assistant_system`]); `None`: the built-in prompt.
+    pub system: Option<String>,
+    pub max_tokens: u32,
+    pub temperature: f32,
+    /// Past question/answer pairs sent along (0: none).
+    pub turns: u32,
+    /// Passages of the creator's articles put into the prompt.
+    pub passages: usize,
+    /// How long the passive reply waits for the answer (≤ 4.5 s).
+    pub budget: std::time::Duration,
+    /// Who may ask.
+    pub audience: Audience,
+    /// Rendered text for those who may not ask (`None`: `success`).
+    pub teaser: Option<String>,
+    /// Rendered text for when the endpoint fails or times out.
+    pub fallback: Option<String>,
+}
+
+/// Who may use an assistant rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Audience {
+    All,
+    /// Subscribers carrying this tag.
+    Tag(String),
+    /// Subscribers entitled to this article.
+    Entitled(String),
+}
+
+/// `[assistant]`: account-wide settings of the `assistant` action (defaults when absent).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AssistantSettings {
+    /// Normalised word that fetches a kept answer (`继续`).
+    pub continue_word: String,
+    /// Normalised words that clear the subscriber's memory (`清除记忆`).
+    pub clear_words: Vec<String>,
+    pub cleared_reply: String,
+    /// How long a remembered turn counts.
+    pub memory_minutes: u32,
+    /// Questions a subscriber may ask per day (0: no limit).
+    pub daily_questions: u32,
+    /// Tokens the whole account may use per day (0: no limit).
+    pub daily_tokens: u64,
+    /// Questions a subscriber may ask per minute (0: no limit).
+    pub per_minute: u32,
+    /// Words refused in questions and replaced in answers (as written; match normalised).
+    pub blocklist: Vec<String>,
+    pub blocked_question_reply: String,
+    pub blocked_answer_reply: String,
+    pub quota_reply: String,
+    pub budget_reply: String,
+    pub rate_reply: String,
+    /// The answer to the platform's last retry when the answer is not ready yet.
+    pub pull_prompt: String,
+    /// The answer to the continue word while the answer is still being written.
+    pub pull_pending_reply: String,
+    /// Extra documents to index, relative to the templates dir (Markdown, HTML or text).
+    pub documents: Vec<String>,
+}
+
+impl Default for AssistantSettings {
+    fn default() -> Self {
+        AssistantSettings {
+            continue_word: "继续".into(),
+            clear_words: vec!["清除记忆".into()],
+            cleared_reply: "好的，之前的对话我已经忘掉了。".into(),
+            memory_minutes: 30,
+            daily_questions: 20,
+            daily_tokens: 0,
+            per_minute: 3,
+            blocklist: Vec::new(),
+            blocked_question_reply: "这个问题我不能回答，换个问题试试吧。".into(),
+            blocked_answer_reply: "这个问题我暂时答不好，换个问法试试吧。".into(),
+            quota_reply: "今天的提问次数用完了，明天再来问吧。".into(),
+            budget_reply: "助教今天已经下班了，明天再来问吧。".into(),
+            rate_reply: "问得有点快，歇一分钟再问吧。".into(),
+            pull_prompt: "回答还在生成中，稍后回复「继续」获取回答。".into(),
+            pull_pending_reply: "还在想，请过几秒再回复「继续」。".into(),
+            documents: Vec::new(),
+        }
+    }
 }
 
 /// A webhook call, decided at routing time.
@@ -405,6 +506,37 @@ impl RuleSet {
 
     pub fn handoff(&self) -> &HandoffSettings {
         &self.handoff
+    }
+
+    /// `[assistant]` (defaults when the file has none).
+    pub fn assistant(&self) -> &AssistantSettings {
+        &self.assistant
+    }
+
+    /// Whether any rule uses the `assistant` action: when not, the continue and clear words
+    /// are ordinary text and no push pays for the assistant.
+    pub fn has_assistant(&self) -> bool {
+        self.corpus.is_some()
+    }
+
+    /// The creator's articles indexed for the assistant (`Some` exactly when
+    /// [`RuleSet::has_assistant`]).
+    pub fn corpus(&self) -> Option<&crate::assistant::retrieval::Corpus> {
+        self.corpus.as_deref()
+    }
+
+    /// `[account] customer_service`, when the file says.
+    pub fn customer_service(&self) -> Option<bool> {
+        self.customer_service
+    }
+
+    /// The system prompt of an assistant rule (`template` from [`AssistantAction::system`]).
+    pub fn render_assistant_system<S: serde::Serialize>(
+        &self,
+        template: &str,
+        ctx: &S,
+    ) -> Result<String, RenderError> {
+        self.templates.render(template, ctx)
     }
 
     /// Whether `text` (normalised) is one of the handoff exit keywords.

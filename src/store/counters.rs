@@ -147,6 +147,22 @@ pub enum Counter {
     Read {
         article: String,
     },
+    /// A question the assistant took (passed gating, quotas and the blocklist) under `rule`.
+    AssistantQuestion {
+        rule: String,
+    },
+    /// An assistant answer delivered, by path: `passive`, `retry_held`, `customer_service`,
+    /// `pull`, `fallback`.
+    AssistantAnswer {
+        path: String,
+    },
+    /// A question the assistant refused, by reason: `teaser`, `quota`, `budget`, `rate`,
+    /// `blocked`.
+    AssistantRefused {
+        reason: String,
+    },
+    /// Tokens the model endpoint reported (added by the count); detail is empty.
+    AssistantTokens,
 }
 
 impl Counter {
@@ -187,6 +203,10 @@ impl Counter {
             Counter::RepeatBuyer { channel } => ("repeat_buyer", channel),
             Counter::PaywallPage { article } => ("paywall", article),
             Counter::Read { article } => ("read", article),
+            Counter::AssistantQuestion { rule } => ("assistant_question", rule),
+            Counter::AssistantAnswer { path } => ("assistant_answer", path),
+            Counter::AssistantRefused { reason } => ("assistant_refused", reason),
+            Counter::AssistantTokens => return "assistant_tokens:".to_string(),
         };
         format!("{kind}:{detail}")
     }

@@ -100,6 +100,7 @@
 //! (a `match` on the found version; v0 = a fresh, empty dir, which only gets the stamp).
 
 mod analytics;
+pub mod assistant;
 mod counters;
 mod dedupe;
 mod entitlements;

@@ -171,6 +171,9 @@ pub(crate) fn compile(src: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
             handoff,
             templates: c.templates,
             reload: super::ReloadConfirms::from_raw(raw.reload.as_ref()),
+            assistant: super::AssistantSettings::default(),
+            corpus: None,
+            customer_service: None,
         },
         warnings: diags,
     })
