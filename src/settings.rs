@@ -153,6 +153,11 @@ pub struct Settings {
     pub api_base: String,
     /// Signs webhook calls (`X-Mpgate-Signature`); unsigned when absent.
     pub webhook_secret: Option<Secret>,
+    /// The default model endpoint of `assistant` rules (`MPGATE_ASSISTANT_API_BASE`, an
+    /// OpenAI-compatible base such as `https://api.openai.com/v1`); a rule may name its own.
+    pub assistant_api_base: Option<String>,
+    /// Its key (`MPGATE_ASSISTANT_API_KEY`), sent as a bearer token.
+    pub assistant_api_key: Option<Secret>,
     /// WeChat Pay from the paywall page; absent: pay is off (articles are grant-only).
     pub pay: Option<PaySettings>,
     /// True when the token is the built-in demo one (logged as a warning).
@@ -414,6 +419,8 @@ const KEYS: &[&str] = &[
     "APP_SECRET",
     "API_BASE",
     "WEBHOOK_SECRET",
+    "ASSISTANT_API_BASE",
+    "ASSISTANT_API_KEY",
     "PAY_MCH_ID",
     "PAY_PRIVATE_KEY_FILE",
     "PAY_CERT_SERIAL",
@@ -667,6 +674,19 @@ impl Settings {
             .unwrap_or("https://api.weixin.qq.com")
             .trim_end_matches('/')
             .to_string();
+        let assistant_api_base = get("ASSISTANT_API_BASE")
+            .map(|v| {
+                let v = v.trim().trim_end_matches('/');
+                if v.starts_with("https://") || v.starts_with("http://") {
+                    Ok(v.to_string())
+                } else {
+                    Err(err(
+                        &name("ASSISTANT_API_BASE"),
+                        format!("`{v}` is not an http(s) URL such as https://api.openai.com/v1"),
+                    ))
+                }
+            })
+            .transpose()?;
         let pay = pay_settings(&get, &num)?;
         Ok(Settings {
             token,
@@ -700,6 +720,8 @@ impl Settings {
             app_secret: get("APP_SECRET").map(Secret::new),
             api_base,
             webhook_secret: get("WEBHOOK_SECRET").map(Secret::new),
+            assistant_api_base,
+            assistant_api_key: get("ASSISTANT_API_KEY").map(Secret::new),
             pay,
             is_demo,
         })

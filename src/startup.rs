@@ -85,6 +85,7 @@ impl Application {
         let gateway = Arc::new(
             Gateway::new(&settings, store, rules, link_secret)
                 .with_outbox(outbox)
+                .with_platform_client(platform.as_ref().map(|(_, c)| c.clone()))
                 .with_payments(pay),
         );
 

@@ -2,7 +2,11 @@
 //! or wait for the attempt that does ([`single_flight`]), record what it changes about its
 //! subscriber ([`state`]), let an open hand-off take it ([`crate::handoff`]), route it through
 //! the rules, carry out the rule's action (a reply, the paywall's answer, a hand-off, a
-//! webhook), remember the answer for retries, and seal it.
+//! webhook, the assistant), remember the answer for retries, and seal it.
+//!
+//! An assistant question outlives the request that asked it ([`crate::assistant`]): its
+//! answer is taken by whichever of the platform's requests for the push is open when it is
+//! ready, so those requests look for it before the single flight and the stored answers.
 //!
 //! [`Gateway::post`] is what `POST /wechat` calls and what the in-process benchmark drives.
 //! The pipeline orchestrates: each decision lives in the module named above, and this file only
@@ -10,7 +14,7 @@
 //! one place (`http::error`).
 //!
 //! May depend on: `wechat`, `rules`, `reload`, `store`, `paywall`, `handoff`, `platform`,
-//! `settings`, `metrics` (each push counted and timed once, in [`Gateway::post`]); never actix.
+//! `assistant`, `settings`, `metrics` (each push counted and timed once, in [`Gateway::post`]); never actix.
 
 pub mod auth;
 pub mod single_flight;
@@ -20,6 +24,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use crate::assistant::{flight::Held, Assistant, Intercept, Prepared};
 use crate::handoff::Handoffs;
 use crate::metrics::{Metrics, Outcome, PushType, RetryFrom};
 use crate::operator::Operator;
@@ -93,6 +98,8 @@ pub struct Gateway {
     payments: Option<crate::pay::Payments>,
     /// This gateway's own registry (`/metrics`); lent to the jobs start-up spawns.
     metrics: Metrics,
+    /// The `assistant` rule action: questions being answered, memory, quotas.
+    assistant: Assistant,
 }
 
 impl Gateway {
@@ -104,14 +111,22 @@ impl Gateway {
     ) -> Gateway {
         let cs = CustomerService::default();
         let metrics = Metrics::new();
+        let paywall = Paywall::new(
+            store.clone(),
+            LinkSigner::new(link_secret),
+            settings.public_url.clone(),
+            settings.link_ttl,
+        );
         Gateway {
             auth: Auth::new(settings),
-            paywall: Paywall::new(
+            assistant: Assistant::new(
+                settings,
                 store.clone(),
-                LinkSigner::new(link_secret),
-                settings.public_url.clone(),
-                settings.link_ttl,
+                paywall.clone(),
+                cs.clone(),
+                metrics.clone(),
             ),
+            paywall,
             handoffs: Handoffs::new(store.clone(), cs.clone()),
             operator: Operator::new(store.clone()),
             store,
@@ -150,7 +165,24 @@ impl Gateway {
     pub fn with_outbox(mut self, outbox: Option<crate::platform::OutboxHandle>) -> Gateway {
         self.cs = CustomerService::new(outbox);
         self.handoffs = Handoffs::new(self.store.clone(), self.cs.clone());
+        self.assistant = self.assistant.clone().with_cs(self.cs.clone());
         self
+    }
+
+    /// Lets the assistant show the typing indicator while a late answer is written.
+    pub fn with_platform_client(
+        mut self,
+        client: Option<crate::platform::PlatformClient>,
+    ) -> Gateway {
+        self.cs = self.cs.clone().with_client(client);
+        self.handoffs = Handoffs::new(self.store.clone(), self.cs.clone());
+        self.assistant = self.assistant.clone().with_cs(self.cs.clone());
+        self
+    }
+
+    /// The assistant, for the operator's commands (forgetting a subscriber's memory).
+    pub fn assistant(&self) -> &Assistant {
+        &self.assistant
     }
 
     /// The store, for process wiring (start-up, shutdown flush) and the benchmark probes.
@@ -235,7 +267,7 @@ impl Gateway {
             .inspect_err(|e| self.metrics.refused(e))?;
         let kind = PushType::of(&opened.inbound);
         let label = opened.inbound.type_label().to_string();
-        let answered = self.answer(&opened.inbound, now).await;
+        let answered = self.answer(&opened.inbound, now, started).await;
         let outcome = match &answered {
             Ok((_, Some(from))) => {
                 self.metrics.retry(*from);
@@ -264,8 +296,14 @@ impl Gateway {
         &self,
         inbound: &Inbound,
         now: DateTime<Utc>,
+        arrived: Instant,
     ) -> Result<(String, Option<RetryFrom>), CallbackError> {
         let key = inbound.dedupe_key();
+        if let Some(pending) = self.assistant.pending(&key) {
+            let held = pending.attempt(arrived).await;
+            let plain = self.held_reply(held, &pending, &key, inbound, now)?;
+            return Ok((plain, Some(RetryFrom::Memory)));
+        }
         let leader = loop {
             match self.flights.join(&key).await {
                 Turn::Lead(leader) => break leader,
@@ -277,6 +315,13 @@ impl Gateway {
                 }
             }
         };
+        if let Some(pending) = self.assistant.pending(&key) {
+            // Led after the first request handed its question to the assistant.
+            drop(leader);
+            let held = pending.attempt(arrived).await;
+            let plain = self.held_reply(held, &pending, &key, inbound, now)?;
+            return Ok((plain, Some(RetryFrom::Memory)));
+        }
         if let Some(stored) = self.store.dedupe_get(&key)? {
             leader.answered();
             return Ok((replay(&stored, inbound), Some(RetryFrom::Store)));
@@ -294,6 +339,30 @@ impl Gateway {
                 drop(scope);
                 leader.answered();
                 return Ok((rendered.map(Rendered::into_xml).unwrap_or_default(), None));
+            }
+            Handled::Assistant(question) => {
+                // As for a webhook: the effects are made, `success` stands in for the answer
+                // after a crash. The question is registered before this request's turn ends,
+                // so a retry waiting on it finds the question, not the stand-in.
+                self.store.dedupe_put(&key, &stored_answer(None, now))?;
+                drop(scope);
+                let pending = self.assistant.start(key.clone(), *question);
+                drop(leader);
+                let held = pending.attempt(arrived).await;
+                let plain = self.held_reply(held, &pending, &key, inbound, now)?;
+                return Ok((plain, None));
+            }
+            Handled::Pull => {
+                self.store.dedupe_put(&key, &stored_answer(None, now))?;
+                drop(scope);
+                let rules = self.rules.current();
+                let content = self
+                    .assistant
+                    .pull(&rules, &inbound.header.from_user, now.timestamp(), arrived)
+                    .await;
+                let plain = self.remember_reply(&key, content, inbound, now)?;
+                leader.answered();
+                return Ok((plain, None));
             }
             Handled::Webhook { call, payload } => {
                 // The effects are made; the answer waits for the operator's endpoint, and no
@@ -322,6 +391,52 @@ impl Gateway {
         Ok((rendered.map(Rendered::into_xml).unwrap_or_default(), None))
     }
 
+    /// What a request for a push the assistant is answering replies: the answer it took, the
+    /// continue prompt, `success`, or the reply another request already gave.
+    fn held_reply(
+        &self,
+        held: Held,
+        pending: &crate::assistant::flight::Pending,
+        key: &str,
+        inbound: &Inbound,
+        now: DateTime<Utc>,
+    ) -> Result<String, CallbackError> {
+        let rules = self.rules.current();
+        match held {
+            Held::Answer { finished, attempt } => {
+                let content = self
+                    .assistant
+                    .reply_with(&rules, pending, finished, attempt);
+                self.remember_reply(key, content, inbound, now)
+            }
+            Held::Prompt => {
+                let content = rules.assistant().pull_prompt.clone();
+                self.remember_reply(key, content, inbound, now)
+            }
+            Held::Success => Ok(String::new()),
+            Held::Replay => Ok(self
+                .store
+                .dedupe_get(key)?
+                .map(|stored| replay(&stored, inbound))
+                .unwrap_or_default()),
+        }
+    }
+
+    /// Renders `content` as the push's reply and stores it for the push's later retries.
+    fn remember_reply(
+        &self,
+        key: &str,
+        content: String,
+        inbound: &Inbound,
+        now: DateTime<Utc>,
+    ) -> Result<String, CallbackError> {
+        let rendered = self.render(&Reply::Text { content }, inbound, now.timestamp());
+        let _scope = self.store.commit_scope();
+        self.store
+            .dedupe_put(key, &stored_answer(rendered.as_ref(), now))?;
+        Ok(rendered.map(Rendered::into_xml).unwrap_or_default())
+    }
+
     /// The side effects and the decision for one new push: the reply (`None` = `success`), or
     /// a webhook still to ask.
     fn handle(&self, inbound: &Inbound, now: DateTime<Utc>) -> Result<Handled, CallbackError> {
@@ -346,6 +461,24 @@ impl Gateway {
             return Ok(Handled::Done(self.render(&reply, inbound, at)));
         }
 
+        // The assistant's continue and clear words come before the rules.
+        if rules.has_assistant() {
+            match self
+                .assistant
+                .intercept(&rules, openid, inbound.text_for_matching(), at)?
+            {
+                Some(Intercept::Reply(content)) => {
+                    return Ok(Handled::Done(self.render(
+                        &Reply::Text { content },
+                        inbound,
+                        at,
+                    )))
+                }
+                Some(Intercept::Pull) => return Ok(Handled::Pull),
+                None => {}
+            }
+        }
+
         let view = SubscriberView {
             openid,
             first_time,
@@ -365,10 +498,29 @@ impl Gateway {
                 self.paywall.article_reply(&rules, id, openid, at, day)?
             }
             Some(Special::Handoff(h)) => {
+                // A person takes over: the assistant's turn ends, and a late answer of its
+                // own is not sent over the person's.
+                if rules.has_assistant() {
+                    self.assistant.forget(openid)?;
+                }
                 self.handoffs
                     .open(h, openid, decision.rule.as_deref(), at)?
             }
-            Some(Special::Assistant(_)) => decision.reply.clone(),
+            Some(Special::Assistant(action)) => {
+                match self.assistant.prepare(
+                    &rules,
+                    action,
+                    decision.rule.as_deref().unwrap_or_default(),
+                    &subscriber,
+                    inbound.text_for_matching(),
+                    at,
+                    day,
+                )? {
+                    Prepared::Reply(None) => Reply::None,
+                    Prepared::Reply(Some(content)) => Reply::Text { content },
+                    Prepared::Ask(question) => return Ok(Handled::Assistant(question)),
+                }
+            }
             Some(Special::Webhook(call)) => {
                 let payload = WebhookPayload {
                     openid: openid.as_str().to_string(),
@@ -457,6 +609,10 @@ enum Handled {
         call: WebhookAction,
         payload: Box<WebhookPayload>,
     },
+    /// The reply is the assistant's answer to this question.
+    Assistant(Box<crate::assistant::Question>),
+    /// The continue word: the reply is the assistant's kept answer.
+    Pull,
 }
 
 /// The key an event carries (menu key, QR scene), for webhook payloads.

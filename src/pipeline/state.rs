@@ -123,7 +123,10 @@ pub(super) fn note_unanswered(
     decision: &Decision,
     day: NaiveDate,
 ) {
-    if !matches!(decision.why, Why::Fallback | Why::NoRule) {
+    // A fallback rule that asks the assistant answers the text: not an unanswered one.
+    if !matches!(decision.why, Why::Fallback | Why::NoRule)
+        || matches!(decision.special, Some(crate::rules::Special::Assistant(_)))
+    {
         return;
     }
     if let Some(text) = inbound.text_for_matching() {

@@ -31,6 +31,7 @@ const TOTAL_TIMEOUT: Duration = Duration::from_secs(5);
 const PATH_TOKEN: &str = "/cgi-bin/token";
 const PATH_MENU_CREATE: &str = "/cgi-bin/menu/create";
 const PATH_CUSTOM_SEND: &str = "/cgi-bin/message/custom/send";
+const PATH_CUSTOM_TYPING: &str = "/cgi-bin/message/custom/typing";
 
 /// Why a platform call did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -226,6 +227,18 @@ impl PlatformClient {
             self.send_custom_body(&part.to_body()).await?;
         }
         Ok(())
+    }
+
+    /// Shows (or, with `on = false`, hides) "对方正在输入" in `to`'s chat: the platform keeps it
+    /// up for about 15 s or until the next customer-service message. Not queued: a lost typing
+    /// indicator costs nothing.
+    pub async fn typing(&self, to: &str, on: bool) -> Result<(), PlatformError> {
+        let command = if on { "Typing" } else { "CancelTyping" };
+        self.call(
+            PATH_CUSTOM_TYPING,
+            &serde_json::json!({ "touser": to, "command": command }),
+        )
+        .await
     }
 
     /// Posts one ready `message/custom/send` body (the outbox stores bodies, not messages).

@@ -28,14 +28,61 @@ pub use outbox::{Outbox, OutboxHandle};
 
 /// Customer-service messages (hand-off notices, late answers, long texts), sent through the
 /// durable outbox; off without an AppSecret, when such a message is logged and dropped.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct CustomerService {
     outbox: Option<OutboxHandle>,
+    /// For the typing indicator, which is not queued.
+    client: Option<PlatformClient>,
+}
+
+impl std::fmt::Debug for CustomerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomerService")
+            .field("on", &self.is_on())
+            .finish()
+    }
 }
 
 impl CustomerService {
     pub fn new(outbox: Option<OutboxHandle>) -> Self {
-        CustomerService { outbox }
+        CustomerService {
+            outbox,
+            client: None,
+        }
+    }
+
+    /// Lets [`CustomerService::typing`] reach the platform.
+    pub fn with_client(mut self, client: Option<PlatformClient>) -> Self {
+        self.client = client;
+        self
+    }
+
+    /// Shows the typing indicator to `to`; `None` when there is no platform client.
+    pub async fn typing(&self, to: &str) -> Option<Result<(), PlatformError>> {
+        match &self.client {
+            Some(c) => Some(c.typing(to, true).await),
+            None => None,
+        }
+    }
+
+    /// Queues `msg` like [`CustomerService::send`] and returns the outbox ids of its parts, so
+    /// the caller can learn whether the platform took them.
+    pub fn send_tracked(&self, msg: CustomMessage, origin: &str) -> Result<Vec<u64>, StoreError> {
+        match &self.outbox {
+            Some(o) => o.enqueue_all(msg, origin),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Where an item [`CustomerService::send_tracked`] queued stands now.
+    pub fn outbox_item(
+        &self,
+        id: u64,
+    ) -> Result<Option<crate::store::platform::OutboxItem>, StoreError> {
+        match &self.outbox {
+            Some(o) => o.item(id),
+            None => Ok(None),
+        }
     }
 
     /// Whether messages outside the passive reply can be sent at all.
