@@ -11,14 +11,14 @@ use aho_corasick::AhoCorasick;
 /// at line starts) removed since WeChat shows them raw, and cut at `max_chars` chars on a
 /// char boundary with `…` when longer.
 ///
-/// In detail: C0 and C1 controls go (a tab becomes a space, a lone `\r` a line break), and so
-/// do invisible characters a subscriber cannot see but a filter or a copy-paste would
-/// (zero-width spaces and joiners, the byte-order mark, the soft hyphen, bidi marks and the
-/// bidi embeddings, overrides and isolates U+202A–202E, U+2066–2069). A zero-width joiner
-/// between two emoji stays: it is what makes 👨‍👩‍👧 one picture. Spaces at line ends go, then
-/// three or more line breaks become two. A heading is `#`…`######` followed by a space at a
-/// line's start (`#话题` is left alone). The result has at most `max_chars` chars, the `…`
-/// included.
+/// In detail: C0 and C1 controls go (a tab becomes a space; a lone `\r` and the Unicode line
+/// and paragraph separators become a line break), and so do characters a subscriber cannot
+/// see but that would hide a word from the blocklist or reorder the text: zero-width spaces
+/// and joiners, the byte-order mark, the soft hyphen, bidi marks, and the bidi embeddings,
+/// overrides and isolates (U+202A–202E, U+2066–2069). A zero-width joiner between two emoji
+/// stays: it is what makes 👨‍👩‍👧 one picture. Spaces at line ends go, then three or more line
+/// breaks become two. A heading is `#`…`######` followed by a space at a line's start (`#话题`
+/// is left alone). The result has at most `max_chars` chars, the `…` included.
 pub fn sanitize(text: &str, max_chars: usize) -> String {
     let visible = strip_invisible(text);
     let mut out = String::with_capacity(visible.len());
@@ -83,6 +83,8 @@ fn strip_invisible(text: &str) -> String {
                 }
             }
             '\t' => Some(' '),
+            // Unicode's line and paragraph separators: WeChat shows no break for them.
+            '\u{2028}' | '\u{2029}' => Some('\n'),
             '\u{200D}' => {
                 let joins = prev.is_some_and(is_emoji_part)
                     && chars.peek().copied().is_some_and(is_emoji_part);
@@ -345,6 +347,7 @@ mod tests {
         assert_eq!(sanitize(a, 600), "第一行[31m红\n第二行");
         assert_eq!(sanitize("a\r\nb\rc", 600), "a\nb\nc");
         assert_eq!(sanitize("a\tb", 600), "a b");
+        assert_eq!(sanitize("a\u{2028}b\u{2029}c", 600), "a\nb\nc");
     }
 
     #[test]
@@ -498,6 +501,20 @@ mod tests {
             for p in &parts {
                 proptest::prop_assert!(!p.is_empty());
                 proptest::prop_assert!(p.len() <= limit, "{} > {}", p.len(), limit);
+            }
+            let visible = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+            proptest::prop_assert_eq!(visible(&parts.concat()), visible(&text));
+        }
+
+        #[test]
+        fn split_parts_of_any_text_fit_and_keep_every_visible_char(
+            text in "(\\PC|\n| ){0,400}",
+            max in 1usize..200,
+        ) {
+            let parts = split_parts(&text, max);
+            for p in &parts {
+                proptest::prop_assert!(!p.is_empty() && p.len() <= max.max(4));
+                proptest::prop_assert_eq!(p.trim(), p.as_str());
             }
             let visible = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
             proptest::prop_assert_eq!(visible(&parts.concat()), visible(&text));
