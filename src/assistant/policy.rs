@@ -2,7 +2,7 @@
 //! and the operator's blocklist.
 //!
 //! Pure: no I/O, no store, no clock. May depend on: aho-corasick, and the rules' text
-//! normaliser ([`crate::rules::normalize`]) so blocked words match exactly as keywords do.
+//! normaliser (`crate::rules::normalize`) so blocked words match exactly as keywords do.
 
 use aho_corasick::AhoCorasick;
 
