@@ -4,7 +4,8 @@
 //! The cadences live here, next to the state they bound, because they are what "What is
 //! durable when" in the module doc (and the README's "What a crash can lose") promises; the
 //! server only starts the upkeep and stops it. The same sweep deletes the days of texts no
-//! rule answered that `unanswered_days` no longer keeps. May depend on the rest of the store, tokio's
+//! rule answered that `unanswered_days` no longer keeps, and the assistant's old memory, kept
+//! answers and usage days. May depend on the rest of the store, tokio's
 //! `sync::watch` and `task` (to be stopped from the server's shutdown), and tracing.
 
 use std::sync::mpsc::RecvTimeoutError;
@@ -41,8 +42,8 @@ const THREAD_NAME: &str = "mpgate-writer";
 
 impl Store {
     /// Starts the store's upkeep: every 100 ms a [`Store::write_behind`] step (`full` every
-    /// tenth), and a [`Store::sweep_dedupe`] and [`Store::sweep_unanswered`] at once and then
-    /// every minute, all on one thread
+    /// tenth), and a [`Store::sweep_dedupe`], [`Store::sweep_unanswered`] and
+    /// [`Store::sweep_assistant`] at once and then every minute, all on one thread
     /// named `mpgate-writer`. A thread of its own rather than tokio's blocking pool keeps
     /// sled's allocations in one malloc arena, off the workers that answer pushes.
     ///
@@ -118,6 +119,12 @@ impl Store {
             Ok(n) if n > 0 => tracing::info!(removed = n, "unanswered texts sweep"),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "unanswered texts sweep failed"),
+        }
+        let now = chrono::Utc::now();
+        match self.sweep_assistant(now.timestamp(), now.date_naive()) {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "assistant memory and usage sweep"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "assistant memory and usage sweep failed"),
         }
     }
 }

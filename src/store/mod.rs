@@ -37,6 +37,9 @@
 //! | `pay_anomalies` | `time_key(at)` ‖ id (u64 BE, unique) | JSON [`PayAnomaly`] |
 //! | `pay_anomaly_events` | `event_id \0 kind` | the `pay_anomalies` key it made |
 //! | `buyers` | `openid` | paid orders ever, u64 big-endian (written with each payment; see `analytics`) |
+//! | `assistant_memory` | `openid` | JSON list of the assistant's remembered turns (see `assistant`) |
+//! | `assistant_kept` | `openid` | JSON answer kept for the continue word |
+//! | `assistant_usage` | `q \0 YYYY-MM-DD \0 openid` / `t \0 YYYY-MM-DD` | questions / tokens, u64 big-endian |
 //!
 //! `entitlements`, `entitled_by_article` and `references` are only ever written together in one
 //! sled transaction, so the index never disagrees with the records. The order trees are
