@@ -751,15 +751,19 @@ impl Assistant {
             return text;
         }
         let pending = lock(&i.by_openid).get(openid.as_str()).cloned();
-        if let Some(p) = pending {
-            let wait = p.budget.saturating_sub(arrived.elapsed());
-            if let Some(finished) = p.pull(wait).await {
+        let deadline = arrived + pending.as_ref().map_or(Duration::ZERO, |p| p.budget);
+        // The answer is being written: it is either taken here straight from the task, or
+        // kept by the task (in the store) a moment later; look at both until the budget ends.
+        while let Some(p) = &pending {
+            if let Some(finished) = p.pull(Duration::from_millis(50)).await {
                 self.delivered(AnswerPath::Pull, p.asked, rules);
                 return self.first_and_rest(rules, openid, Mode::Hold, finished.parts);
             }
-            // Stored by the task meanwhile?
             if let Some(text) = self.next_part(rules, openid, now) {
                 return text;
+            }
+            if Instant::now() >= deadline {
+                break;
             }
         }
         settings.pull_pending_reply.clone()

@@ -25,6 +25,8 @@ pub struct Options {
     /// keywords.toml content; default: the fixture beside these tests.
     pub keywords: Option<String>,
     pub extra_env: Vec<(String, String)>,
+    /// More files for the rules dir (path relative to it, content), written before start.
+    pub files: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -34,6 +36,7 @@ impl Default for Options {
             previous_key: None,
             keywords: None,
             extra_env: Vec::new(),
+            files: Vec::new(),
         }
     }
 }
@@ -91,6 +94,11 @@ pub async fn spawn_app(opts: Options) -> TestApp {
             rules_dir.join("templates").join(entry.file_name()),
         )
         .unwrap();
+    }
+    for (rel, content) in &opts.files {
+        let path = rules_dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
     }
     let data = data_dir.path().join("state");
     let mut env: Vec<(String, String)> = vec![

@@ -1,5 +1,6 @@
 //! A fake of the platform's active API on a real HTTP server (127.0.0.1, any port):
-//! `/cgi-bin/token`, `/cgi-bin/menu/create`, `/cgi-bin/message/custom/send`, with programmable
+//! `/cgi-bin/token`, `/cgi-bin/menu/create`, `/cgi-bin/message/custom/send`,
+//! `/cgi-bin/message/custom/typing`, with programmable
 //! behaviour and a record of everything received.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -70,6 +71,7 @@ impl FakePlatform {
                 .route("/cgi-bin/token", web::get().to(token))
                 .route("/cgi-bin/menu/create", web::post().to(post_api))
                 .route("/cgi-bin/message/custom/send", web::post().to(post_api))
+                .route("/cgi-bin/message/custom/typing", web::post().to(post_api))
         })
         .workers(2)
         .listen(listener)
