@@ -223,7 +223,7 @@ fn check_request(req: &HttpRequest, body: &Value) -> Result<(), (String, Option<
             None,
         ));
     }
-    if !body["model"].is_string() {
+    if body["model"].as_str().is_none_or(str::is_empty) {
         return Err(("you must provide a model parameter".into(), Some("model")));
     }
     let Some(messages) = body["messages"].as_array() else {
@@ -648,6 +648,9 @@ mod self_checks {
         let mut b = body_for("x");
         b["model"] = json!(3);
         cases.push(("a model that is not a string", b));
+        let mut b = body_for("x");
+        b["model"] = json!("");
+        cases.push(("an empty model", b));
         let mut b = body_for("x");
         b["messages"] = json!([]);
         cases.push(("no messages", b));

@@ -23,6 +23,7 @@ mod fakepay;
 mod faults;
 mod handoff;
 mod metrics;
+mod model;
 mod pages;
 mod pay;
 mod paybrowser;
