@@ -13,12 +13,17 @@ mod browser;
 mod dashboard;
 mod dashbrowser;
 mod edge;
+/// The fake OpenAI-compatible model API, shared by the model client's tests and the assistant
+/// stories; not every control is used by every story.
+#[allow(dead_code)]
+mod fakeai;
 /// The fake WeChat Pay, shared by the payment stories; not every control is used by every story.
 #[allow(dead_code)]
 mod fakepay;
 mod faults;
 mod handoff;
 mod metrics;
+mod model;
 mod pages;
 mod pay;
 mod paybrowser;
