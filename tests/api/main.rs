@@ -7,6 +7,7 @@ mod fake;
 mod helpers;
 
 mod admin;
+mod assistant;
 mod bad_input;
 /// ChromeDriver helpers shared by the browser stories.
 mod browser;
