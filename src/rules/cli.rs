@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use super::{menu::MenuBody, ConfigErrors, RuleSet, Severity, Special, SubscriberView};
+use super::{
+    menu::MenuBody, AssistantAction, Audience, ConfigErrors, RuleSet, Severity, Special,
+    SubscriberView,
+};
 use crate::wechat::message::{Event, Header, Inbound, InboundKind};
 use crate::wechat::names::{EventType, MsgType};
 use crate::wechat::types::{MsgId, OpenId};
@@ -333,9 +336,7 @@ pub fn simulate(path: &Path, args: &SimulateArgs, out: &mut dyn Write) -> i32 {
                     writeln!(out, "  offline: {o}")?;
                 }
             }
-            Some(Special::Assistant(a)) => {
-                writeln!(out, "action: ask the assistant (model {})", a.model)?
-            }
+            Some(Special::Assistant(a)) => print_assistant(a, out)?,
             Some(Special::Webhook(w)) => {
                 writeln!(
                     out,
@@ -354,6 +355,44 @@ pub fn simulate(path: &Path, args: &SimulateArgs, out: &mut dyn Write) -> i32 {
         Ok(0)
     })();
     res.unwrap_or(1)
+}
+
+/// Who may ask an assistant rule, as `simulate` says it.
+fn audience(a: &Audience) -> String {
+    match a {
+        Audience::All => "everyone".to_string(),
+        Audience::Tag(t) => format!("subscribers tagged `{t}`"),
+        Audience::Entitled(id) => format!("readers entitled to `{id}`"),
+    }
+}
+
+fn print_assistant(a: &AssistantAction, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "action: ask the assistant (model {}, may ask: {}, waits {} ms, then answers later)",
+        a.model,
+        audience(&a.audience),
+        a.budget.as_millis()
+    )?;
+    writeln!(
+        out,
+        "  endpoint: {}; max_tokens {}, temperature {}, {} past turns, {} passages; system prompt: {}",
+        a.api_base
+            .as_deref()
+            .unwrap_or("MPGATE_ASSISTANT_API_BASE"),
+        a.max_tokens,
+        a.temperature,
+        a.turns,
+        a.passages,
+        a.system.as_deref().unwrap_or("built-in")
+    )?;
+    if let Some(t) = &a.teaser {
+        writeln!(out, "  teaser: {t}")?;
+    }
+    if let Some(f) = &a.fallback {
+        writeln!(out, "  fallback: {f}")?;
+    }
+    Ok(())
 }
 
 /// Prints the exact JSON body for the platform's `menu/create` API.
