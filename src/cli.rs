@@ -61,6 +61,14 @@ pub enum Command {
         /// With --unanswered: the list's days, as in `mpgate unanswered --days`.
         #[arg(long, requires = "unanswered", default_value_t = crate::store::unanswered::LIST_DEFAULT_DAYS)]
         days: u32,
+        /// A question for the assistant: which rule answers it and which passages of the
+        /// articles would go into the prompt.
+        #[arg(long, value_name = "QUESTION", conflicts_with_all = ["text", "event", "click", "unanswered"])]
+        assistant: Option<String>,
+        /// With --assistant: the reader is entitled to this article (repeatable); its paid
+        /// passages may then be used.
+        #[arg(long = "entitled", value_name = "ARTICLE")]
+        entitled: Vec<String>,
         /// The text the subscriber sends.
         text: Option<String>,
     },
@@ -194,8 +202,15 @@ pub fn run(cli: Cli) -> ExitCode {
             tags,
             unanswered,
             days,
+            assistant,
+            entitled,
             mut text,
         } => {
+            if assistant.is_none() && !entitled.is_empty() {
+                // Checked here: clap's `requires` let `--entitled` through alone (as it does `--days`).
+                eprintln!("mpgate: --entitled goes with --assistant \"QUESTION\"");
+                return ExitCode::from(2);
+            }
             if let Some(k) = unanswered {
                 let settings = match settings_or_exit() {
                     Ok(s) => s,
@@ -220,6 +235,8 @@ pub fn run(cli: Cli) -> ExitCode {
                 first_time,
                 tags,
                 text,
+                assistant,
+                entitled,
             };
             code(crate::rules::cli::simulate(
                 &keywords_path(keywords),

@@ -10,7 +10,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use super::{menu::MenuBody, ConfigErrors, RuleSet, Severity, Special, SubscriberView};
+use super::{
+    menu::MenuBody, AssistantAction, Audience, ConfigErrors, RuleSet, Severity, Special,
+    SubscriberView,
+};
+use crate::assistant::retrieval::Hit;
 use crate::wechat::message::{Event, Header, Inbound, InboundKind};
 use crate::wechat::names::{EventType, MsgType};
 use crate::wechat::types::{MsgId, OpenId};
@@ -31,6 +35,11 @@ pub struct SimulateArgs {
     pub tags: Vec<String>,
     /// Message text (text, voice recognition, scancode result).
     pub text: Option<String>,
+    /// A question for the assistant: which rule answers it and which passages of the
+    /// creator's articles would go into the prompt (`simulate --assistant "…"`).
+    pub assistant: Option<String>,
+    /// Articles the simulated reader is entitled to (their paid passages may be used).
+    pub entitled: Vec<String>,
 }
 
 fn print_errors(e: &ConfigErrors, out: &mut dyn Write) -> std::io::Result<()> {
@@ -286,6 +295,9 @@ pub fn simulate(path: &Path, args: &SimulateArgs, out: &mut dyn Write) -> i32 {
                 return Ok(1);
             }
         };
+        if let Some(q) = &args.assistant {
+            return simulate_assistant(&loaded.rules, q, args, out);
+        }
         let msg = match build_message(args) {
             Ok(m) => m,
             Err(e) => {
@@ -333,9 +345,7 @@ pub fn simulate(path: &Path, args: &SimulateArgs, out: &mut dyn Write) -> i32 {
                     writeln!(out, "  offline: {o}")?;
                 }
             }
-            Some(Special::Assistant(a)) => {
-                writeln!(out, "action: ask the assistant (model {})", a.model)?
-            }
+            Some(Special::Assistant(a)) => print_assistant(a, out)?,
             Some(Special::Webhook(w)) => {
                 writeln!(
                     out,
@@ -354,6 +364,192 @@ pub fn simulate(path: &Path, args: &SimulateArgs, out: &mut dyn Write) -> i32 {
         Ok(0)
     })();
     res.unwrap_or(1)
+}
+
+/// Who may ask an assistant rule, as `simulate` says it.
+fn audience(a: &Audience) -> String {
+    match a {
+        Audience::All => "everyone".to_string(),
+        Audience::Tag(t) => format!("subscribers tagged `{t}`"),
+        Audience::Entitled(id) => format!("readers entitled to `{id}`"),
+    }
+}
+
+fn print_assistant(a: &AssistantAction, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "action: ask the assistant (model {}, may ask: {}, waits {} ms, then answers later)",
+        a.model,
+        audience(&a.audience),
+        a.budget.as_millis()
+    )?;
+    writeln!(
+        out,
+        "  endpoint: {}; max_tokens {}, temperature {}, {} past turns, {} passages; system prompt: {}",
+        a.api_base
+            .as_deref()
+            .unwrap_or("MPGATE_ASSISTANT_API_BASE"),
+        a.max_tokens,
+        a.temperature,
+        a.turns,
+        a.passages,
+        a.system.as_deref().unwrap_or("built-in")
+    )?;
+    if let Some(t) = &a.teaser {
+        writeln!(out, "  teaser: {t}")?;
+    }
+    if let Some(f) = &a.fallback {
+        writeln!(out, "  fallback: {f}")?;
+    }
+    Ok(())
+}
+
+/// `simulate --assistant`: the rule that answers the question and the passages the prompt
+/// would carry for this reader; paid passages the reader may not use are listed apart.
+fn simulate_assistant(
+    rules: &RuleSet,
+    question: &str,
+    args: &SimulateArgs,
+    out: &mut dyn Write,
+) -> std::io::Result<i32> {
+    let msg = inbound(
+        args,
+        InboundKind::Text {
+            msg_id: MsgId::new(1),
+            content: question.to_string(),
+            msg_data_id: None,
+            idx: None,
+        },
+    );
+    let sub = SubscriberView {
+        openid: &msg.header.from_user,
+        first_time: false,
+        channel: args.scene.as_deref(),
+        tags: &args.tags,
+        subscribed_since: None,
+    };
+    let d = rules.route(&msg, &sub, chrono::Utc::now());
+    writeln!(out, "question: {question:?}")?;
+    let mut k = super::model::ASSISTANT_DEFAULT_PASSAGES;
+    match (&d.rule, &d.special) {
+        (Some(r), Some(Special::Assistant(a))) => {
+            writeln!(out, "matched: rule `{r}` ({}): the assistant answers", d.why)?;
+            print_assistant(a, out)?;
+            let may = match &a.audience {
+                Audience::All => None,
+                Audience::Tag(t) => Some((args.tags.contains(t), format!("--tag {t}"))),
+                Audience::Entitled(id) => {
+                    Some((args.entitled.contains(id), format!("--entitled {id}")))
+                }
+            };
+            match may {
+                Some((true, _)) | None => writeln!(out, "this reader may ask")?,
+                Some((false, flag)) => writeln!(
+                    out,
+                    "this reader may not ask: they get the teaser (simulate a member with {flag})"
+                )?,
+            }
+            k = a.passages;
+        }
+        (Some(r), _) => writeln!(
+            out,
+            "matched: rule `{r}` ({}): not an assistant rule, so the assistant does not answer this text",
+            d.why
+        )?,
+        (None, _) => writeln!(
+            out,
+            "matched: nothing ({}): no assistant rule answers this text",
+            d.why
+        )?,
+    }
+    let Some(corpus) = rules.corpus() else {
+        writeln!(
+            out,
+            "no rule uses the assistant, so nothing is indexed; add a rule with assistant = {{ model = \"…\" }}"
+        )?;
+        return Ok(1);
+    };
+    writeln!(
+        out,
+        "indexed: {} documents, {} passages",
+        corpus.docs(),
+        corpus.passages()
+    )?;
+    let entitled = |id: &str| args.entitled.iter().any(|e| e == id);
+    let used = corpus.search(question, k, &entitled);
+    let all = corpus.search(question, k, &|_| true);
+    let held: Vec<_> = all
+        .into_iter()
+        .filter(|h| h.paid_article.is_some_and(|id| !entitled(id)))
+        .collect();
+    print_passages(&used, &held, k, out)?;
+    Ok(0)
+}
+
+/// The passages for the prompt (`used`, best first) and, apart, the paid ones this reader
+/// may not use (`held`).
+fn print_passages(
+    used: &[Hit<'_>],
+    held: &[Hit<'_>],
+    k: usize,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    if used.is_empty() {
+        writeln!(
+            out,
+            "passages for the prompt: none (no passage this reader may use shares a word with the question)"
+        )?;
+    } else {
+        writeln!(out, "passages for the prompt (best {k} at most):")?;
+    }
+    for (i, h) in used.iter().enumerate() {
+        let access = match h.paid_article {
+            Some(id) => format!("paid, `{id}`, entitled"),
+            None => "free".to_string(),
+        };
+        writeln!(
+            out,
+            "  {}. {} [{}] {access}, score {:.2}: {}",
+            i + 1,
+            h.title,
+            h.doc_id,
+            h.score,
+            preview(h.passage)
+        )?;
+    }
+    if !held.is_empty() {
+        writeln!(out, "left out (paid):")?;
+    }
+    for h in held {
+        let id = h.paid_article.unwrap_or(h.doc_id);
+        writeln!(
+            out,
+            "  - {} [{}] score {:.2} (only for readers entitled to {id}; add --entitled {id}): {}",
+            h.title,
+            h.doc_id,
+            h.score,
+            preview(h.passage)
+        )?;
+    }
+    Ok(())
+}
+
+/// About the first 80 characters of a passage on one line.
+fn preview(passage: &str) -> String {
+    const CHARS: usize = 80;
+    let flat: String = passage
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    if flat.chars().count() <= CHARS {
+        return flat;
+    }
+    let mut cut: String = flat.chars().take(CHARS).collect();
+    cut.push('…');
+    cut
 }
 
 /// Prints the exact JSON body for the platform's `menu/create` API.
@@ -382,4 +578,53 @@ pub fn menu_show(path: &Path, out: &mut dyn Write) -> i32 {
         }
     })();
     res.unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{preview, print_passages};
+    use crate::assistant::retrieval::Hit;
+
+    fn hit<'a>(
+        doc_id: &'a str,
+        title: &'a str,
+        paid: Option<&'a str>,
+        passage: &'a str,
+        score: f32,
+    ) -> Hit<'a> {
+        Hit {
+            doc_id,
+            title,
+            paid_article: paid,
+            passage,
+            score,
+        }
+    }
+
+    #[test]
+    fn passages_show_title_id_access_score_and_a_short_preview_and_paid_ones_held_back_say_how() {
+        let long = "所有权规则：每个值都有一个所有者。\n\n当所有者离开作用域，值被丢弃。".repeat(4);
+        let used = [
+            hit("faq.md", "常见问题", None, "退款请在 七天内\t申请。", 3.5),
+            hit("rust-101", "Rust 入门", Some("rust-101"), &long, 2.25),
+        ];
+        let held = [hit("async", "异步", Some("async"), "future 是惰性的", 1.0)];
+        let mut out = Vec::new();
+        print_passages(&used, &held, 3, &mut out).expect("write");
+        let s = String::from_utf8(out).expect("utf8");
+        let expected = format!(
+            "passages for the prompt (best 3 at most):\n  1. 常见问题 [faq.md] free, score 3.50: 退款请在 七天内 申请。\n  2. Rust 入门 [rust-101] paid, `rust-101`, entitled, score 2.25: {}\nleft out (paid):\n  - 异步 [async] score 1.00 (only for readers entitled to async; add --entitled async): future 是惰性的\n",
+            preview(&long)
+        );
+        assert_eq!(s, expected);
+        assert_eq!(preview(&long).chars().count(), 81);
+        assert!(preview(&long).ends_with('…') && !preview(&long).contains('\n'));
+
+        let mut out = Vec::new();
+        print_passages(&[], &[], 3, &mut out).expect("write");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "passages for the prompt: none (no passage this reader may use shares a word with the question)\n"
+        );
+    }
 }

@@ -260,6 +260,33 @@ impl Default for AssistantSettings {
     }
 }
 
+/// The variables an assistant rule's system prompt template sees: render it with
+/// [`RuleSet::render_assistant_system`] and this context. Every prompt is sample-rendered
+/// against these at load (strict: any other variable is a load error).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AssistantPromptVars {
+    /// The subscriber's tags.
+    pub tags: Vec<String>,
+    /// The QR-code scene the subscriber first came from.
+    pub channel: Option<String>,
+    /// Ids of the articles the subscriber is entitled to.
+    pub entitlements: Vec<String>,
+}
+
+impl AssistantPromptVars {
+    /// Two contexts a prompt must render against at load: every value present, and none.
+    pub(crate) fn samples() -> [AssistantPromptVars; 2] {
+        [
+            AssistantPromptVars {
+                tags: vec!["sample-tag".into()],
+                channel: Some("sample-channel".into()),
+                entitlements: vec!["sample-article".into()],
+            },
+            AssistantPromptVars::default(),
+        ]
+    }
+}
+
 /// A webhook call, decided at routing time.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WebhookAction {

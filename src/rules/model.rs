@@ -41,6 +41,7 @@ pub(crate) enum Action {
     Article(String),
     Handoff(HandoffSpec),
     Webhook(WebhookSpec),
+    Assistant(AssistantSpec),
 }
 
 /// Literal text is sent as written; anything with `{{`/`{%` is a compiled template.
@@ -102,6 +103,39 @@ pub(crate) struct WebhookSpec {
 /// decrypting, state and sealing need a margin.
 pub(crate) const WEBHOOK_DEFAULT_MS: u64 = 3000;
 pub(crate) const WEBHOOK_MAX_MS: u64 = 4500;
+
+/// A compiled `assistant = { model, system, … }`; [`super::route`] turns it into
+/// [`crate::rules::AssistantAction`] with the texts rendered.
+#[derive(Debug)]
+pub(crate) struct AssistantSpec {
+    pub model: String,
+    pub api_base: Option<String>,
+    pub api_key_env: Option<String>,
+    /// The system prompt's template name (a file under the templates dir).
+    pub system: Option<String>,
+    pub max_tokens: u32,
+    pub temperature: f32,
+    pub turns: u32,
+    pub passages: usize,
+    pub budget: std::time::Duration,
+    pub audience: crate::rules::Audience,
+    pub teaser: Option<TextSpec>,
+    pub fallback: Option<TextSpec>,
+}
+
+/// Limits of an assistant rule. The wait shares the webhook's ceiling (the platform gives the
+/// whole push 5 s); below 500 ms hardly any model answers, so every question would go late.
+pub(crate) const ASSISTANT_DEFAULT_MS: u64 = 4500;
+pub(crate) const ASSISTANT_MIN_MS: u64 = 500;
+pub(crate) const ASSISTANT_MAX_MS: u64 = WEBHOOK_MAX_MS;
+pub(crate) const ASSISTANT_DEFAULT_MAX_TOKENS: u32 = 512;
+/// The most a rule may ask for: beyond this an answer no longer fits a few messages.
+pub(crate) const ASSISTANT_MAX_TOKENS: u32 = 8192;
+pub(crate) const ASSISTANT_DEFAULT_TEMPERATURE: f32 = 0.3;
+pub(crate) const ASSISTANT_DEFAULT_TURNS: u32 = 4;
+pub(crate) const ASSISTANT_MAX_TURNS: u32 = 20;
+pub(crate) const ASSISTANT_DEFAULT_PASSAGES: usize = 3;
+pub(crate) const ASSISTANT_MAX_PASSAGES: usize = 10;
 
 /// How a prefix/contains pattern must sit in the text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,6 +26,8 @@ pub(crate) struct RawFile {
     pub menu: Option<RawMenu>,
     #[serde(default)]
     pub reload: Option<RawReload>,
+    #[serde(default)]
+    pub assistant: Option<S<RawAssistantSettings>>,
 }
 
 /// `[reload]`: what the operator confirms a hot reload of this file may drop.
@@ -45,6 +47,8 @@ pub(crate) struct RawReload {
 pub(crate) struct RawAccount {
     pub timezone: Option<S<String>>,
     pub templates_dir: Option<S<String>>,
+    /// `false`: the account cannot use the customer-service API (an unverified 订阅号).
+    pub customer_service: Option<S<bool>>,
 }
 
 /// A string or a list of strings (`click = "ABOUT"` or `click = ["A", "B"]`).
@@ -75,6 +79,7 @@ pub(crate) struct RawRule {
     pub article: Option<S<String>>,
     pub handoff: Option<S<RawHandoffAction>>,
     pub webhook: Option<S<RawWebhook>>,
+    pub assistant: Option<S<RawAssistant>>,
     pub tag: Option<S<OneOrMany>>,
 }
 
@@ -172,6 +177,53 @@ pub(crate) struct RawWebhook {
     pub url: S<String>,
     pub timeout_ms: Option<S<u64>>,
     pub fallback: Option<S<String>>,
+}
+
+/// `assistant = { model, system, … }`: a model answers from the creator's articles.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAssistant {
+    pub model: S<String>,
+    /// A template file under the templates dir.
+    pub system: Option<S<String>>,
+    /// Wide integers so an out-of-range value gets the compiler's message, not serde's.
+    pub max_tokens: Option<S<i64>>,
+    pub temperature: Option<S<f64>>,
+    pub turns: Option<S<i64>>,
+    pub passages: Option<S<i64>>,
+    pub timeout_ms: Option<S<i64>>,
+    pub for_tag: Option<S<String>>,
+    pub for_article: Option<S<String>>,
+    pub teaser: Option<S<String>>,
+    pub fallback: Option<S<String>>,
+    pub api_base: Option<S<String>>,
+    pub api_key_env: Option<S<String>>,
+    /// Accepted only to be refused with a hint (`api_key_env`): a key never lives in this
+    /// file. Its value is never printed.
+    pub api_key: Option<S<toml::Value>>,
+}
+
+/// `[assistant]`: account-wide settings of the `assistant` action; every key optional.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAssistantSettings {
+    pub continue_word: Option<S<String>>,
+    pub clear_words: Option<Vec<S<String>>>,
+    pub cleared_reply: Option<S<String>>,
+    pub memory_minutes: Option<S<i64>>,
+    pub daily_questions: Option<S<i64>>,
+    pub daily_tokens: Option<S<i64>>,
+    pub per_minute: Option<S<i64>>,
+    pub blocklist: Option<Vec<S<String>>>,
+    pub blocked_question_reply: Option<S<String>>,
+    pub blocked_answer_reply: Option<S<String>>,
+    pub quota_reply: Option<S<String>>,
+    pub budget_reply: Option<S<String>>,
+    pub rate_reply: Option<S<String>>,
+    pub pull_prompt: Option<S<String>>,
+    pub pull_pending_reply: Option<S<String>>,
+    /// Extra Markdown/HTML/text files to index, relative to the templates dir.
+    pub documents: Option<Vec<S<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

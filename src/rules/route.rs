@@ -11,7 +11,9 @@ use rand::Rng;
 
 use super::model::{Action, PatKind, ReplySpec, TextSpec};
 use super::window::normalize;
-use super::{Decision, HandoffAction, RuleSet, Special, SubscriberView, WebhookAction, Why};
+use super::{
+    AssistantAction, Decision, HandoffAction, RuleSet, Special, SubscriberView, WebhookAction, Why,
+};
 use crate::render::{PlainVars, RenderError, Vars};
 use crate::wechat::message::{Event, Inbound, InboundKind};
 use crate::wechat::names::{EventType, MsgType};
@@ -348,6 +350,25 @@ impl RuleSet {
                         url: w.url.clone(),
                         timeout: w.timeout,
                         fallback: w.fallback.as_ref().map(|t| r.text(t)).transpose()?,
+                    }))
+                })();
+                (Ok(Reply::None), Some(action))
+            }
+            Action::Assistant(a) => {
+                let action = (|| -> Result<Special, RenderError> {
+                    Ok(Special::Assistant(AssistantAction {
+                        model: a.model.clone(),
+                        api_base: a.api_base.clone(),
+                        api_key_env: a.api_key_env.clone(),
+                        system: a.system.clone(),
+                        max_tokens: a.max_tokens,
+                        temperature: a.temperature,
+                        turns: a.turns,
+                        passages: a.passages,
+                        budget: a.budget,
+                        audience: a.audience.clone(),
+                        teaser: a.teaser.as_ref().map(|t| r.text(t)).transpose()?,
+                        fallback: a.fallback.as_ref().map(|t| r.text(t)).transpose()?,
                     }))
                 })();
                 (Ok(Reply::None), Some(action))

@@ -15,6 +15,7 @@ use mpgate::wechat::reply::Reply;
 use mpgate::wechat::types::{MsgId, OpenId};
 
 mod actions;
+mod assistant;
 mod broken_files;
 mod events_and_channels;
 mod hot_reload;

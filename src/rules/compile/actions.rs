@@ -1,5 +1,6 @@
-//! Rule actions: `reply`, `replies`, `article`, `handoff`, `webhook` (and tag-only rules) →
-//! [`Action`], with the diagnostics an operator sees when one is wrong.
+//! Rule actions: `reply`, `replies`, `article`, `handoff`, `webhook`, `assistant` (and tag-only
+//! rules) → [`Action`], with the diagnostics an operator sees when one is wrong (the
+//! assistant's own checks live in [`super::assistant`]).
 //!
 //! Owns the "one action per rule" check, reply kinds and their platform limits, and inline texts
 //! (literal, or a template compiled and sample-rendered here). A new action is a field in
@@ -42,6 +43,7 @@ impl Compiler<'_> {
             r.article.is_some(),
             r.handoff.is_some(),
             r.webhook.is_some(),
+            r.assistant.is_some(),
         ]
         .iter()
         .filter(|b| **b)
@@ -50,7 +52,7 @@ impl Compiler<'_> {
             self.sink.error_help(
                 name_span.clone(),
                 format!("rule `{name}` has more than one action"),
-                "choose one of `reply`, `replies`, `article`, `handoff`, `webhook`",
+                "choose one of `reply`, `replies`, `article`, `handoff`, `webhook`, `assistant`",
             );
         }
         if let Some(rep) = &r.reply {
@@ -143,12 +145,14 @@ impl Compiler<'_> {
                 timeout: std::time::Duration::from_millis(ms),
                 fallback,
             })
+        } else if let Some(a) = &r.assistant {
+            Action::Assistant(self.assistant_action(name, a, cx, article_ix))
         } else {
             if !tagged {
                 self.sink.error_help(
                     name_span,
                     format!("rule `{name}` does nothing"),
-                    "add reply = { text = \"…\" }, replies, article, handoff, webhook, or tag",
+                    "add reply = { text = \"…\" }, replies, article, handoff, webhook, assistant, or tag",
                 );
             }
             Action::TagOnly
@@ -242,7 +246,13 @@ impl Compiler<'_> {
     }
 
     /// An inline text: literal, or compiled and sample-rendered as a template.
-    fn text(&mut self, rule: &str, what: &str, t: &S<String>, cx: Cx<'_>) -> Option<TextSpec> {
+    pub(super) fn text(
+        &mut self,
+        rule: &str,
+        what: &str,
+        t: &S<String>,
+        cx: Cx<'_>,
+    ) -> Option<TextSpec> {
         let s = t.get_ref();
         if !is_template(s) {
             return Some(TextSpec::Literal(s.clone()));

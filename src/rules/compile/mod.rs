@@ -7,6 +7,7 @@
 //! - [`shape`]: the file does not fit the raw mirror → every shape error, with did-you-mean;
 //! - [`triggers`]: a rule's `when` → index entries and conditions;
 //! - [`actions`]: a rule's action → [`Action`];
+//! - [`assistant`]: the `assistant` action, `[assistant]`, and the documents it answers from;
 //! - [`templates`]: template files and inline templates, compiled and sample-rendered;
 //! - [`index`]: the routing [`super::model::Index`], built;
 //! - [`shadow`]: rules and keywords that can never fire.
@@ -16,6 +17,7 @@
 //! [`super::route`].
 
 mod actions;
+pub(crate) mod assistant;
 mod index;
 pub(crate) mod price;
 mod shadow;
@@ -62,8 +64,10 @@ pub(crate) fn compile(src: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
 
     let mut tz = chrono_tz::Asia::Shanghai;
     let mut tdir = base.join("templates");
+    let mut customer_service = None;
     if let Some(acc) = &raw.account {
         let acc = acc.get_ref();
+        customer_service = acc.customer_service.as_ref().map(|c| *c.get_ref());
         if let Some(t) = &acc.timezone {
             match t.get_ref().parse::<chrono_tz::Tz>() {
                 Ok(z) => tz = z,
@@ -89,6 +93,8 @@ pub(crate) fn compile(src: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
 
     let (articles, article_ix) = c.articles(&raw);
     let handoff = c.handoff_settings(&raw);
+    let assistant = c.assistant_settings(raw.assistant.as_ref());
+    c.paid_documents(raw.assistant.as_ref(), &articles);
 
     let mut rules = Vec::with_capacity(raw.rule.len());
     let mut triggers = Vec::with_capacity(raw.rule.len());
@@ -102,6 +108,13 @@ pub(crate) fn compile(src: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
     }
 
     let menu = raw.menu.as_ref().map(|m| menu::compile(m, &mut c.sink));
+    let has_assistant = rules
+        .iter()
+        .any(|r| matches!(r.action, Action::Assistant(_)));
+    if has_assistant {
+        let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        c.assistant_word_clashes(&assistant, &triggers, &names);
+    }
 
     let builder = std::mem::take(&mut c.builder);
     let index = match builder.build() {
@@ -158,6 +171,12 @@ pub(crate) fn compile(src: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
     let (Some(index), false) = (index, diags.iter().any(|d| d.severity == Severity::Error)) else {
         return Err(ConfigErrors(diags));
     };
+    // Indexed only once the file is known good, and only when a rule asks: a file without an
+    // assistant rule pays nothing for it.
+    let corpus = has_assistant.then(|| {
+        let docs = assistant::gather_docs(&c.tdir, &articles, &assistant.documents);
+        std::sync::Arc::new(crate::assistant::retrieval::Corpus::build(docs))
+    });
     Ok(Loaded {
         rules: RuleSet {
             version,
@@ -171,9 +190,9 @@ pub(crate) fn compile(src: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
             handoff,
             templates: c.templates,
             reload: super::ReloadConfirms::from_raw(raw.reload.as_ref()),
-            assistant: super::AssistantSettings::default(),
-            corpus: None,
-            customer_service: None,
+            assistant,
+            corpus,
+            customer_service,
         },
         warnings: diags,
     })

@@ -42,6 +42,8 @@ pub(super) fn shape_errors(src: &str, sink: &mut Sink<'_>, first: &toml::de::Err
         account: Option<crate::rules::raw::RawAccount>,
         handoff: Option<crate::rules::raw::RawHandoffSettings>,
         menu: Option<crate::rules::raw::RawMenu>,
+        reload: Option<crate::rules::raw::RawReload>,
+        assistant: Option<crate::rules::raw::RawAssistantSettings>,
         rule: Option<IgnoredAny>,
         article: Option<IgnoredAny>,
     }
