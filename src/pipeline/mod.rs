@@ -199,6 +199,7 @@ impl Gateway {
             store: &self.store,
             rules: &self.rules,
             following,
+            today,
         })
     }
 
