@@ -1,6 +1,6 @@
 //! The command line: `serve` (default), the operator's rule tools (`check`, `simulate`,
 //! `menu show`) and state tools (`grant`, `revoke`, `subscriber`, `stats`, `unanswered`,
-//! `handoffs`, `outbox`, `orders`).
+//! `handoffs`, `outbox`, `orders`, `assistant forget`).
 //!
 //! State tools ([`crate::ops`]) open the store directly. While the server runs it holds the
 //! data dir; then, with `MPGATE_ADMIN_TOKEN` set, they go through its admin API
@@ -142,6 +142,11 @@ pub enum Command {
         #[arg(long, default_value_t = crate::store::unanswered::LIST_DEFAULT_LIMIT)]
         limit: usize,
     },
+    /// The assistant's memory of subscribers.
+    Assistant {
+        #[command(subcommand)]
+        action: AssistantCommand,
+    },
     /// Daily counters over a date range (YYYY-MM-DD; default: the last 7 days).
     Stats {
         #[arg(long)]
@@ -156,6 +161,13 @@ pub enum OrdersAction {
     /// Ask WeChat Pay now about every order still unpaid past MPGATE_PAY_RECONCILE_AFTER_SECS;
     /// apply what it says; close expired unpaid ones.
     Reconcile,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AssistantCommand {
+    /// Forget what the assistant remembers of a subscriber: their last questions and answers,
+    /// and any answer kept for the continue word.
+    Forget { openid: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -281,6 +293,9 @@ pub fn run(cli: Cli) -> ExitCode {
             from,
             to,
         } => state_tool(|s| crate::ops::orders(s, state, from, to)),
+        Command::Assistant {
+            action: AssistantCommand::Forget { openid },
+        } => state_tool(|s| crate::ops::assistant_forget(s, &openid)),
         Command::Healthcheck => healthcheck(),
         Command::Handoffs { close: None } => state_tool(crate::ops::handoffs),
         Command::Handoffs {

@@ -61,6 +61,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../templates/admin/unanswered.html"),
     ),
     (
+        "templates/admin/assistant.html",
+        include_str!("../templates/admin/assistant.html"),
+    ),
+    (
         "templates/admin/handoffs.html",
         include_str!("../templates/admin/handoffs.html"),
     ),

@@ -1,6 +1,6 @@
 //! The operator's side of the state: grants and revocations (with the one grant rule), a
-//! subscriber and their entitlements, who may read an article, daily counters, the outbox, and
-//! orders with payment anomalies. One service for the admin API and the CLI's direct path, so
+//! subscriber and their entitlements, who may read an article, daily counters, the outbox,
+//! orders with payment anomalies, and forgetting what the assistant remembers of a subscriber. One service for the admin API and the CLI's direct path, so
 //! both follow the same rules.
 //!
 //! May depend on `store` and `wechat::types`; never on HTTP.
@@ -171,6 +171,14 @@ impl Operator {
     /// Customer-service messages in the outbox.
     pub fn outbox(&self, filter: OutboxFilter) -> Result<Vec<OutboxItem>, StoreError> {
         self.store.outbox_list(filter)
+    }
+
+    /// Forgets what the assistant remembers of a subscriber (their last turns and any answer
+    /// kept for the continue word), on disk before it returns; whether there was anything.
+    pub fn assistant_forget(&self, openid: &OpenId) -> Result<bool, StoreError> {
+        let forgot = self.store.assistant_forget(openid)?;
+        self.store.flush()?;
+        Ok(forgot)
     }
 }
 

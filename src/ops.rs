@@ -1,4 +1,4 @@
-//! Operator jobs (`mpgate grant|revoke|subscriber|stats|unanswered|handoffs|outbox|orders`), on the data dir through
+//! Operator jobs (`mpgate grant|revoke|subscriber|stats|unanswered|handoffs|outbox|orders|assistant`), on the data dir through
 //! the same service the admin API uses ([`crate::operator`]).
 //!
 //! Each command opens the store itself. While the server runs it holds the data dir's lock
@@ -161,6 +161,10 @@ impl AdminClient {
 
     fn post(&self, segments: &[&str], body: serde_json::Value) -> anyhow::Result<Answer> {
         self.send(self.http.post(self.url(segments, &[])?).json(&body))
+    }
+
+    fn delete(&self, segments: &[&str]) -> anyhow::Result<Answer> {
+        self.send(self.http.delete(self.url(segments, &[])?))
     }
 }
 
@@ -512,6 +516,29 @@ pub fn close_handoff(s: &Settings, openid: &str) -> anyhow::Result<String> {
     } else {
         anyhow::bail!("no open or queued handoff for `{openid}`")
     }
+}
+
+/// `mpgate assistant forget OPENID`: forgets what the assistant remembers of a subscriber (their
+/// last turns and an answer kept for the continue word), on the data dir or through the
+/// running server (`DELETE /admin/subscribers/{openid}/assistant`).
+pub fn assistant_forget(s: &Settings, openid: &str) -> anyhow::Result<String> {
+    let id = parse_openid(openid)?;
+    let forgot = match target(s)? {
+        Target::Local(store) => Operator::new(store).assistant_forget(&id)?,
+        Target::Remote(api) => {
+            let v = api
+                .delete(&["subscribers", id.as_str(), "assistant"])?
+                .ok()?;
+            v["forgot"]
+                .as_bool()
+                .context("the server's answer does not say whether it forgot")?
+        }
+    };
+    Ok(if forgot {
+        format!("forgot what the assistant remembered of {openid}")
+    } else {
+        format!("the assistant remembered nothing of {openid}")
+    })
 }
 
 pub fn outbox(s: &Settings, state: &str) -> anyhow::Result<String> {

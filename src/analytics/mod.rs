@@ -36,6 +36,11 @@
 //!   article opened by an entitled reader).
 //! - **复购率** = buyers with ≥ 2 paid orders ÷ buyers, **all-time as of the range's last day**
 //!   (a refund does not undo a buyer). **客单价** = revenue ÷ paid orders **over the range**.
+//! - **Assistant** per day: questions taken (past gating, quotas and the blocklist), answers by
+//!   how they reached the subscriber (passive, retry-held, customer service, pull, fallback),
+//!   questions refused by reason (teaser, quota, budget, rate, blocked), and tokens as the model
+//!   endpoint reported them (`assistant_question:<rule>`, `assistant_answer:<path>`,
+//!   `assistant_refused:<reason>`, `assistant_tokens:`).
 //!
 //! The counters behind these (`follow:`, `unfollow:`, `seen_follower:`, `moved_from:`/
 //! `moved_to:`, `first_follow:`, `retained1/7/30:`, `unfollow7:`, `first_buy7/30:`, `buyer:`,
@@ -194,6 +199,106 @@ pub struct Unanswered {
     pub count: u64,
     pub last_day: Option<NaiveDate>,
 }
+
+/// One day of the assistant (or a range's totals, `day` `None`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AssistantDay {
+    pub day: Option<NaiveDate>,
+    /// Questions the assistant took (past gating, quotas and the blocklist), all rules.
+    pub questions: u64,
+    /// Answers delivered, by path (see [`AssistantAnswers`]).
+    pub answers: AssistantAnswers,
+    /// Questions refused, by reason (see [`AssistantRefusals`]).
+    pub refused: AssistantRefusals,
+    /// Tokens the model endpoint reported.
+    pub tokens: u64,
+}
+
+/// Answers by how they reached the subscriber (`assistant_answer:<path>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AssistantAnswers {
+    /// Within the budget, as the passive reply.
+    pub passive: u64,
+    /// As the passive reply to one of the platform's retries.
+    pub retry_held: u64,
+    /// As customer-service messages.
+    pub customer_service: u64,
+    /// As the reply to the subscriber's continue word.
+    pub pull: u64,
+    /// The rule's fallback (the model endpoint failed).
+    pub fallback: u64,
+}
+
+impl AssistantAnswers {
+    /// Every answer, the fallback included.
+    pub fn total(&self) -> u64 {
+        self.passive + self.retry_held + self.customer_service + self.pull + self.fallback
+    }
+}
+
+/// Refusals by reason (`assistant_refused:<reason>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AssistantRefusals {
+    /// Not in the rule's audience: the teaser.
+    pub teaser: u64,
+    /// The subscriber's daily questions used up.
+    pub quota: u64,
+    /// The account's daily tokens used up.
+    pub budget: u64,
+    /// Too many questions in a minute.
+    pub rate: u64,
+    /// The question hit the blocklist.
+    pub blocked: u64,
+}
+
+impl AssistantRefusals {
+    pub fn total(&self) -> u64 {
+        self.teaser + self.quota + self.budget + self.rate + self.blocked
+    }
+}
+
+/// The assistant over a range: per day (oldest first, every day of the range), the totals,
+/// and questions per rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AssistantReport {
+    pub days: Vec<AssistantDay>,
+    pub total: AssistantDay,
+    /// `(rule, questions)`, most questions first.
+    pub rules: Vec<(String, u64)>,
+}
+
+impl AssistantDay {
+    /// Adds one counter (`kind:detail`) to this day; names it does not know change nothing.
+    fn add(&mut self, name: &str, n: u64) {
+        let (k, detail) = name.split_once(':').unwrap_or((name, ""));
+        let a = &mut self.answers;
+        let r = &mut self.refused;
+        let slot = match (k, detail) {
+            ("assistant_question", _) => &mut self.questions,
+            ("assistant_tokens", _) => &mut self.tokens,
+            ("assistant_answer", "passive") => &mut a.passive,
+            ("assistant_answer", "retry_held") => &mut a.retry_held,
+            ("assistant_answer", "customer_service") => &mut a.customer_service,
+            ("assistant_answer", "pull") => &mut a.pull,
+            ("assistant_answer", "fallback") => &mut a.fallback,
+            ("assistant_refused", "teaser") => &mut r.teaser,
+            ("assistant_refused", "quota") => &mut r.quota,
+            ("assistant_refused", "budget") => &mut r.budget,
+            ("assistant_refused", "rate") => &mut r.rate,
+            ("assistant_refused", "blocked") => &mut r.blocked,
+            _ => return,
+        };
+        *slot = slot.saturating_add(n);
+    }
+}
+
+/// The assistant's daily counters (`store::Counter::Assistant*`).
+const ASSISTANT_KINDS: [&str; 4] = [
+    "assistant_question:",
+    "assistant_answer:",
+    "assistant_refused:",
+    "assistant_tokens:",
+];
 
 /// The figures over one store.
 #[derive(Clone)]
@@ -501,6 +606,35 @@ impl Analytics {
         s.repurchase_rate = ratio(s.repeat_buyers, s.buyers);
         s.average_order_fen = ratio(s.revenue_fen, s.paid_orders);
         Ok(s)
+    }
+
+    /// The assistant per day over `range`: questions, answers by path, refusals by reason,
+    /// tokens; the totals; questions per rule. Read from the day counters only.
+    pub fn assistant(&self, range: Range) -> Result<AssistantReport, StoreError> {
+        let mut days: Vec<AssistantDay> = range
+            .from
+            .iter_days()
+            .take_while(|d| *d <= range.to)
+            .map(|day| AssistantDay {
+                day: Some(day),
+                ..AssistantDay::default()
+            })
+            .collect();
+        let mut total = AssistantDay::default();
+        let mut rules: HashMap<String, u64> = HashMap::new();
+        self.store
+            .visit_counts(range.from, range.to, &ASSISTANT_KINDS, |day, name, n| {
+                let Some(i) = index(range, day) else { return };
+                days[i].add(name, n);
+                total.add(name, n);
+                if let Some(rule) = name.strip_prefix("assistant_question:") {
+                    let slot = rules.entry(rule.to_owned()).or_insert(0);
+                    *slot = slot.saturating_add(n);
+                }
+            })?;
+        let mut rules: Vec<(String, u64)> = rules.into_iter().collect();
+        rules.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(AssistantReport { days, total, rules })
     }
 
     /// The texts no rule answered in `range`, most frequent first, at most `limit`.
@@ -859,6 +993,79 @@ mod tests {
         assert_eq!(s.repurchase_rate, Some(0.5));
         let buyers_by = |d: i64| a.sales(all(&a, 0, d)).expect("sales").buyers;
         assert_eq!((buyers_by(5), buyers_by(6), buyers_by(30)), (0, 1, 3));
+    }
+
+    #[test]
+    fn the_assistant_report_sums_its_day_counters_by_day_path_reason_and_rule() {
+        use crate::store::Counter;
+        let (_d, store) = store();
+        let a = Analytics::new(store.clone());
+        let q = |rule: &str| Counter::AssistantQuestion { rule: rule.into() };
+        let ans = |path: &str| Counter::AssistantAnswer { path: path.into() };
+        let no = |reason: &str| Counter::AssistantRefused {
+            reason: reason.into(),
+        };
+        // Day 0 flushed to the tree, day 1 still in memory, day 3 outside the range.
+        store.count(q("course"), day(0), 3);
+        store.count(q("faq"), day(0), 1);
+        store.count(ans("passive"), day(0), 2);
+        store.count(ans("customer_service"), day(0), 1);
+        store.count(no("quota"), day(0), 4);
+        store.count(Counter::AssistantTokens, day(0), 700);
+        store.flush_counters().expect("flush");
+        store.count(q("course"), day(1), 2);
+        store.count(ans("retry_held"), day(1), 1);
+        store.count(ans("pull"), day(1), 1);
+        store.count(ans("fallback"), day(1), 1);
+        store.count(no("teaser"), day(1), 1);
+        store.count(no("blocked"), day(1), 1);
+        store.count(Counter::AssistantTokens, day(1), 55);
+        // A question on day 1 counted again in the same flush period adds up.
+        store.count(q("course"), day(1), 1);
+        store.count(q("course"), day(3), 100);
+        // Other counters are not the assistant's.
+        store.count(
+            Counter::RuleHit {
+                rule: "course".into(),
+            },
+            day(0),
+            9,
+        );
+        let r = a.assistant(all(&a, 0, 2)).expect("assistant");
+        assert_eq!(r.days.len(), 3);
+        let d0 = &r.days[0];
+        assert_eq!(d0.day, Some(day(0)));
+        assert_eq!((d0.questions, d0.tokens), (4, 700));
+        assert_eq!(
+            d0.answers,
+            AssistantAnswers {
+                passive: 2,
+                customer_service: 1,
+                ..AssistantAnswers::default()
+            }
+        );
+        assert_eq!(d0.refused.quota, 4);
+        let d1 = &r.days[1];
+        assert_eq!((d1.questions, d1.tokens), (3, 55));
+        assert_eq!(
+            (d1.answers.retry_held, d1.answers.pull, d1.answers.fallback),
+            (1, 1, 1)
+        );
+        assert_eq!((d1.refused.teaser, d1.refused.blocked), (1, 1));
+        assert_eq!(
+            r.days[2],
+            AssistantDay {
+                day: Some(day(2)),
+                ..AssistantDay::default()
+            }
+        );
+        assert_eq!(r.total.day, None);
+        assert_eq!((r.total.questions, r.total.tokens), (7, 755));
+        assert_eq!((r.total.answers.total(), r.total.refused.total()), (6, 6));
+        assert_eq!(
+            r.rules,
+            vec![("course".to_string(), 6), ("faq".to_string(), 1)]
+        );
     }
 
     #[test]

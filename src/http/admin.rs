@@ -78,6 +78,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/revocations", web::post().to(revoke))
             .route("/subscribers/{openid}", web::get().to(subscriber))
             .route(
+                "/subscribers/{openid}/assistant",
+                web::delete().to(forget_assistant),
+            )
+            .route(
                 "/articles/{id}/subscribers",
                 web::get().to(article_subscribers),
             )
@@ -227,6 +231,22 @@ async fn subscriber(
         return Err(AdminError::NotFound("unknown subscriber".into()));
     };
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// `DELETE /admin/subscribers/{openid}/assistant`: forgets the assistant's memory of the
+/// subscriber (turns and a kept answer); `{"forgot": true}` when there was something. Answers
+/// once it is gone from disk. An openid mpgate never saw is no error: there is nothing to forget.
+async fn forget_assistant(
+    req: HttpRequest,
+    token: web::Data<AdminToken>,
+    gw: web::Data<Gateway>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&req, &token)?;
+    let openid = openid("openid", &path.into_inner())?;
+    let forgot = gw.operator().assistant_forget(&openid)?;
+    tracing::info!(forgot, "assistant memory forgotten by the operator");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "forgot": forgot })))
 }
 
 async fn article_subscribers(

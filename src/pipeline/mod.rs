@@ -231,6 +231,7 @@ impl Gateway {
             store: &self.store,
             rules: &self.rules,
             following,
+            today,
         })
     }
 

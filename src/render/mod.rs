@@ -359,6 +359,7 @@ pub fn builtin_page(name: &str) -> Option<&'static str> {
         "admin/retention.html" => include_str!("../../templates/admin/retention.html"),
         "admin/articles.html" => include_str!("../../templates/admin/articles.html"),
         "admin/unanswered.html" => include_str!("../../templates/admin/unanswered.html"),
+        "admin/assistant.html" => include_str!("../../templates/admin/assistant.html"),
         "admin/handoffs.html" => include_str!("../../templates/admin/handoffs.html"),
         "admin/outbox.html" => include_str!("../../templates/admin/outbox.html"),
         "admin/orders.html" => include_str!("../../templates/admin/orders.html"),

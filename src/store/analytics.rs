@@ -46,6 +46,10 @@ pub const REPORT_KINDS: &[&str] = &[
     "refund:",
     "refunded_fen:",
     "revenue_channel:",
+    "assistant_question:",
+    "assistant_answer:",
+    "assistant_refused:",
+    "assistant_tokens:",
 ];
 
 /// One day's counters of [`REPORT_KINDS`] as the tree holds them.

@@ -14,6 +14,7 @@ pub const PAGES: &[&str] = &[
     "/admin/dashboard/retention",
     "/admin/dashboard/articles",
     "/admin/dashboard/unanswered",
+    "/admin/dashboard/assistant",
     "/admin/dashboard/handoffs",
     "/admin/dashboard/outbox",
     "/admin/dashboard/orders",
@@ -854,4 +855,135 @@ async fn a_paid_order_shows_as_revenue_on_the_overview_the_articles_and_the_orde
         );
     }
     csv_matches_page(&app, &op, "/admin/dashboard/articles").await;
+}
+
+/// The assistant's day counters as the pipeline counts them: on the account's days, some merged
+/// into the tree, some still in memory.
+#[tokio::test]
+async fn the_assistant_page_shows_questions_answers_by_path_refusals_and_tokens_per_day() {
+    use mpgate::store::Counter;
+    let app = dash_app().await;
+    let store = app.gateway.store();
+    let today = app.gateway.today(chrono::Utc::now());
+    let yesterday = today.pred_opt().unwrap();
+    let long_ago = today - chrono::Duration::days(40);
+    let question = |rule: &str| Counter::AssistantQuestion { rule: rule.into() };
+    let answer = |path: &str| Counter::AssistantAnswer { path: path.into() };
+    let refused = |reason: &str| Counter::AssistantRefused {
+        reason: reason.into(),
+    };
+    store.count(question("course-ta"), yesterday, 5);
+    store.count(answer("passive"), yesterday, 3);
+    store.count(answer("customer_service"), yesterday, 1);
+    store.count(answer("fallback"), yesterday, 1);
+    store.count(refused("quota"), yesterday, 2);
+    store.count(Counter::AssistantTokens, yesterday, 1500);
+    store.count(question("course-ta"), long_ago, 7);
+    store.count(Counter::AssistantTokens, long_ago, 900);
+    store.flush_counters().unwrap();
+    // Today's, not yet merged: the page reads them too.
+    store.count(question("course-ta"), today, 2);
+    store.count(question("members-faq"), today, 1);
+    store.count(answer("retry_held"), today, 1);
+    store.count(answer("pull"), today, 1);
+    store.count(answer("passive"), today, 1);
+    store.count(refused("teaser"), today, 4);
+    store.count(refused("blocked"), today, 1);
+    store.count(refused("budget"), today, 1);
+    store.count(refused("rate"), today, 1);
+    store.count(Counter::AssistantTokens, today, 250);
+
+    let op = sign_in(&app).await;
+    let html = op.page(&app, "/admin/dashboard/assistant").await;
+    assert!(
+        html.contains("dashboard&#x2f;assistant\" aria-current=\"page\">Assistant</a>"),
+        "in the nav: {html}"
+    );
+    let shows = |html: &str, id: &str, v: &str| {
+        assert!(
+            html.contains(&format!("data-figure=\"{id}\">{v}<")),
+            "{id} = {v}: {html}"
+        );
+    };
+    for (what, v) in [
+        ("questions", "8"),
+        ("answers", "8"),
+        ("passive", "4"),
+        ("retry-held", "1"),
+        ("customer-service", "1"),
+        ("pull", "1"),
+        ("fallback", "1"),
+        ("refused", "9"),
+        ("teaser", "4"),
+        ("quota", "2"),
+        ("budget", "1"),
+        ("rate", "1"),
+        ("blocked", "1"),
+        ("tokens", "1750"),
+    ] {
+        shows(&html, &format!("assistant-total-{what}"), v);
+    }
+    let d = |day: chrono::NaiveDate, what: &str| format!("assistant-day-{day}-{what}");
+    shows(&html, &d(today, "questions"), "3");
+    shows(&html, &d(today, "tokens"), "250");
+    shows(&html, &d(yesterday, "passive"), "3");
+    shows(&html, &d(yesterday, "quota"), "2");
+    shows(&html, "assistant-rule-course-ta-questions", "7");
+    shows(&html, "assistant-rule-members-faq-questions", "1");
+    assert!(!html.contains(&long_ago.to_string()), "outside 30 days");
+    // Every table downloads as it shows: 1 totals row, 30 days, 2 rules.
+    assert_eq!(
+        csv_matches_page(&app, &op, "/admin/dashboard/assistant").await,
+        1 + 30 + 2
+    );
+    let days = csv_of(&app, &op, "/admin/dashboard/assistant", "days").await;
+    assert_eq!(
+        days[0],
+        [
+            "day",
+            "questions",
+            "answers",
+            "passive",
+            "retry-held",
+            "customer service",
+            "pull (continue word)",
+            "fallback",
+            "refused",
+            "teaser",
+            "quota",
+            "budget",
+            "rate",
+            "blocked",
+            "tokens"
+        ]
+    );
+    assert_eq!(
+        days[2],
+        [
+            &yesterday.to_string(),
+            "5",
+            "5",
+            "3",
+            "0",
+            "1",
+            "0",
+            "1",
+            "2",
+            "0",
+            "2",
+            "0",
+            "0",
+            "0",
+            "1500"
+        ]
+    );
+
+    // A longer range takes the day 40 days back in; a week holds the same as 30 days here.
+    let html = op.page(&app, "/admin/dashboard/assistant?days=90").await;
+    shows(&html, "assistant-total-questions", "15");
+    shows(&html, "assistant-total-tokens", "2650");
+    let html = op.page(&app, "/admin/dashboard/assistant?days=7").await;
+    shows(&html, "assistant-total-questions", "8");
+    let r = get(&app, "/admin/dashboard/assistant?days=2", Some(&op.cookie)).await;
+    assert_eq!(r.status(), 400);
 }

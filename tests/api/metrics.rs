@@ -251,6 +251,12 @@ const FAMILIES: &[&str] = &[
     "mpgate_store_size_bytes",
     "mpgate_store_writable",
     "mpgate_subscribers_following",
+    "mpgate_assistant_answers",
+    "mpgate_assistant_answer_seconds",
+    "mpgate_assistant_tokens",
+    "mpgate_assistant_tokens_today",
+    "mpgate_assistant_refused",
+    "mpgate_assistant_model_errors",
 ];
 
 const PUSHES: &str = "mpgate_pushes_total";

@@ -197,6 +197,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/retention", web::get().to(pages::retention))
                 .route("/articles", web::get().to(pages::articles))
                 .route("/unanswered", web::get().to(pages::unanswered))
+                .route("/assistant", web::get().to(pages::assistant))
                 .route("/handoffs", web::get().to(pages::handoffs))
                 .route("/outbox", web::get().to(pages::outbox))
                 .route("/orders", web::get().to(pages::orders))

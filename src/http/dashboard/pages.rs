@@ -230,6 +230,7 @@ const NAV: &[(&str, &str, &str)] = &[
     ("retention", "/admin/dashboard/retention", "Retention"),
     ("articles", "/admin/dashboard/articles", "Articles"),
     ("unanswered", "/admin/dashboard/unanswered", "Unanswered"),
+    ("assistant", "/admin/dashboard/assistant", "Assistant"),
     ("handoffs", "/admin/dashboard/handoffs", "Hand-offs"),
     ("outbox", "/admin/dashboard/outbox", "Outbox"),
     ("orders", "/admin/dashboard/orders", "Orders"),
@@ -785,6 +786,160 @@ pub async fn unanswered(
     }
     let ctx = c.frame("Unanswered", true);
     c.respond("admin/unanswered.html", ctx, vec![t])
+}
+
+/// The assistant table's columns after the first (the day, or the range of the totals).
+const ASSISTANT_COLUMNS: [&str; 14] = [
+    "questions",
+    "answers",
+    "passive",
+    "retry-held",
+    "customer service",
+    "pull (continue word)",
+    "fallback",
+    "refused",
+    "teaser",
+    "quota",
+    "budget",
+    "rate",
+    "blocked",
+    "tokens",
+];
+
+/// One row of the assistant's tables: `key` names its figures (`day-2026-12-03`, `total`).
+fn assistant_row(first: String, key: &str, d: &crate::analytics::AssistantDay) -> Vec<Cell> {
+    let a = &d.answers;
+    let r = &d.refused;
+    let figures = [
+        ("questions", d.questions),
+        ("answers", a.total()),
+        ("passive", a.passive),
+        ("retry-held", a.retry_held),
+        ("customer-service", a.customer_service),
+        ("pull", a.pull),
+        ("fallback", a.fallback),
+        ("refused", r.total()),
+        ("teaser", r.teaser),
+        ("quota", r.quota),
+        ("budget", r.budget),
+        ("rate", r.rate),
+        ("blocked", r.blocked),
+        ("tokens", d.tokens),
+    ];
+    let mut row = vec![Cell::text(first)];
+    row.extend(
+        figures
+            .iter()
+            .map(|(what, n)| Cell::count(*n).figure(format!("assistant-{key}-{what}"))),
+    );
+    row
+}
+
+/// `GET /admin/dashboard/assistant`: questions, answers by path, refusals by reason and tokens
+/// per day of the range, their totals, and questions per rule.
+pub async fn assistant(
+    gw: web::Data<Gateway>,
+    signed: SignedIn,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, DashboardError> {
+    let c = Ctx::new(&gw, &signed, &q, "assistant");
+    let days = c.days()?;
+    let report = gw.analytics().assistant(c.range()?)?;
+    let columns = |first: &'static str| {
+        let mut cols = vec![first];
+        cols.extend(ASSISTANT_COLUMNS);
+        cols
+    };
+    let mut totals = Table::new(
+        "totals",
+        &format!("The assistant, last {days} days"),
+        &columns("range"),
+        "",
+    );
+    totals.rows.push(assistant_row(
+        format!("last {days} days"),
+        "total",
+        &report.total,
+    ));
+    let mut daily = Table::new(
+        "days",
+        "Day by day: answers by how they reached the subscriber, refusals by reason",
+        &columns("day"),
+        "",
+    );
+    for d in report.days.iter().rev() {
+        let day = d.day.map_or_else(String::new, |d| d.to_string());
+        let key = format!("day-{day}");
+        daily.rows.push(assistant_row(day, &key, d));
+    }
+    let mut rules = Table::new(
+        "rules",
+        "Questions per assistant rule",
+        &["rule", "questions"],
+        "No questions in this range yet: each rule with an assistant action gets a row once it takes one.",
+    );
+    for (rule, n) in &report.rules {
+        rules.rows.push(vec![
+            Cell::text(rule.clone()),
+            Cell::count(*n).figure(format!("assistant-rule-{rule}-questions")),
+        ]);
+    }
+    let labels: Vec<String> = report
+        .days
+        .iter()
+        .map(|d| {
+            d.day
+                .map_or_else(String::new, |d| d.format("%m-%d").to_string())
+        })
+        .collect();
+    let per_day = |f: fn(&crate::analytics::AssistantDay) -> u64| -> Vec<f64> {
+        report.days.iter().map(|d| f(d) as f64).collect()
+    };
+    let chart = svg::render(&Chart {
+        title: format!("Questions, answers and refusals per day, last {days} days"),
+        kind: Kind::Line,
+        unit: Unit::Count,
+        labels: labels.clone(),
+        series: vec![
+            Series {
+                name: "questions".into(),
+                values: per_day(|d| d.questions),
+            },
+            Series {
+                name: "answers".into(),
+                values: per_day(|d| d.answers.total()),
+            },
+            Series {
+                name: "refused".into(),
+                values: per_day(|d| d.refused.total()),
+            },
+        ],
+    });
+    let tokens = svg::render(&Chart {
+        title: format!("Tokens per day, last {days} days"),
+        kind: Kind::Bar,
+        unit: Unit::Count,
+        labels,
+        series: vec![Series {
+            name: "tokens".into(),
+            values: per_day(|d| d.tokens),
+        }],
+    });
+    let t = &report.total;
+    let mut ctx = c.frame("Assistant", true);
+    ctx["cards"] = serde_json::json!([
+        {"label": format!("Questions, {days} days"), "value": t.questions.to_string()},
+        {"label": "Answers", "value": t.answers.total().to_string()},
+        {"label": "Within 5 s (passive)", "value": percent(ratio(t.answers.passive, t.answers.total()))},
+        {"label": "Fallbacks", "value": t.answers.fallback.to_string()},
+        {"label": "Refused", "value": t.refused.total().to_string()},
+        {"label": "Tokens", "value": t.tokens.to_string()},
+    ]);
+    ctx["charts"] = serde_json::json!([
+        {"title": format!("Questions, answers and refusals, last {days} days"), "svg": chart},
+        {"title": format!("Tokens, last {days} days"), "svg": tokens},
+    ]);
+    c.respond("admin/assistant.html", ctx, vec![totals, daily, rules])
 }
 
 /// `GET /admin/dashboard/handoffs`: conversations waiting for a person, longest first.
