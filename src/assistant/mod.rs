@@ -127,9 +127,10 @@ struct Inner {
     recent: Mutex<foldhash::HashMap<String, VecDeque<i64>>>,
     /// The platform refused the customer-service API (48001): hold retries from now on.
     cs_refused: AtomicBool,
-    /// Subscribers whose kept answer is a whole one not yet counted as delivered: its first
-    /// part, taken with the continue word, counts it (in memory: a restart undercounts).
-    uncounted: Mutex<foldhash::HashSet<String>>,
+    /// Subscribers whose kept answer is a whole one not yet counted as delivered, and when its
+    /// question was asked: its first part, taken with the continue word, counts it (in
+    /// memory: a restart undercounts).
+    uncounted: Mutex<foldhash::HashMap<String, Instant>>,
 }
 
 impl Assistant {
@@ -728,7 +729,7 @@ impl Assistant {
         };
         match self.inner.store.assistant_keep(&q.openid, &kept) {
             Ok(()) => {
-                lock(&self.inner.uncounted).insert(q.openid.as_str().to_string());
+                lock(&self.inner.uncounted).insert(q.openid.as_str().to_string(), p.asked);
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot keep an assistant answer for the continue word")
@@ -776,21 +777,9 @@ impl Assistant {
             .assistant_take_part(openid, now - KEPT_SECS)
         {
             Ok(Some((part, left))) => {
-                if lock(&self.inner.uncounted).remove(openid.as_str()) {
-                    let day = rules
-                        .timezone()
-                        .from_utc_datetime(&chrono::Utc::now().naive_utc())
-                        .date_naive();
-                    self.inner
-                        .metrics
-                        .assistant_answer(AnswerPath::Pull, Duration::ZERO);
-                    self.inner.store.count(
-                        Counter::AssistantAnswer {
-                            path: AnswerPath::Pull.as_str().to_string(),
-                        },
-                        day,
-                        1,
-                    );
+                let asked = lock(&self.inner.uncounted).remove(openid.as_str());
+                if let Some(asked) = asked {
+                    self.delivered(AnswerPath::Pull, asked, rules);
                 }
                 Some(more(&part, left, &rules.assistant().continue_word))
             }

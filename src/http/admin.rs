@@ -234,8 +234,9 @@ async fn subscriber(
 }
 
 /// `DELETE /admin/subscribers/{openid}/assistant`: forgets the assistant's memory of the
-/// subscriber (turns and a kept answer); `{"forgot": true}` when there was something. Answers
-/// once it is gone from disk. An openid mpgate never saw is no error: there is nothing to forget.
+/// subscriber (turns, a kept answer, and an answer still being written, which is then not
+/// delivered); `{"forgot": true}` when there was something. Answers once it is gone from disk.
+/// An openid mpgate never saw is no error: there is nothing to forget.
 async fn forget_assistant(
     req: HttpRequest,
     token: web::Data<AdminToken>,
@@ -244,7 +245,7 @@ async fn forget_assistant(
 ) -> Result<HttpResponse, AdminError> {
     authorize(&req, &token)?;
     let openid = openid("openid", &path.into_inner())?;
-    let forgot = gw.operator().assistant_forget(&openid)?;
+    let forgot = gw.assistant().forget(&openid)?;
     tracing::info!(forgot, "assistant memory forgotten by the operator");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "forgot": forgot })))
 }

@@ -583,27 +583,15 @@ async fn mpgate_orders_lists_the_same_through_the_running_server_and_on_the_data
     assert_eq!(local_all.1, remote_all.1);
 }
 
-/// Whether this build's store remembers assistant turns: the memory is the policy+store part of
-/// issue 19, and until it is merged `assistant_forget` has nothing to forget. Says so (and fails
-/// under CI) when it does not.
-fn store_remembers(store: &mpgate::store::Store, who: &mpgate::wechat::types::OpenId) -> bool {
+/// Gives `who` a remembered question and answer.
+fn remember_a_turn(store: &mpgate::store::Store, who: &mpgate::wechat::types::OpenId) {
     let turn = mpgate::store::assistant::Turn {
         at: now(),
         question: "What is ownership?".into(),
         answer: "Each value has one owner.".into(),
     };
     store.assistant_remember(who, turn, 10).unwrap();
-    let remembers = !store.assistant_turns(who, 0).unwrap().is_empty();
-    if !remembers {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "Store::assistant_remember keeps nothing"
-        );
-        eprintln!(
-            "skipped the forgetting itself: the store's assistant memory is not on this branch"
-        );
-    }
-    remembers
+    assert_eq!(store.assistant_turns(who, 0).unwrap().len(), 1);
 }
 
 /// The operator makes the assistant forget a subscriber (a privacy request) through the admin
@@ -640,11 +628,10 @@ async fn the_operator_makes_the_assistant_forget_a_subscriber_through_the_api_an
 
     let store = app.gateway.store().clone();
     let who = mpgate::wechat::types::OpenId::new("oForgetMe");
-    if store_remembers(&store, &who) {
-        assert_eq!(forget().await, serde_json::json!({"forgot": true}));
-        assert!(store.assistant_turns(&who, 0).unwrap().is_empty());
-        assert_eq!(forget().await, serde_json::json!({"forgot": false}));
-    }
+    remember_a_turn(&store, &who);
+    assert_eq!(forget().await, serde_json::json!({"forgot": true}));
+    assert!(store.assistant_turns(&who, 0).unwrap().is_empty());
+    assert_eq!(forget().await, serde_json::json!({"forgot": false}));
 
     // The CLI, while the server holds the data dir: through its admin API.
     let cli = {
@@ -669,18 +656,16 @@ async fn the_operator_makes_the_assistant_forget_a_subscriber_through_the_api_an
             )
         }
     };
-    let remembered = store_remembers(&store, &who);
+    remember_a_turn(&store, &who);
     let (first, again, bad) =
         tokio::task::spawn_blocking(move || (cli("oForgetMe"), cli("oForgetMe"), cli("o/../x")))
             .await
             .unwrap();
     assert!(first.0, "{}", first.2);
-    let expected = if remembered {
+    assert_eq!(
+        first.1,
         "forgot what the assistant remembered of oForgetMe\n"
-    } else {
-        "the assistant remembered nothing of oForgetMe\n"
-    };
-    assert_eq!(first.1, expected);
+    );
     assert!(again.0, "{}", again.2);
     assert_eq!(again.1, "the assistant remembered nothing of oForgetMe\n");
     assert!(!bad.0, "{}", bad.1);

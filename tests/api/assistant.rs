@@ -182,15 +182,23 @@ async fn a_fast_answer_is_the_passive_reply_grounded_in_the_creators_articles() 
         "MPGATE_ASSISTANT_API_KEY is the default key"
     );
     let (system, chat) = chat(&s.ai, 0);
-    assert!(system.contains("《Go 并发入门》"), "the right article's passage: {system}");
+    assert!(
+        system.contains("《Go 并发入门》"),
+        "the right article's passage: {system}"
+    );
     assert!(system.contains("goroutine 是 Go 的轻量线程"), "{system}");
     assert!(
         !system.contains("所有权是 Rust"),
         "a paid article's passage is not used for a reader without it: {system}"
     );
-    assert_eq!(chat, vec![("user".to_string(), "问 goroutine 怎么启动？".to_string())]);
+    assert_eq!(
+        chat,
+        vec![("user".to_string(), "问 goroutine 怎么启动？".to_string())]
+    );
     assert!(
-        s.platform.received("/cgi-bin/message/custom/send").is_empty(),
+        s.platform
+            .received("/cgi-bin/message/custom/send")
+            .is_empty(),
         "nothing else is sent"
     );
 }
@@ -213,7 +221,11 @@ async fn a_slow_answer_goes_out_as_customer_service_messages_split_in_order_whil
         .await
         .expect("answered");
     assert_eq!(attempt, 1);
-    assert!(reply.is_success(), "answered `success` at the budget: {}", reply.raw);
+    assert!(
+        reply.is_success(),
+        "answered `success` at the budget: {}",
+        reply.raw
+    );
     assert!(started.elapsed() < Duration::from_millis(900));
 
     until("the parts arrive", Duration::from_secs(10), || {
@@ -248,14 +260,27 @@ async fn without_customer_service_a_slow_answer_is_the_reply_to_the_platforms_re
     let (attempt, reply) = Platform::sends(&s.app, "oReader3", "问 select 是做什么的？", msg_id())
         .await
         .expect("answered");
-    assert_eq!(attempt, 2, "the first request was held until the platform gave up on it");
+    assert_eq!(
+        attempt, 2,
+        "the first request was held until the platform gave up on it"
+    );
     assert_eq!(
         reply.content().as_deref(),
         Some("select 可以同时等待多个 channel。")
     );
-    assert_eq!(s.ai.calls(), 1, "the model is called once for the push and its retry");
-    assert!(s.platform.received("/cgi-bin/message/custom/send").is_empty());
-    assert!(s.platform.received("/cgi-bin/message/custom/typing").is_empty());
+    assert_eq!(
+        s.ai.calls(),
+        1,
+        "the model is called once for the push and its retry"
+    );
+    assert!(s
+        .platform
+        .received("/cgi-bin/message/custom/send")
+        .is_empty());
+    assert!(s
+        .platform
+        .received("/cgi-bin/message/custom/typing")
+        .is_empty());
 }
 
 #[tokio::test]
@@ -285,7 +310,11 @@ async fn without_customer_service_a_slower_answer_waits_for_the_continue_word() 
         pulled.content().as_deref(),
         Some("七天内可以申请退款，联系客服即可。")
     );
-    assert_eq!(s.ai.calls(), 1, "one model call over three requests and two continue words");
+    assert_eq!(
+        s.ai.calls(),
+        1,
+        "one model call over three requests and two continue words"
+    );
     // Given once: the word is an ordinary message again.
     let again = s.app.say("oReader4", "继续").await;
     assert_ne!(
@@ -359,7 +388,10 @@ async fn quotas_the_token_budget_the_rate_limit_and_the_blocklist_hold() {
     .await;
     s.ai.set_default(Script::answer("答。"));
     for q in ["问 一", "问 二"] {
-        assert_eq!(s.app.say("oQuota", q).await.content().as_deref(), Some("答。"));
+        assert_eq!(
+            s.app.say("oQuota", q).await.content().as_deref(),
+            Some("答。")
+        );
     }
     assert_eq!(
         s.app.say("oQuota", "问 三").await.content().as_deref(),
@@ -384,8 +416,14 @@ async fn quotas_the_token_budget_the_rate_limit_and_the_blocklist_hold() {
     // The per-minute limit.
     let r = story(Account::CustomerService, "per_minute = 2").await;
     r.ai.set_default(Script::answer("答。"));
-    assert_eq!(r.app.say("oFast", "问 a").await.content().as_deref(), Some("答。"));
-    assert_eq!(r.app.say("oFast", "问 b").await.content().as_deref(), Some("答。"));
+    assert_eq!(
+        r.app.say("oFast", "问 a").await.content().as_deref(),
+        Some("答。")
+    );
+    assert_eq!(
+        r.app.say("oFast", "问 b").await.content().as_deref(),
+        Some("答。")
+    );
     assert_eq!(
         r.app.say("oFast", "问 c").await.content().as_deref(),
         Some("问得有点快，歇一分钟再问吧。")
@@ -402,8 +440,14 @@ async fn quotas_the_token_budget_the_rate_limit_and_the_blocklist_hold() {
         usage: Some((120, 40)),
         ..Script::answer("答。")
     });
-    assert_eq!(b.app.say("oT1", "问 一").await.content().as_deref(), Some("答。"));
-    assert_eq!(b.app.say("oT2", "问 二").await.content().as_deref(), Some("答。"));
+    assert_eq!(
+        b.app.say("oT1", "问 一").await.content().as_deref(),
+        Some("答。")
+    );
+    assert_eq!(
+        b.app.say("oT2", "问 二").await.content().as_deref(),
+        Some("答。")
+    );
     assert_eq!(
         b.app.say("oT3", "问 三").await.content().as_deref(),
         Some("助教今天已经下班了，明天再来问吧。"),
@@ -462,7 +506,10 @@ async fn the_assistant_remembers_recent_turns_until_told_to_forget() {
     );
     s.app.say("oMemory", "问 第三个问题").await;
     let (_, chat2) = chat(&s.ai, 2);
-    assert_eq!(chat2, vec![("user".to_string(), "问 第三个问题".to_string())]);
+    assert_eq!(
+        chat2,
+        vec![("user".to_string(), "问 第三个问题".to_string())]
+    );
     // Another subscriber's memory is their own.
     s.app.say("oOther", "问 你好").await;
     assert_eq!(chat(&s.ai, 3).1.len(), 1);
