@@ -514,3 +514,136 @@ async fn the_assistant_remembers_recent_turns_until_told_to_forget() {
     s.app.say("oOther", "问 你好").await;
     assert_eq!(chat(&s.ai, 3).1.len(), 1);
 }
+
+/// The real binary on `dir` (its rules and data), with the platform's API at `api_base`.
+fn serve(dir: &std::path::Path, api_base: &str, ai: &FakeAi) -> crate::process::Server {
+    let port = crate::process::free_port();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .unwrap();
+    let child = crate::process::binary()
+        .arg("serve")
+        .env("MPGATE_TOKEN", TOKEN)
+        .env("MPGATE_APP_ID", APP_ID)
+        .env("MPGATE_ENCODING_AES_KEY", AES_KEY)
+        .env("MPGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MPGATE_DATA_DIR", dir.join("state"))
+        .env("MPGATE_KEYWORDS", dir.join("rules/keywords.toml"))
+        .env("MPGATE_ADMIN_TOKEN", ADMIN)
+        .env("MPGATE_APP_SECRET", APP_SECRET)
+        .env("MPGATE_API_BASE", api_base)
+        .env("MPGATE_ASSISTANT_API_BASE", ai.base())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("mpgate starts");
+    crate::process::Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+#[tokio::test]
+async fn a_late_answer_queued_while_the_platform_is_down_is_delivered_after_a_restart() {
+    let ai = FakeAi::start().await;
+    let paragraphs: Vec<String> = (1..=2)
+        .map(|n| format!("第{n}段：") + &"重启之后回答也不会丢。".repeat(50))
+        .collect();
+    ai.set_default(Script {
+        first_delay: Duration::from_millis(800),
+        ..Script::answer(&paragraphs.join("\n\n"))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/keywords.toml"),
+        keywords(&ai.base(), "", ""),
+    )
+    .unwrap();
+    for (rel, content) in files() {
+        let path = dir.path().join("rules").join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    // The platform's API is unreachable: the answer waits in the outbox.
+    let down = format!("http://127.0.0.1:{}", crate::process::free_port());
+    let first = serve(dir.path(), &down, &ai);
+    crate::process::wait_healthy(&first.base).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let s = seal_push(
+        &text_xml("oRestart", "问 重启会丢回答吗", msg_id()),
+        AES_KEY,
+        APP_ID,
+        now(),
+        &nonce(),
+    );
+    let reply = client
+        .post(format!("{}/wechat?{}", first.base, s.query))
+        .body(s.body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.text().await.unwrap(), "success");
+    let queued = || async {
+        let r = client
+            .get(format!("{}/admin/outbox?state=pending", first.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        r.json::<Value>().await.unwrap()["count"].as_u64().unwrap()
+    };
+    let started = Instant::now();
+    while queued().await < 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "both parts queued");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut first = first;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &first.child.id().to_string()])
+        .status();
+    let _ = first.child.wait();
+
+    let platform = FakePlatform::start_for(APP_ID).await;
+    let second = serve(dir.path(), &platform.base, &ai);
+    crate::process::wait_healthy(&second.base).await;
+    until("the parts arrive after the restart", Duration::from_secs(15), || {
+        platform.delivered().len() >= 2
+    })
+    .await;
+    let parts: Vec<String> = platform
+        .delivered()
+        .iter()
+        .map(|b| b["text"]["content"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(parts, paragraphs, "both parts, in order, once");
+    assert_eq!(ai.calls(), 1, "the model is not asked again after the restart");
+}
+
+#[tokio::test]
+async fn an_account_the_platform_refuses_customer_service_to_switches_to_holding_retries() {
+    let s = story(Account::CustomerService, "").await;
+    s.ai.set_default(Script {
+        first_delay: Duration::from_millis(1300),
+        ..Script::answer("迟到的回答。")
+    });
+    // An unverified 订阅号: every customer-service call is refused with 48001.
+    s.platform.fail_next(50, 48001);
+    let (attempt, reply) = Platform::sends(&s.app, "oUnverified", "问 第一个慢问题", msg_id())
+        .await
+        .unwrap();
+    assert_eq!((attempt, reply.is_success()), (1, true), "believed the API was there");
+    // The refusal is learned; this answer is kept for the continue word.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pulled = s.app.say("oUnverified", "继续").await;
+    assert_eq!(pulled.content().as_deref(), Some("迟到的回答。"));
+    // From now on a slow answer comes through the platform's retry.
+    let (attempt, reply) = Platform::sends(&s.app, "oUnverified", "问 第二个慢问题", msg_id())
+        .await
+        .unwrap();
+    assert_eq!(attempt, 2);
+    assert_eq!(reply.content().as_deref(), Some("迟到的回答。"));
+    assert_eq!(s.ai.calls(), 2);
+}
