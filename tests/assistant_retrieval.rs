@@ -61,7 +61,7 @@ static LOADED: LazyLock<Loaded> = LazyLock::new(|| {
             id: a.id.clone(),
             title: a.title.clone(),
             paid_article: a.paid.then(|| a.id.clone()),
-            format: format_of(&a.file),
+            format: DocFormat::of_path(&a.file),
             text: read(&dir.join(&a.file)),
         })
         .collect();
@@ -104,14 +104,6 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> T {
     toml::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn format_of(file: &str) -> DocFormat {
-    match Path::new(file).extension().and_then(|e| e.to_str()) {
-        Some("html") => DocFormat::Html,
-        Some("md") => DocFormat::Markdown,
-        _ => DocFormat::Text,
-    }
-}
-
 /// The paid articles of the repo's keywords.toml that have a body under templates/, as the
 /// rules loader hands them over.
 fn repo_articles(root: &Path) -> Vec<Doc> {
@@ -129,7 +121,7 @@ fn repo_articles(root: &Path) -> Vec<Doc> {
             Some(Doc {
                 title: a.get("title")?.as_str()?.to_owned(),
                 paid_article: Some(id.clone()),
-                format: format_of(body),
+                format: DocFormat::of_path(body),
                 text: read(&path),
                 id,
             })
