@@ -772,88 +772,89 @@ fn text_blocks(text: &str) -> Vec<Block> {
 /// Merges paragraphs up to about [`PASSAGE_CHARS`], splits a longer one at sentence ends,
 /// and starts each passage with its section's heading.
 fn split_passages(blocks: &[Block]) -> Vec<String> {
-    let mut passages = Vec::new();
-    let mut heading: Option<&str> = None;
-    // The passage being filled, and whether it holds any paragraph yet.
-    let mut current = String::new();
-    let mut current_chars = 0usize;
-    let mut has_body = false;
-    let flush = |current: &mut String,
-                 current_chars: &mut usize,
-                 has_body: &mut bool,
-                 out: &mut Vec<String>| {
-        if *has_body {
-            out.push(std::mem::take(current));
-        }
-        current.clear();
-        *current_chars = 0;
-        *has_body = false;
-    };
+    let mut out = Passages::default();
     for block in blocks {
         if block.heading {
-            flush(
-                &mut current,
-                &mut current_chars,
-                &mut has_body,
-                &mut passages,
-            );
-            heading = Some(match block.text.char_indices().nth(HEADING_CHARS) {
-                Some((cut, _)) => &block.text[..cut],
-                None => &block.text,
-            });
-            continue;
-        }
-        let chars = block.text.chars().count();
-        let heading_chars = heading.map_or(0, |h| h.chars().count() + 1);
-        let start = |current: &mut String, current_chars: &mut usize| {
-            if let Some(h) = heading {
-                current.push_str(h);
-                current.push('\n');
-                *current_chars = heading_chars;
-            }
-        };
-        if heading_chars + chars > PASSAGE_CHARS {
-            flush(
-                &mut current,
-                &mut current_chars,
-                &mut has_body,
-                &mut passages,
-            );
-            let budget = PASSAGE_CHARS - heading_chars;
-            for chunk in chunk_sentences(&block.text, budget) {
-                let mut passage = String::new();
-                let mut n = 0;
-                start(&mut passage, &mut n);
-                passage.push_str(&chunk);
-                passages.push(passage);
-            }
-            continue;
-        }
-        if has_body && current_chars + 1 + chars > PASSAGE_CHARS {
-            flush(
-                &mut current,
-                &mut current_chars,
-                &mut has_body,
-                &mut passages,
-            );
-        }
-        if !has_body {
-            start(&mut current, &mut current_chars);
+            out.flush();
+            out.heading = match block.text.char_indices().nth(HEADING_CHARS) {
+                Some((cut, _)) => block.text[..cut].to_owned(),
+                None => block.text.clone(),
+            };
         } else {
-            current.push('\n');
-            current_chars += 1;
+            out.paragraph(&block.text);
         }
-        current.push_str(&block.text);
-        current_chars += chars;
-        has_body = true;
     }
-    flush(
-        &mut current,
-        &mut current_chars,
-        &mut has_body,
-        &mut passages,
-    );
-    passages
+    out.flush();
+    out.done
+}
+
+/// The passages of one document, as they are filled.
+#[derive(Default)]
+struct Passages {
+    done: Vec<String>,
+    /// The current section's heading (cut to [`HEADING_CHARS`]), or empty before the first.
+    heading: String,
+    /// The passage being filled: the heading, then paragraphs joined by newlines.
+    current: String,
+    current_chars: usize,
+    /// Whether `current` holds a paragraph yet (a heading alone is no passage).
+    has_body: bool,
+}
+
+impl Passages {
+    /// Chars the heading takes at the start of a passage, its newline included.
+    fn heading_chars(&self) -> usize {
+        match self.heading.chars().count() {
+            0 => 0,
+            n => n + 1,
+        }
+    }
+
+    fn paragraph(&mut self, text: &str) {
+        let chars = text.chars().count();
+        let heading_chars = self.heading_chars();
+        if heading_chars + chars > PASSAGE_CHARS {
+            self.flush();
+            // HEADING_CHARS keeps the budget above half a passage.
+            for chunk in chunk_sentences(text, PASSAGE_CHARS - heading_chars) {
+                self.start();
+                self.current.push_str(&chunk);
+                self.has_body = true;
+                self.flush();
+            }
+            return;
+        }
+        if self.has_body && self.current_chars + 1 + chars > PASSAGE_CHARS {
+            self.flush();
+        }
+        if self.has_body {
+            self.current.push('\n');
+            self.current_chars += 1;
+        } else {
+            self.start();
+        }
+        self.current.push_str(text);
+        self.current_chars += chars;
+        self.has_body = true;
+    }
+
+    /// Begins a passage with the section's heading.
+    fn start(&mut self) {
+        if !self.heading.is_empty() {
+            self.current.push_str(&self.heading);
+            self.current.push('\n');
+        }
+        self.current_chars = self.heading_chars();
+    }
+
+    fn flush(&mut self) {
+        if self.has_body {
+            self.done.push(std::mem::take(&mut self.current));
+        }
+        self.current.clear();
+        self.current_chars = 0;
+        self.has_body = false;
+    }
 }
 
 /// Splits `text` into chunks of at most `budget` chars, at sentence ends where it can.
