@@ -60,8 +60,10 @@ impl Compiler<'_> {
         }
         let api_base = r.api_base.as_ref().map(|u| {
             let s = u.get_ref().trim();
-            if !(s.starts_with("https://") || s.starts_with("http://")) || s.len() <= "https://".len()
-            {
+            let host = s
+                .strip_prefix("https://")
+                .or_else(|| s.strip_prefix("http://"));
+            if host.is_none_or(|h| h.trim_matches('/').is_empty()) {
                 self.sink.error_help(
                     u.span(),
                     format!("api_base `{s}` is not an http(s) URL"),
@@ -99,10 +101,8 @@ impl Compiler<'_> {
             Some(t) => {
                 let v = *t.get_ref();
                 if (0.0..=2.0).contains(&v) {
-                    // The API takes a float; f32 is far finer than any temperature means.
-                    #[allow(clippy::cast_possible_truncation)]
-                    let v = v as f32;
-                    v
+                    // f32 is far finer than any temperature means.
+                    v as f32
                 } else {
                     self.sink.error_help(
                         t.span(),
@@ -739,6 +739,10 @@ mod tests {
             (
                 "api_base = \"ai.example.com/v1\"",
                 "api_base `ai.example.com/v1` is not an http(s) URL",
+            ),
+            (
+                "api_base = \"https://\"",
+                "api_base `https://` is not an http(s) URL",
             ),
             ("model = \"\"", "assistant `model` is empty"),
         ];
