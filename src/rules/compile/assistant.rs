@@ -20,9 +20,10 @@ use crate::assistant::retrieval::{Doc, DocFormat};
 use crate::render::template_files;
 use crate::rules::diag::{did_you_mean, Diagnostic, Severity};
 use crate::rules::model::{
-    AssistantSpec, ASSISTANT_DEFAULT_MAX_TOKENS, ASSISTANT_DEFAULT_MS, ASSISTANT_DEFAULT_PASSAGES,
-    ASSISTANT_DEFAULT_TEMPERATURE, ASSISTANT_DEFAULT_TURNS, ASSISTANT_MAX_MS,
-    ASSISTANT_MAX_PASSAGES, ASSISTANT_MAX_TOKENS, ASSISTANT_MAX_TURNS, ASSISTANT_MIN_MS,
+    Action, AssistantSpec, Rule, ASSISTANT_DEFAULT_MAX_TOKENS, ASSISTANT_DEFAULT_MS,
+    ASSISTANT_DEFAULT_PASSAGES, ASSISTANT_DEFAULT_TEMPERATURE, ASSISTANT_DEFAULT_TURNS,
+    ASSISTANT_MAX_MS, ASSISTANT_MAX_PASSAGES, ASSISTANT_MAX_TOKENS, ASSISTANT_MAX_TURNS,
+    ASSISTANT_MIN_MS,
 };
 use crate::rules::raw::{RawAssistant, RawAssistantSettings, S};
 use crate::rules::window::normalize;
@@ -497,6 +498,27 @@ impl Compiler<'_> {
     }
 }
 
+impl Compiler<'_> {
+    /// An assistant rule fired only by events (a menu click, a subscribe) gets no question:
+    /// the model would be asked about an empty text.
+    pub(super) fn questionless_assistants(&mut self, rules: &[Rule], triggers: &[Triggers]) {
+        for (rule, t) in rules.iter().zip(triggers) {
+            let texts = !(t.exact.is_empty() && t.prefix.is_empty() && t.contains.is_empty());
+            if matches!(rule.action, Action::Assistant(_))
+                && !t.events.is_empty()
+                && !(texts || t.other || t.any || t.fallback)
+            {
+                self.sink.push(
+                    Severity::Warning,
+                    t.name_span.clone(),
+                    format!("assistant rule `{}` fires only on events, which carry no question", rule.name),
+                    Some("answer the event with a reply inviting a question, and let a text rule (prefix, contains or fallback) ask the assistant".to_string()),
+                );
+            }
+        }
+    }
+}
+
 /// The documents the assistant answers from: every `[[article]]` body template (paid, for
 /// readers entitled to the article), then the other text files under `templates/articles/`,
 /// then `documents` (both free). A file is one document, first role wins; a file that cannot
@@ -818,6 +840,21 @@ mod tests {
         assert_one_has(&e, &["rule `ask` has more than one action", "`assistant`"]);
         let e = errors(&ask("assistant = { model = \"m\", modle = \"x\" }"));
         assert_one_has(&e, &["unknown field `modle`", "did you mean `model`?"]);
+    }
+
+    #[test]
+    fn an_assistant_rule_on_a_menu_click_is_warned_about_its_empty_question() {
+        let src = "[[rule]]\nname = \"menu-ask\"\nwhen = { click = \"ASK\" }\nassistant = { model = \"m\" }\n";
+        assert_one_has(
+            &warnings(src),
+            &["assistant rule `menu-ask` fires only on events, which carry no question"],
+        );
+        assert_eq!(
+            warnings(&ask("assistant = { model = \"m\" }")),
+            Vec::<String>::new()
+        );
+        let voice = "[[rule]]\nname = \"voice\"\nwhen = { msg_type = \"voice\" }\nassistant = { model = \"m\" }\n";
+        assert_eq!(warnings(voice), Vec::<String>::new());
     }
 
     #[test]
