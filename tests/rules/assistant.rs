@@ -95,6 +95,27 @@ fn a_members_question_goes_to_the_assistant_with_the_teaser_and_fallback_rendere
 }
 
 #[test]
+fn the_continue_and_clear_words_are_recognised_as_keywords_are_only_with_an_assistant_rule() {
+    let (_dir, path) = course(PROMPT);
+    let rs = RuleSet::load(&path).expect("loads").rules;
+    assert!(rs.is_continue_word(" 继续 "));
+    assert!(!rs.is_continue_word("继续吧"));
+    assert!(rs.is_clear_word("清除记忆"));
+    assert!(!rs.is_clear_word("继续"));
+    let plain = rules("[assistant]\ncontinue_word = \"more\"\n");
+    assert!(!plain.has_assistant());
+    assert!(
+        !plain.is_continue_word("MORE"),
+        "without an assistant rule it is ordinary text"
+    );
+    assert!(!plain.is_clear_word("清除记忆"));
+    let with_rule = rules(
+        "[assistant]\ncontinue_word = \"more\"\n[[rule]]\nname = \"a\"\nfallback = true\nassistant = { model = \"m\" }\n",
+    );
+    assert!(with_rule.is_continue_word("ＭＯＲＥ"));
+}
+
+#[test]
 fn the_system_prompt_renders_with_the_subscribers_tags_channel_and_entitlements() {
     let (_dir, path) = course(PROMPT);
     let rs = RuleSet::load(&path).expect("loads").rules;
