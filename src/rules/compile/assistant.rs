@@ -437,6 +437,19 @@ impl Compiler<'_> {
             );
             return None;
         }
+        if let Err(e) = std::fs::read_to_string(&full) {
+            let help = if e.kind() == std::io::ErrorKind::InvalidData {
+                "documents are Markdown, HTML or plain text in UTF-8; convert it (a PDF or Word file cannot be read)".to_string()
+            } else {
+                e.to_string()
+            };
+            self.sink.error_help(
+                d.span(),
+                format!("document `{name}` cannot be read as text"),
+                help,
+            );
+            return None;
+        }
         Some(rel_key(p))
     }
 
@@ -1043,6 +1056,20 @@ mod tests {
             "template tags are not words"
         );
         assert!(rs.has_assistant());
+    }
+
+    #[test]
+    fn a_document_that_is_not_text_is_refused_at_load() {
+        let dir = course_dir();
+        let src = "[assistant]\ndocuments = [\"articles/cover.png\"]\n";
+        let e = super::super::compile(src, &dir.path().join("keywords.toml")).expect_err("binary");
+        let d = &e.0[0];
+        assert_eq!((d.line, d.column), (2, 14));
+        assert_eq!(
+            d.message,
+            "document `articles/cover.png` cannot be read as text"
+        );
+        assert!(d.help.as_deref().unwrap_or("").contains("UTF-8"), "{d}");
     }
 
     #[test]
