@@ -174,6 +174,27 @@ fn editing_a_document_or_an_article_makes_the_loaded_rules_stale() {
 }
 
 #[test]
+fn check_says_how_much_the_assistant_indexed() {
+    let (_dir, path) = course(PROMPT);
+    let mut out = Vec::new();
+    assert_eq!(cli::check(&path, &no_grants(), &mut out), 0);
+    let s = String::from_utf8_lossy(&out);
+    let rs = RuleSet::load(&path).expect("loads").rules;
+    let c = rs.corpus().expect("indexed");
+    assert!(
+        s.contains(&format!(
+            "assistant: {} documents indexed ({} passages)\nok: 2 rules, 1 articles",
+            c.docs(),
+            c.passages()
+        )),
+        "{s}"
+    );
+    let mut out = Vec::new();
+    cli::check(&manifest().join("keywords.toml"), &no_grants(), &mut out);
+    assert!(!String::from_utf8_lossy(&out).contains("assistant:"));
+}
+
+#[test]
 fn check_names_a_missing_document_and_an_unknown_article_with_positions() {
     let (dir, path) = course(PROMPT);
     std::fs::remove_file(dir.path().join("templates/faq.md")).expect("rm");
