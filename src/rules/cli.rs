@@ -94,6 +94,14 @@ pub fn check(path: &Path, grants: &GrantsSeen, out: &mut dyn Write) -> i32 {
                     )?;
                 }
                 let r = &loaded.rules;
+                if let Some(c) = r.corpus() {
+                    writeln!(
+                        out,
+                        "assistant: {} documents indexed ({} passages)",
+                        c.docs(),
+                        c.passages()
+                    )?;
+                }
                 let menu = match r.menu() {
                     Some(m) => format!("menu with {} buttons", m.len()),
                     None => "no menu".to_string(),

@@ -576,6 +576,19 @@ impl RuleSet {
         self.templates.render(template, ctx)
     }
 
+    /// Whether `text` (normalised as keywords are) is the assistant's continue word. Always
+    /// false, without normalising, when no rule uses the assistant: then the word is ordinary
+    /// text and a push pays nothing for the check.
+    pub fn is_continue_word(&self, text: &str) -> bool {
+        self.has_assistant() && normalize(text) == self.assistant.continue_word
+    }
+
+    /// Whether `text` (normalised) is one of the assistant's clear words; false without an
+    /// assistant rule, as [`RuleSet::is_continue_word`].
+    pub fn is_clear_word(&self, text: &str) -> bool {
+        self.has_assistant() && self.assistant.clear_words.contains(&normalize(text))
+    }
+
     /// Whether `text` (normalised) is one of the handoff exit keywords.
     pub fn is_exit_keyword(&self, text: &str) -> bool {
         let t = normalize(text);

@@ -95,6 +95,27 @@ fn a_members_question_goes_to_the_assistant_with_the_teaser_and_fallback_rendere
 }
 
 #[test]
+fn the_continue_and_clear_words_are_recognised_as_keywords_are_only_with_an_assistant_rule() {
+    let (_dir, path) = course(PROMPT);
+    let rs = RuleSet::load(&path).expect("loads").rules;
+    assert!(rs.is_continue_word(" 继续 "));
+    assert!(!rs.is_continue_word("继续吧"));
+    assert!(rs.is_clear_word("清除记忆"));
+    assert!(!rs.is_clear_word("继续"));
+    let plain = rules("[assistant]\ncontinue_word = \"more\"\n");
+    assert!(!plain.has_assistant());
+    assert!(
+        !plain.is_continue_word("MORE"),
+        "without an assistant rule it is ordinary text"
+    );
+    assert!(!plain.is_clear_word("清除记忆"));
+    let with_rule = rules(
+        "[assistant]\ncontinue_word = \"more\"\n[[rule]]\nname = \"a\"\nfallback = true\nassistant = { model = \"m\" }\n",
+    );
+    assert!(with_rule.is_continue_word("ＭＯＲＥ"));
+}
+
+#[test]
 fn the_system_prompt_renders_with_the_subscribers_tags_channel_and_entitlements() {
     let (_dir, path) = course(PROMPT);
     let rs = RuleSet::load(&path).expect("loads").rules;
@@ -150,6 +171,27 @@ fn editing_a_document_or_an_article_makes_the_loaded_rules_stale() {
     )
     .expect("write");
     assert!(again.is_stale());
+}
+
+#[test]
+fn check_says_how_much_the_assistant_indexed() {
+    let (_dir, path) = course(PROMPT);
+    let mut out = Vec::new();
+    assert_eq!(cli::check(&path, &no_grants(), &mut out), 0);
+    let s = String::from_utf8_lossy(&out);
+    let rs = RuleSet::load(&path).expect("loads").rules;
+    let c = rs.corpus().expect("indexed");
+    assert!(
+        s.contains(&format!(
+            "assistant: {} documents indexed ({} passages)\nok: 2 rules, 1 articles",
+            c.docs(),
+            c.passages()
+        )),
+        "{s}"
+    );
+    let mut out = Vec::new();
+    cli::check(&manifest().join("keywords.toml"), &no_grants(), &mut out);
+    assert!(!String::from_utf8_lossy(&out).contains("assistant:"));
 }
 
 #[test]

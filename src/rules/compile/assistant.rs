@@ -20,9 +20,10 @@ use crate::assistant::retrieval::{Doc, DocFormat};
 use crate::render::template_files;
 use crate::rules::diag::{did_you_mean, Diagnostic, Severity};
 use crate::rules::model::{
-    AssistantSpec, ASSISTANT_DEFAULT_MAX_TOKENS, ASSISTANT_DEFAULT_MS, ASSISTANT_DEFAULT_PASSAGES,
-    ASSISTANT_DEFAULT_TEMPERATURE, ASSISTANT_DEFAULT_TURNS, ASSISTANT_MAX_MS,
-    ASSISTANT_MAX_PASSAGES, ASSISTANT_MAX_TOKENS, ASSISTANT_MAX_TURNS, ASSISTANT_MIN_MS,
+    Action, AssistantSpec, Rule, ASSISTANT_DEFAULT_MAX_TOKENS, ASSISTANT_DEFAULT_MS,
+    ASSISTANT_DEFAULT_PASSAGES, ASSISTANT_DEFAULT_TEMPERATURE, ASSISTANT_DEFAULT_TURNS,
+    ASSISTANT_MAX_MS, ASSISTANT_MAX_PASSAGES, ASSISTANT_MAX_TOKENS, ASSISTANT_MAX_TURNS,
+    ASSISTANT_MIN_MS,
 };
 use crate::rules::raw::{RawAssistant, RawAssistantSettings, S};
 use crate::rules::window::normalize;
@@ -60,8 +61,10 @@ impl Compiler<'_> {
         }
         let api_base = r.api_base.as_ref().map(|u| {
             let s = u.get_ref().trim();
-            if !(s.starts_with("https://") || s.starts_with("http://")) || s.len() <= "https://".len()
-            {
+            let host = s
+                .strip_prefix("https://")
+                .or_else(|| s.strip_prefix("http://"));
+            if host.is_none_or(|h| h.trim_matches('/').is_empty()) {
                 self.sink.error_help(
                     u.span(),
                     format!("api_base `{s}` is not an http(s) URL"),
@@ -99,10 +102,8 @@ impl Compiler<'_> {
             Some(t) => {
                 let v = *t.get_ref();
                 if (0.0..=2.0).contains(&v) {
-                    // The API takes a float; f32 is far finer than any temperature means.
-                    #[allow(clippy::cast_possible_truncation)]
-                    let v = v as f32;
-                    v
+                    // f32 is far finer than any temperature means.
+                    v as f32
                 } else {
                     self.sink.error_help(
                         t.span(),
@@ -436,6 +437,19 @@ impl Compiler<'_> {
             );
             return None;
         }
+        if let Err(e) = std::fs::read_to_string(&full) {
+            let help = if e.kind() == std::io::ErrorKind::InvalidData {
+                "documents are Markdown, HTML or plain text in UTF-8; convert it (a PDF or Word file cannot be read)".to_string()
+            } else {
+                e.to_string()
+            };
+            self.sink.error_help(
+                d.span(),
+                format!("document `{name}` cannot be read as text"),
+                help,
+            );
+            return None;
+        }
         Some(rel_key(p))
     }
 
@@ -491,6 +505,27 @@ impl Compiler<'_> {
                         "the assistant may take `{kw}` first; change the keyword or set [assistant] {} to another word",
                         if which == "continue word" { "continue_word" } else { "clear_words" }
                     )),
+                );
+            }
+        }
+    }
+}
+
+impl Compiler<'_> {
+    /// An assistant rule fired only by events (a menu click, a subscribe) gets no question:
+    /// the model would be asked about an empty text.
+    pub(super) fn questionless_assistants(&mut self, rules: &[Rule], triggers: &[Triggers]) {
+        for (rule, t) in rules.iter().zip(triggers) {
+            let texts = !(t.exact.is_empty() && t.prefix.is_empty() && t.contains.is_empty());
+            if matches!(rule.action, Action::Assistant(_))
+                && !t.events.is_empty()
+                && !(texts || t.other || t.any || t.fallback)
+            {
+                self.sink.push(
+                    Severity::Warning,
+                    t.name_span.clone(),
+                    format!("assistant rule `{}` fires only on events, which carry no question", rule.name),
+                    Some("answer the event with a reply inviting a question, and let a text rule (prefix, contains or fallback) ask the assistant".to_string()),
                 );
             }
         }
@@ -740,6 +775,10 @@ mod tests {
                 "api_base = \"ai.example.com/v1\"",
                 "api_base `ai.example.com/v1` is not an http(s) URL",
             ),
+            (
+                "api_base = \"https://\"",
+                "api_base `https://` is not an http(s) URL",
+            ),
             ("model = \"\"", "assistant `model` is empty"),
         ];
         for (kv, msg) in cases {
@@ -814,6 +853,21 @@ mod tests {
         assert_one_has(&e, &["rule `ask` has more than one action", "`assistant`"]);
         let e = errors(&ask("assistant = { model = \"m\", modle = \"x\" }"));
         assert_one_has(&e, &["unknown field `modle`", "did you mean `model`?"]);
+    }
+
+    #[test]
+    fn an_assistant_rule_on_a_menu_click_is_warned_about_its_empty_question() {
+        let src = "[[rule]]\nname = \"menu-ask\"\nwhen = { click = \"ASK\" }\nassistant = { model = \"m\" }\n";
+        assert_one_has(
+            &warnings(src),
+            &["assistant rule `menu-ask` fires only on events, which carry no question"],
+        );
+        assert_eq!(
+            warnings(&ask("assistant = { model = \"m\" }")),
+            Vec::<String>::new()
+        );
+        let voice = "[[rule]]\nname = \"voice\"\nwhen = { msg_type = \"voice\" }\nassistant = { model = \"m\" }\n";
+        assert_eq!(warnings(voice), Vec::<String>::new());
     }
 
     #[test]
@@ -1002,6 +1056,20 @@ mod tests {
             "template tags are not words"
         );
         assert!(rs.has_assistant());
+    }
+
+    #[test]
+    fn a_document_that_is_not_text_is_refused_at_load() {
+        let dir = course_dir();
+        let src = "[assistant]\ndocuments = [\"articles/cover.png\"]\n";
+        let e = super::super::compile(src, &dir.path().join("keywords.toml")).expect_err("binary");
+        let d = &e.0[0];
+        assert_eq!((d.line, d.column), (2, 14));
+        assert_eq!(
+            d.message,
+            "document `articles/cover.png` cannot be read as text"
+        );
+        assert!(d.help.as_deref().unwrap_or("").contains("UTF-8"), "{d}");
     }
 
     #[test]

@@ -13,11 +13,12 @@
 //! - [`shadow`]: rules and keywords that can never fire.
 //!
 //! May depend on: [`super::raw`], [`super::diag`], [`super::model`], [`super::menu`],
-//! [`super::window`], [`crate::wechat::names`], [`crate::render`], regex, toml, sha2. Never on
+//! [`super::window`], [`crate::wechat::names`], [`crate::render`],
+//! [`crate::assistant::retrieval`] (the corpus it builds), regex, toml, sha2. Never on
 //! [`super::route`].
 
 mod actions;
-pub(crate) mod assistant;
+mod assistant;
 mod index;
 pub(crate) mod price;
 mod shadow;
@@ -114,6 +115,7 @@ pub(crate) fn compile(src: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
     if has_assistant {
         let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
         c.assistant_word_clashes(&assistant, &triggers, &names);
+        c.questionless_assistants(&rules, &triggers);
     }
 
     let builder = std::mem::take(&mut c.builder);

@@ -162,6 +162,16 @@ mod tests {
     }
 
     #[test]
+    fn a_shape_error_in_a_rule_does_not_make_reload_or_assistant_unknown() {
+        let e = errors(
+            "[reload]\nallow_empty = true\n\n[assistant]\nquota_reply = \"明天见\"\n\n\
+             [[rule]]\nname = \"a\"\nwehn = { exact = [\"x\"] }\nreply = { text = \"1\" }\n",
+        );
+        assert_one_has(&e, &["9:1", "unknown field `wehn`"]);
+        assert_eq!(e.len(), 1, "{e:#?}");
+    }
+
+    #[test]
     fn an_unknown_reply_kind_says_so() {
         let e =
             errors("[[rule]]\nname = \"a\"\nwhen = { exact = [\"x\"] }\nreply = { txt = \"1\" }\n");
