@@ -351,10 +351,10 @@ impl Assistant {
             .collect();
         let system = match &action.system {
             Some(template) => {
-                let ctx = prompt::SystemContext {
-                    tags: &subscriber.tags,
-                    channel: subscriber.channel.as_deref(),
-                    entitlements: &entitled,
+                let ctx = crate::rules::AssistantPromptVars {
+                    tags: subscriber.tags.clone(),
+                    channel: subscriber.channel.clone(),
+                    entitlements: entitled.clone(),
                 };
                 match rules.render_assistant_system(template, &ctx) {
                     Ok(s) => s,

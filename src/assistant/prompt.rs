@@ -13,15 +13,6 @@ pub const DEFAULT_SYSTEM: &str = "你是这个公众号作者的助教，替作�
 回答简短、口语化，用读者提问的语言，不用 Markdown 格式。\
 引用段落时说出文章标题；有链接的，把链接原样附上。";
 
-/// What a rule's `system` template can use.
-#[derive(Debug, serde::Serialize)]
-pub struct SystemContext<'a> {
-    pub tags: &'a [String],
-    pub channel: Option<&'a str>,
-    /// Article ids the reader is entitled to.
-    pub entitlements: &'a [String],
-}
-
 /// One passage put into the prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source<'a> {

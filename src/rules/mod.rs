@@ -552,16 +552,6 @@ impl RuleSet {
         self.corpus.as_deref()
     }
 
-    /// Whether `text` is the assistant's continue word (only when a rule uses the assistant).
-    pub fn is_continue_word(&self, text: &str) -> bool {
-        self.has_assistant() && normalize(text) == self.assistant.continue_word
-    }
-
-    /// Whether `text` is one of the assistant's clear words (only when a rule uses it).
-    pub fn is_clear_word(&self, text: &str) -> bool {
-        self.has_assistant() && self.assistant.clear_words.contains(&normalize(text))
-    }
-
     /// `[account] customer_service`, when the file says.
     pub fn customer_service(&self) -> Option<bool> {
         self.customer_service

@@ -597,7 +597,10 @@ async fn a_late_answer_queued_while_the_platform_is_down_is_delivered_after_a_re
     };
     let started = Instant::now();
     while queued().await < 2 {
-        assert!(started.elapsed() < Duration::from_secs(10), "both parts queued");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "both parts queued"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut first = first;
@@ -609,9 +612,11 @@ async fn a_late_answer_queued_while_the_platform_is_down_is_delivered_after_a_re
     let platform = FakePlatform::start_for(APP_ID).await;
     let second = serve(dir.path(), &platform.base, &ai);
     crate::process::wait_healthy(&second.base).await;
-    until("the parts arrive after the restart", Duration::from_secs(15), || {
-        platform.delivered().len() >= 2
-    })
+    until(
+        "the parts arrive after the restart",
+        Duration::from_secs(15),
+        || platform.delivered().len() >= 2,
+    )
     .await;
     let parts: Vec<String> = platform
         .delivered()
@@ -619,7 +624,11 @@ async fn a_late_answer_queued_while_the_platform_is_down_is_delivered_after_a_re
         .map(|b| b["text"]["content"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(parts, paragraphs, "both parts, in order, once");
-    assert_eq!(ai.calls(), 1, "the model is not asked again after the restart");
+    assert_eq!(
+        ai.calls(),
+        1,
+        "the model is not asked again after the restart"
+    );
 }
 
 #[tokio::test]
@@ -634,7 +643,11 @@ async fn an_account_the_platform_refuses_customer_service_to_switches_to_holding
     let (attempt, reply) = Platform::sends(&s.app, "oUnverified", "问 第一个慢问题", msg_id())
         .await
         .unwrap();
-    assert_eq!((attempt, reply.is_success()), (1, true), "believed the API was there");
+    assert_eq!(
+        (attempt, reply.is_success()),
+        (1, true),
+        "believed the API was there"
+    );
     // The refusal is learned; this answer is kept for the continue word.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let pulled = s.app.say("oUnverified", "继续").await;
