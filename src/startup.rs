@@ -61,6 +61,9 @@ impl Application {
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
+        if loaded.rules.has_assistant() && settings.assistant_api_base.is_none() {
+            tracing::warn!("keywords.toml has assistant rules but MPGATE_ASSISTANT_API_BASE is not set: a rule without its own api_base answers with its fallback");
+        }
         let rules = LiveRules::new(loaded.rules);
         let link_secret =
             crate::paywall::link_secret(settings.link_secret.as_ref().map(|s| s.expose()), &store)?;
