@@ -797,12 +797,58 @@ impl Assistant {
     }
 }
 
+/// The question a text asks when its rule matched it by the prefix keyword `prefix` (as the
+/// rules normalise it): the text after the keyword ("问 所有权是什么" → "所有权是什么"), or the
+/// whole text when its first chars do not normalise to the keyword.
+pub fn question_after_prefix<'a>(text: &'a str, prefix: &str) -> &'a str {
+    let t = text.trim_start();
+    let n = prefix.chars().count();
+    let cut = t.char_indices().nth(n).map_or(t.len(), |(i, _)| i);
+    if crate::rules::normalize(&t[..cut]) == prefix && cut < t.len() {
+        let rest = t[cut..].trim_start_matches(|c: char| {
+            c.is_whitespace() || matches!(c, ':' | '：' | ',' | '，')
+        });
+        if !rest.is_empty() {
+            return rest;
+        }
+    }
+    text
+}
+
 /// `part`, and when more parts wait, how to get the next.
 fn more(part: &str, left: usize, continue_word: &str) -> String {
     if left == 0 {
         part.to_string()
     } else {
         format!("{part}\n\n（还有 {left} 段，回复「{continue_word}」继续看）")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_question_is_the_text_after_its_prefix_keyword() {
+        assert_eq!(
+            question_after_prefix("问 所有权是什么", "问"),
+            "所有权是什么"
+        );
+        assert_eq!(question_after_prefix("问：借用呢", "问"), "借用呢");
+        assert_eq!(
+            question_after_prefix("Ask what is a trait", "ask"),
+            "what is a trait"
+        );
+        assert_eq!(
+            question_after_prefix("问", "问"),
+            "问",
+            "nothing after it: the text"
+        );
+        assert_eq!(
+            question_after_prefix("请问", "问"),
+            "请问",
+            "not at the start"
+        );
     }
 }
 

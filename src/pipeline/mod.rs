@@ -513,7 +513,12 @@ impl Gateway {
                     action,
                     decision.rule.as_deref().unwrap_or_default(),
                     &subscriber,
-                    inbound.text_for_matching(),
+                    inbound.text_for_matching().map(|t| match &decision.why {
+                        crate::rules::Why::Prefix(k) => {
+                            crate::assistant::question_after_prefix(t, k)
+                        }
+                        _ => t,
+                    }),
                     at,
                     day,
                 )? {

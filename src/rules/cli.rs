@@ -483,6 +483,11 @@ fn simulate_assistant(
         corpus.docs(),
         corpus.passages()
     )?;
+    // Searched as the server searches it: without the rule's prefix keyword.
+    let question = match &d.why {
+        super::Why::Prefix(p) => crate::assistant::question_after_prefix(question, p),
+        _ => question,
+    };
     let entitled = |id: &str| args.entitled.iter().any(|e| e == id);
     let used = corpus.search(question, k, &entitled);
     let all = corpus.search(question, k, &|_| true);

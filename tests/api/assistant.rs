@@ -193,7 +193,7 @@ async fn a_fast_answer_is_the_passive_reply_grounded_in_the_creators_articles() 
     );
     assert_eq!(
         chat,
-        vec![("user".to_string(), "问 goroutine 怎么启动？".to_string())]
+        vec![("user".to_string(), "goroutine 怎么启动？".to_string())]
     );
     assert!(
         s.platform
@@ -494,9 +494,9 @@ async fn the_assistant_remembers_recent_turns_until_told_to_forget() {
     assert_eq!(
         chat1,
         vec![
-            ("user".to_string(), "问 第一个问题".to_string()),
+            ("user".to_string(), "第一个问题".to_string()),
             ("assistant".to_string(), "第一个回答。".to_string()),
-            ("user".to_string(), "问 第二个问题".to_string()),
+            ("user".to_string(), "第二个问题".to_string()),
         ]
     );
     let cleared = s.app.say("oMemory", "清除记忆").await;
@@ -506,10 +506,7 @@ async fn the_assistant_remembers_recent_turns_until_told_to_forget() {
     );
     s.app.say("oMemory", "问 第三个问题").await;
     let (_, chat2) = chat(&s.ai, 2);
-    assert_eq!(
-        chat2,
-        vec![("user".to_string(), "问 第三个问题".to_string())]
-    );
+    assert_eq!(chat2, vec![("user".to_string(), "第三个问题".to_string())]);
     // Another subscriber's memory is their own.
     s.app.say("oOther", "问 你好").await;
     assert_eq!(chat(&s.ai, 3).1.len(), 1);
