@@ -141,6 +141,38 @@ impl Assistant {
         cs: CustomerService,
         metrics: Metrics,
     ) -> Assistant {
+        Assistant::build(
+            store,
+            paywall,
+            cs,
+            metrics,
+            settings.assistant_api_base.clone(),
+            settings.assistant_api_key.clone(),
+        )
+    }
+
+    /// The same assistant delivering late answers through `cs` (for start-up's wiring: it
+    /// starts with nothing in flight).
+    pub fn with_cs(self, cs: CustomerService) -> Assistant {
+        let i = &self.inner;
+        Assistant::build(
+            i.store.clone(),
+            i.paywall.clone(),
+            cs,
+            i.metrics.clone(),
+            i.api_base.clone(),
+            i.api_key.clone(),
+        )
+    }
+
+    fn build(
+        store: Store,
+        paywall: Paywall,
+        cs: CustomerService,
+        metrics: Metrics,
+        api_base: Option<String>,
+        api_key: Option<Secret>,
+    ) -> Assistant {
         Assistant {
             inner: Arc::new(Inner {
                 store,
@@ -148,30 +180,8 @@ impl Assistant {
                 cs,
                 client: ModelClient::new(),
                 metrics,
-                api_base: settings.assistant_api_base.clone(),
-                api_key: settings.assistant_api_key.clone(),
-                pending: Mutex::default(),
-                by_openid: Mutex::default(),
-                in_flight: AtomicUsize::new(0),
-                recent: Mutex::default(),
-                cs_refused: AtomicBool::new(false),
-                uncounted: Mutex::default(),
-            }),
-        }
-    }
-
-    /// The same assistant delivering late answers through `cs`.
-    pub fn with_cs(self, cs: CustomerService) -> Assistant {
-        let i = &self.inner;
-        Assistant {
-            inner: Arc::new(Inner {
-                store: i.store.clone(),
-                paywall: i.paywall.clone(),
-                cs,
-                client: i.client.clone(),
-                metrics: i.metrics.clone(),
-                api_base: i.api_base.clone(),
-                api_key: i.api_key.clone(),
+                api_base,
+                api_key,
                 pending: Mutex::default(),
                 by_openid: Mutex::default(),
                 in_flight: AtomicUsize::new(0),
