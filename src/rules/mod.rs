@@ -164,8 +164,9 @@ pub enum Special {
     Handoff(HandoffAction),
     /// Ask the operator's endpoint for the reply.
     Webhook(WebhookAction),
-    /// Ask the model, grounded in the creator's articles (see [`crate::assistant`]).
-    Assistant(AssistantAction),
+    /// Ask the model, grounded in the creator's articles (see [`crate::assistant`]). Boxed:
+    /// the action is three times the size of the others, and every push moves a decision.
+    Assistant(Box<AssistantAction>),
 }
 
 /// An `assistant = { … }` rule action, decided at routing time.

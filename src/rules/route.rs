@@ -356,7 +356,7 @@ impl RuleSet {
             }
             Action::Assistant(a) => {
                 let action = (|| -> Result<Special, RenderError> {
-                    Ok(Special::Assistant(AssistantAction {
+                    Ok(Special::Assistant(Box::new(AssistantAction {
                         model: a.model.clone(),
                         api_base: a.api_base.clone(),
                         api_key_env: a.api_key_env.clone(),
@@ -369,7 +369,7 @@ impl RuleSet {
                         audience: a.audience.clone(),
                         teaser: a.teaser.as_ref().map(|t| r.text(t)).transpose()?,
                         fallback: a.fallback.as_ref().map(|t| r.text(t)).transpose()?,
-                    }))
+                    })))
                 })();
                 (Ok(Reply::None), Some(action))
             }
