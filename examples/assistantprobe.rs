@@ -2,7 +2,7 @@
 //! server's work per assistant push on the passive path, and the memory the index costs.
 //! Run by `scripts/bench/assistant.sh`, which prints the table this writes.
 //!
-//! Usage: `assistantprobe [PUSHES] [DELAY_MS]` (default 5000 0).
+//! Usage: `assistantprobe [PUSHES] [DELAY_MS]` (default 10000 0).
 //!
 //! - Retrieval: [`Corpus::build`] over the repo's `templates/` (what `RuleSet::load` indexes)
 //!   and over a synthetic corpus of 200 articles × 10 paragraphs of mixed Chinese and English
@@ -15,9 +15,10 @@
 //!   OpenAI-compatible SSE server on 127.0.0.1 in this same process, answering after
 //!   `DELAY_MS`. The push's own CPU cannot be separated from the fake's and the HTTP client's,
 //!   so the probe reports the process's CPU (utime + stime of every thread) per push, and
-//!   beside it the same figure for the model call alone (the client against the fake, no
-//!   pipeline) and for a keyword push answered by a plain rule. Every reply is checked to carry
-//!   the model's answer.
+//!   beside it the same figure for the model call alone (the client against the fake with the
+//!   prompt a push sent, in a task as the assistant asks; no pipeline), in alternating rounds,
+//!   and for a keyword push answered by a plain rule. Every reply is checked to carry the
+//!   model's answer, and the fake to have been called once per push.
 //! - Memory: `VmRSS` before and after jieba's dictionary loads and after each corpus is built.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -51,13 +52,15 @@ const PARAGRAPHS: usize = 10;
 /// Distinct subscribers asking, each once before the timed pushes, so the timed pushes find
 /// a subscriber record and a memory of past turns, as on a live account.
 const SUBSCRIBERS: usize = 500;
+/// Alternating rounds of assistant pushes and model calls alone.
+const ROUNDS: usize = 5;
 
 fn main() -> Result<()> {
     let args: Vec<u64> = std::env::args()
         .skip(1)
         .map(|a| a.parse().context("a number"))
         .collect::<Result<_>>()?;
-    let pushes = usize::try_from(args.first().copied().unwrap_or(5000))?.max(1);
+    let pushes = usize::try_from(args.first().copied().unwrap_or(10_000))?.max(1);
     let delay = Duration::from_millis(args.get(1).copied().unwrap_or(0));
 
     let mut rows: Vec<(String, String)> = Vec::new();
@@ -166,64 +169,76 @@ fn main() -> Result<()> {
         ("synthetic corpus", &synthetic_dir),
     ] {
         let mut probe = PushProbe::new(dir.path(), &fake)?;
+        probe.warm(&rt, &repo_questions)?;
+        let client = ModelClient::new();
+        // Rounds of pushes and of model calls alone, alternating, so that a slow spell of
+        // this shared machine falls on both; each figure is the median over the rounds.
+        let per_round = pushes.div_ceil(ROUNDS);
+        let (mut push_cpu, mut model_cpu, mut diff) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut latencies, mut model_wall) = (Vec::new(), Vec::new());
         let (calls, bytes) = (fake.calls(), fake.bytes());
-        let r = probe.run(&rt, pushes, Kind::Assistant, &repo_questions)?;
-        let asked = fake.calls() - calls;
-        if asked != pushes + SUBSCRIBERS {
+        let mut asked = 0;
+        for _ in 0..ROUNDS {
+            let before = fake.calls();
+            let r = probe.run(&rt, per_round, Kind::Assistant, &repo_questions)?;
+            asked += fake.calls() - before;
+            // The model call alone, with the messages the last push sent.
+            let m = rt.block_on(model_alone(&client, &fake, fake.last_messages(), per_round))?;
+            push_cpu.push(r.cpu_us);
+            model_cpu.push(m.cpu_us);
+            diff.push(r.cpu_us - m.cpu_us);
+            latencies.extend(r.latencies);
+            model_wall.extend(m.latencies);
+        }
+        if asked != per_round * ROUNDS {
             bail!(
                 "{asked} model calls for {} assistant pushes",
-                pushes + SUBSCRIBERS
+                per_round * ROUNDS
             );
         }
+        let request_bytes = (fake.bytes() - bytes) / (fake.calls() - calls);
+        latencies.sort_by(f64::total_cmp);
+        model_wall.sort_by(f64::total_cmp);
         row(
-            &format!("{label}: assistant push, {} ms model, per push", delay.as_millis()),
+            &format!(
+                "{label}: assistant push, {} ms model ({} pushes)",
+                delay.as_millis(),
+                per_round * ROUNDS
+            ),
             format!(
-                "{:.0} µs CPU; post median {:.0} µs, p90 {:.0} µs, p99 {:.0} µs; request to the model {} bytes on average",
-                r.cpu_us,
-                r.median_us,
-                r.p90_us,
-                r.p99_us,
-                (fake.bytes() - bytes) / asked
+                "CPU {} µs per push; post median {:.0} µs, p90 {:.0} µs, p99 {:.0} µs; {request_bytes} bytes sent to the model per question",
+                spread(&mut push_cpu),
+                percentile(&latencies, 50.0),
+                percentile(&latencies, 90.0),
+                percentile(&latencies, 99.0),
             ),
         );
-        // The model call alone, with the messages the last push sent.
-        let messages = fake.last_messages();
-        let calls = fake.calls();
-        let m = rt.block_on(model_alone(&fake, messages, pushes))?;
-        if fake.calls() - calls != pushes + 50 {
-            bail!(
-                "the fake answered {} calls, expected {}",
-                fake.calls() - calls,
-                pushes + 50
-            );
-        }
         row(
-            &format!("{label}: the model call alone (client + fake, the same prompt), per call"),
+            &format!("{label}: the model call alone (client + fake, same prompt)"),
             format!(
-                "{:.0} µs CPU; median {:.0} µs wall; the push's CPU less this: {:.0} µs",
-                m.cpu_us,
-                m.median_us,
-                r.cpu_us - m.cpu_us
+                "CPU {} µs per call; median {:.0} µs wall",
+                spread(&mut model_cpu),
+                percentile(&model_wall, 50.0)
             ),
+        );
+        row(
+            &format!("{label}: push CPU less the model call's (mpgate's own, estimated)"),
+            format!("{} µs per push", spread(&mut diff)),
         );
         if label == "repo templates" {
             let n = pushes * 10;
             let r = probe.run(&rt, n, Kind::Keyword, &repo_questions)?;
             row(
-                &format!("keyword push (a plain rule, same gateway; {n} pushes), per push"),
+                &format!("keyword push (a plain rule, same gateway; {n} pushes)"),
                 format!(
-                    "{:.1} µs CPU; post median {:.1} µs, p99 {:.1} µs",
-                    r.cpu_us, r.median_us, r.p99_us
+                    "CPU {:.1} µs per push; post median {:.1} µs, p99 {:.1} µs",
+                    r.cpu_us,
+                    percentile(&r.latencies, 50.0),
+                    percentile(&r.latencies, 99.0)
                 ),
             );
         }
     }
-    let rss4 = rss_kib()?;
-    row(
-        "process memory at the end",
-        format!("RSS {} MiB, peak {} MiB", mib(rss4), mib(hwm_kib()?)),
-    );
-
     println!("| figure | value |");
     println!("|---|---|");
     for (name, value) in rows {
@@ -655,9 +670,8 @@ enum Kind {
 
 struct PushFigures {
     cpu_us: f64,
-    median_us: f64,
-    p90_us: f64,
-    p99_us: f64,
+    /// Each push's `post`, in µs, sorted.
+    latencies: Vec<f64>,
 }
 
 /// A gateway on a fresh store, serving one rules dir, and the pushes' clock.
@@ -665,7 +679,8 @@ struct PushProbe {
     gw: Gateway,
     _data: tempfile::TempDir,
     msg_id: u64,
-    warmed: bool,
+    /// Timed pushes made: picks the next subscriber and question.
+    sent: usize,
 }
 
 impl PushProbe {
@@ -688,12 +703,25 @@ impl PushProbe {
             gw,
             _data: data,
             msg_id: 7_190_000_000_000_000_000,
-            warmed: false,
+            sent: SUBSCRIBERS,
         })
     }
 
     /// Every subscriber asks once (untimed, the first time), then `n` timed pushes of `kind`
     /// round the subscribers; the writer's step every 500 pushes counts in the CPU.
+    /// Every subscriber asks once, so that the timed pushes find a subscriber record and a
+    /// memory of past turns, as on a live account.
+    fn warm(&mut self, rt: &tokio::runtime::Runtime, questions: &[String]) -> Result<()> {
+        for i in 0..SUBSCRIBERS {
+            let text = format!("问{}", questions[i % questions.len()]);
+            self.push(rt, i, &text, true)?;
+        }
+        self.gw.store().write_behind(true)?;
+        Ok(())
+    }
+
+    /// `n` timed pushes of `kind` round the subscribers, each asking the next question; the
+    /// writer's step every 500 pushes counts in the CPU.
     fn run(
         &mut self,
         rt: &tokio::runtime::Runtime,
@@ -701,28 +729,17 @@ impl PushProbe {
         kind: Kind,
         questions: &[String],
     ) -> Result<PushFigures> {
-        if !self.warmed {
-            for i in 0..SUBSCRIBERS {
-                self.push(
-                    rt,
-                    i,
-                    &format!("问{}", questions[i % questions.len()]),
-                    true,
-                )?;
-            }
-            self.gw.store().write_behind(true)?;
-            self.warmed = true;
-        }
         let mut us = Vec::with_capacity(n);
         let cpu = cpu_secs()?;
         let started = Instant::now();
         for i in 0..n {
+            self.sent += 1;
             let text = match kind {
-                Kind::Assistant => format!("问{}", questions[(i + SUBSCRIBERS) % questions.len()]),
+                Kind::Assistant => format!("问{}", questions[self.sent % questions.len()]),
                 Kind::Keyword => "你好".to_string(),
             };
             let t = Instant::now();
-            self.push(rt, i, &text, kind == Kind::Assistant)?;
+            self.push(rt, self.sent, &text, kind == Kind::Assistant)?;
             us.push(t.elapsed().as_secs_f64() * 1e6);
             if i % 500 == 499 {
                 self.gw.store().write_behind(false)?;
@@ -739,9 +756,7 @@ impl PushProbe {
         us.sort_by(f64::total_cmp);
         Ok(PushFigures {
             cpu_us: cpu * 1e6 / n as f64,
-            median_us: percentile(&us, 50.0),
-            p90_us: percentile(&us, 90.0),
-            p99_us: percentile(&us, 99.0),
+            latencies: us,
         })
     }
 
@@ -786,12 +801,13 @@ impl PushProbe {
 
 struct ModelFigures {
     cpu_us: f64,
-    median_us: f64,
+    latencies: Vec<f64>,
 }
 
 /// The HTTP client against the fake alone: what a push's CPU figure includes that is not
 /// mpgate's pipeline.
 async fn model_alone(
+    client: &ModelClient,
     fake: &FakeModel,
     messages: Vec<ChatMessage>,
     n: usize,
@@ -799,23 +815,27 @@ async fn model_alone(
     if messages.is_empty() {
         bail!("no request to replay");
     }
-    let client = ModelClient::new();
-    let req = ChatRequest {
+    let req = Arc::new(ChatRequest {
         api_base: fake.base(),
         api_key: None,
         model: "bench".into(),
         messages,
         max_tokens: 512,
         temperature: 0.3,
+    });
+    // In a task of its own, as the assistant asks, with the caller waiting for it.
+    let ask = || {
+        let (client, req) = (client.clone(), req.clone());
+        tokio::spawn(async move { client.complete(&req, Duration::from_secs(10)).await })
     };
     for _ in 0..50 {
-        client.complete(&req, Duration::from_secs(10)).await?;
+        ask().await??;
     }
     let mut us = Vec::with_capacity(n);
     let cpu = cpu_secs()?;
     for _ in 0..n {
         let t = Instant::now();
-        let c = client.complete(&req, Duration::from_secs(10)).await?;
+        let c = ask().await??;
         us.push(t.elapsed().as_secs_f64() * 1e6);
         if c.text != ANSWER {
             bail!("the fake answered {:?}", c.text);
@@ -825,7 +845,7 @@ async fn model_alone(
     us.sort_by(f64::total_cmp);
     Ok(ModelFigures {
         cpu_us: cpu * 1e6 / n as f64,
-        median_us: percentile(&us, 50.0),
+        latencies: us,
     })
 }
 
@@ -1015,10 +1035,6 @@ fn rss_kib() -> Result<u64> {
     status_kib("VmRSS:")
 }
 
-fn hwm_kib() -> Result<u64> {
-    status_kib("VmHWM:")
-}
-
 fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
@@ -1033,6 +1049,12 @@ fn delta_mib(before: u64, after: u64) -> f64 {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// `median (min–max)` of per-round figures.
+fn spread(v: &mut [f64]) -> String {
+    v.sort_by(f64::total_cmp);
+    format!("{:.0} ({:.0}–{:.0})", v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 /// The `p`-th percentile of sorted values (nearest rank).
