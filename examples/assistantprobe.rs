@@ -52,6 +52,8 @@ const PARAGRAPHS: usize = 10;
 /// Distinct subscribers asking, each once before the timed pushes, so the timed pushes find
 /// a subscriber record and a memory of past turns, as on a live account.
 const SUBSCRIBERS: usize = 500;
+/// Untimed calls before timing the model call alone.
+const WARM_CALLS: usize = 50;
 /// Alternating rounds of assistant pushes and model calls alone.
 const ROUNDS: usize = 5;
 
@@ -168,7 +170,7 @@ fn main() -> Result<()> {
         ("repo templates", &repo_dir),
         ("synthetic corpus", &synthetic_dir),
     ] {
-        let mut probe = PushProbe::new(dir.path(), &fake)?;
+        let mut probe = PushProbe::new(dir.path(), &fake, SUBSCRIBERS.min(pushes))?;
         probe.warm(&rt, &repo_questions)?;
         let client = ModelClient::new();
         // Rounds of pushes and of model calls alone, alternating, so that a slow spell of
@@ -681,10 +683,12 @@ struct PushProbe {
     msg_id: u64,
     /// Timed pushes made: picks the next subscriber and question.
     sent: usize,
+    /// Distinct subscribers asking ([`SUBSCRIBERS`], fewer for a short run).
+    subscribers: usize,
 }
 
 impl PushProbe {
-    fn new(rules: &Path, fake: &FakeModel) -> Result<PushProbe> {
+    fn new(rules: &Path, fake: &FakeModel, subscribers: usize) -> Result<PushProbe> {
         let data = tempfile::tempdir()?;
         let keywords = rules.join("keywords.toml");
         let settings = Settings::for_tests(&[
@@ -703,7 +707,8 @@ impl PushProbe {
             gw,
             _data: data,
             msg_id: 7_190_000_000_000_000_000,
-            sent: SUBSCRIBERS,
+            sent: subscribers,
+            subscribers,
         })
     }
 
@@ -712,7 +717,7 @@ impl PushProbe {
     /// Every subscriber asks once, so that the timed pushes find a subscriber record and a
     /// memory of past turns, as on a live account.
     fn warm(&mut self, rt: &tokio::runtime::Runtime, questions: &[String]) -> Result<()> {
-        for i in 0..SUBSCRIBERS {
+        for i in 0..self.subscribers {
             let text = format!("问{}", questions[i % questions.len()]);
             self.push(rt, i, &text, true)?;
         }
@@ -772,7 +777,7 @@ impl PushProbe {
         self.msg_id += 1;
         let now = chrono::Utc::now();
         let ts = now.timestamp().to_string();
-        let openid = format!("oBench{:022}", who % SUBSCRIBERS);
+        let openid = format!("oBench{:022}", who % self.subscribers);
         let body = format!(
             "<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName><CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{text}]]></Content><MsgId>{}</MsgId></xml>",
             self.msg_id
@@ -828,7 +833,7 @@ async fn model_alone(
         let (client, req) = (client.clone(), req.clone());
         tokio::spawn(async move { client.complete(&req, Duration::from_secs(10)).await })
     };
-    for _ in 0..50 {
+    for _ in 0..WARM_CALLS.min(n) {
         ask().await??;
     }
     let mut us = Vec::with_capacity(n);
