@@ -178,12 +178,12 @@ fn main() -> Result<()> {
         let per_round = pushes.div_ceil(ROUNDS);
         let (mut push_cpu, mut model_cpu, mut diff) = (Vec::new(), Vec::new(), Vec::new());
         let (mut latencies, mut model_wall) = (Vec::new(), Vec::new());
-        let (calls, bytes) = (fake.calls(), fake.bytes());
-        let mut asked = 0;
+        let (mut asked, mut sent) = (0, 0);
         for _ in 0..ROUNDS {
-            let before = fake.calls();
+            let (calls, bytes) = (fake.calls(), fake.bytes());
             let r = probe.run(&rt, per_round, Kind::Assistant, &repo_questions)?;
-            asked += fake.calls() - before;
+            asked += fake.calls() - calls;
+            sent += fake.bytes() - bytes;
             // The model call alone, with the messages the last push sent.
             let m = rt.block_on(model_alone(&client, &fake, fake.last_messages(), per_round))?;
             push_cpu.push(r.cpu_us);
@@ -198,7 +198,7 @@ fn main() -> Result<()> {
                 per_round * ROUNDS
             );
         }
-        let request_bytes = (fake.bytes() - bytes) / (fake.calls() - calls);
+        let request_bytes = sent / asked;
         latencies.sort_by(f64::total_cmp);
         model_wall.sort_by(f64::total_cmp);
         row(
