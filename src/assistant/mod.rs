@@ -834,6 +834,16 @@ fn more(part: &str, left: usize, continue_word: &str) -> String {
     }
 }
 
+fn model_error_kind(e: &ModelError) -> &'static str {
+    match e {
+        ModelError::Http(_) => "http",
+        ModelError::Status { .. } => "status",
+        ModelError::Malformed(_) => "malformed",
+        ModelError::Timeout(_) => "timeout",
+        ModelError::Empty => "empty",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -859,15 +869,5 @@ mod tests {
             "请问",
             "not at the start"
         );
-    }
-}
-
-fn model_error_kind(e: &ModelError) -> &'static str {
-    match e {
-        ModelError::Http(_) => "http",
-        ModelError::Status { .. } => "status",
-        ModelError::Malformed(_) => "malformed",
-        ModelError::Timeout(_) => "timeout",
-        ModelError::Empty => "empty",
     }
 }
