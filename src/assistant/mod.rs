@@ -235,7 +235,9 @@ impl Assistant {
                 .inner
                 .store
                 .assistant_has_kept(openid, now - KEPT_SECS)?
-                || lock(&self.inner.by_openid).contains_key(openid.as_str()))
+                || lock(&self.inner.by_openid)
+                    .get(openid.as_str())
+                    .is_some_and(|p| matches!(p.fate(), Fate::Open | Fate::Kept)))
         {
             return Ok(Some(Intercept::Pull));
         }
@@ -773,7 +775,8 @@ impl Assistant {
             if let Some(text) = self.next_part(rules, openid, now) {
                 return text;
             }
-            if Instant::now() >= deadline {
+            // Taken by a request, sent as messages, or dropped: nothing comes here.
+            if Instant::now() >= deadline || !matches!(p.fate(), Fate::Open | Fate::Kept) {
                 break;
             }
         }

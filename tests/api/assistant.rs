@@ -657,3 +657,36 @@ async fn an_account_the_platform_refuses_customer_service_to_switches_to_holding
     assert_eq!(reply.content().as_deref(), Some("迟到的回答。"));
     assert_eq!(s.ai.calls(), 2);
 }
+
+/// Regression: the continue word sent while a late answer was on its way as customer-service
+/// messages waited out the whole budget in a busy loop, then said "still writing".
+#[tokio::test]
+async fn the_continue_word_while_a_late_answer_goes_out_as_messages_is_an_ordinary_text() {
+    let s = story(Account::CustomerService, "").await;
+    s.ai.set_default(Script {
+        first_delay: Duration::from_millis(1500),
+        ..Script::answer("晚到的回答。")
+    });
+    let (_, reply) = Platform::sends(&s.app, "oImpatient", "问 慢问题", msg_id())
+        .await
+        .unwrap();
+    assert!(reply.is_success());
+    let started = Instant::now();
+    let cont = s.app.say("oImpatient", "继续").await;
+    assert!(
+        cont.is_success(),
+        "no rule answers 继续 here, and no answer is kept for it: {}",
+        cont.raw
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "answered at once"
+    );
+    until(
+        "the answer arrives as a message",
+        Duration::from_secs(10),
+        || !s.platform.delivered().is_empty(),
+    )
+    .await;
+    assert_eq!(s.platform.delivered()[0]["text"]["content"], "晚到的回答。");
+}
