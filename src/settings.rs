@@ -860,6 +860,27 @@ mod tests {
         assert!(!dbg.contains("adminadmin"));
     }
 
+    #[test]
+    fn the_assistant_endpoint_must_be_http_and_its_key_never_prints() {
+        let s = Settings::from_sources(
+            None,
+            &env(&[
+                ("MPGATE_TOKEN", "supersecrettoken"),
+                ("MPGATE_ASSISTANT_API_BASE", "https://models.example.com/v1/"),
+                ("MPGATE_ASSISTANT_API_KEY", "sk-do-not-print-me"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.assistant_api_base.as_deref(),
+            Some("https://models.example.com/v1"),
+            "the trailing slash goes: `/chat/completions` is appended"
+        );
+        assert!(!format!("{s:?}").contains("sk-do-not-print-me"));
+        let e = refused("MPGATE_ASSISTANT_API_BASE", "models.example.com/v1");
+        assert!(e.to_string().contains("http(s)"), "{e}");
+    }
+
     /// The one line a bad value gives: it names the variable.
     fn refused(var: &str, value: &str) -> SettingsError {
         let e = Settings::from_sources(None, &env(&[(var, value)]))

@@ -1,5 +1,6 @@
 //! Outbound client for the WeChat platform API: the access token, `menu/create`,
-//! customer-service messages, and the durable outbox that delivers them with retries.
+//! customer-service messages and the typing indicator, and the durable outbox that delivers
+//! the messages with retries.
 //!
 //! - [`client`]: [`PlatformClient`] (token cache with single-flight refresh, typed
 //!   [`PlatformError`]s).
@@ -27,7 +28,8 @@ pub use message::{CustomMessage, NewsArticle, MAX_TEXT_CHARS};
 pub use outbox::{Outbox, OutboxHandle};
 
 /// Customer-service messages (hand-off notices, late answers, long texts), sent through the
-/// durable outbox; off without an AppSecret, when such a message is logged and dropped.
+/// durable outbox, and the typing indicator while a late answer is written; off without an
+/// AppSecret, when such a message is logged and dropped.
 #[derive(Clone, Default)]
 pub struct CustomerService {
     outbox: Option<OutboxHandle>,
