@@ -866,7 +866,10 @@ mod tests {
             None,
             &env(&[
                 ("MPGATE_TOKEN", "supersecrettoken"),
-                ("MPGATE_ASSISTANT_API_BASE", "https://models.example.com/v1/"),
+                (
+                    "MPGATE_ASSISTANT_API_BASE",
+                    "https://models.example.com/v1/",
+                ),
                 ("MPGATE_ASSISTANT_API_KEY", "sk-do-not-print-me"),
             ]),
         )
