@@ -49,7 +49,7 @@ use crate::sync::lock;
 use crate::wechat::types::OpenId;
 
 use client::{ChatRequest, ModelClient, ModelError};
-use flight::{Fate, Finished, Held, Mode, Pending};
+use flight::{Fate, Finished, Mode, Pending};
 
 /// Longest a model may take: after a minute the subscriber has moved on.
 pub const MODEL_LIMIT: Duration = Duration::from_secs(60);
@@ -254,7 +254,8 @@ impl Assistant {
         self.inner.store.assistant_forget(openid)
     }
 
-    /// The checks an assistant rule makes before the model is asked, in this order: who may
+    /// The checks an assistant rule makes before the model is asked (`why`: how the rule
+    /// matched `text`), in this order: who may
     /// ask (the teaser), the blocklist, the per-minute limit, the account's tokens, the
     /// subscriber's questions today (counted only when asked). Then the prompt.
     #[allow(clippy::too_many_arguments)]
@@ -264,10 +265,16 @@ impl Assistant {
         action: &AssistantAction,
         rule: &str,
         subscriber: &Subscriber,
-        question: Option<&str>,
+        text: Option<&str>,
+        why: &crate::rules::Why,
         at: i64,
         day: NaiveDate,
     ) -> Result<Prepared, StoreError> {
+        // The question is the text after the rule's prefix keyword ("问 …").
+        let question = text.map(|t| match why {
+            crate::rules::Why::Prefix(k) => question_after_prefix(t, k),
+            _ => t,
+        });
         let i = &self.inner;
         let settings = rules.assistant();
         let openid = OpenId::new(subscriber.openid.clone());
@@ -590,7 +597,7 @@ impl Assistant {
         } else {
             AnswerPath::RetryHeld
         };
-        self.delivered(path, p.asked, rules);
+        self.delivered(path, p.asked, today(rules));
         self.first_and_rest(
             rules,
             &OpenId::new(p.openid.clone()),
@@ -642,11 +649,8 @@ impl Assistant {
         }
     }
 
-    fn delivered(&self, path: AnswerPath, asked: Instant, rules: &RuleSet) {
-        let day = rules
-            .timezone()
-            .from_utc_datetime(&chrono::Utc::now().naive_utc())
-            .date_naive();
+    /// Counts an answer delivered by `path` (metrics, and the day's counter).
+    fn delivered(&self, path: AnswerPath, asked: Instant, day: NaiveDate) {
         self.inner.metrics.assistant_answer(path, asked.elapsed());
         self.inner.store.count(
             Counter::AssistantAnswer {
@@ -716,15 +720,7 @@ impl Assistant {
                 }
             }
             if sent == ids.len() {
-                let rules_day = q.day;
-                i.metrics.assistant_answer(path, p.asked.elapsed());
-                i.store.count(
-                    Counter::AssistantAnswer {
-                        path: path.as_str().to_string(),
-                    },
-                    rules_day,
-                    1,
-                );
+                self.delivered(path, p.asked, q.day);
                 return;
             }
         }
@@ -769,7 +765,7 @@ impl Assistant {
         // kept by the task (in the store) a moment later; look at both until the budget ends.
         while let Some(p) = &pending {
             if let Some(finished) = p.pull(Duration::from_millis(50)).await {
-                self.delivered(AnswerPath::Pull, p.asked, rules);
+                self.delivered(AnswerPath::Pull, p.asked, today(rules));
                 return self.first_and_rest(rules, openid, Mode::Hold, finished.parts);
             }
             if let Some(text) = self.next_part(rules, openid, now) {
@@ -792,7 +788,7 @@ impl Assistant {
             Ok(Some((part, left))) => {
                 let asked = lock(&self.inner.uncounted).remove(openid.as_str());
                 if let Some(asked) = asked {
-                    self.delivered(AnswerPath::Pull, asked, rules);
+                    self.delivered(AnswerPath::Pull, asked, today(rules));
                 }
                 Some(more(&part, left, &rules.assistant().continue_word))
             }
@@ -803,11 +799,14 @@ impl Assistant {
             }
         }
     }
+}
 
-    /// A request for a push being answered: what it replies.
-    pub async fn attempt(&self, p: &Pending, arrived: Instant) -> Held {
-        p.attempt(arrived).await
-    }
+/// Today in the account's time zone, the day an answer is counted on.
+fn today(rules: &RuleSet) -> NaiveDate {
+    rules
+        .timezone()
+        .from_utc_datetime(&chrono::Utc::now().naive_utc())
+        .date_naive()
 }
 
 /// The question a text asks when its rule matched it by the prefix keyword `prefix` (as the

@@ -162,21 +162,21 @@ impl Gateway {
     }
 
     /// Enables messages outside the passive reply (needs the platform client).
-    pub fn with_outbox(mut self, outbox: Option<crate::platform::OutboxHandle>) -> Gateway {
-        self.cs = CustomerService::new(outbox);
-        self.handoffs = Handoffs::new(self.store.clone(), self.cs.clone());
-        self.assistant = self.assistant.clone().with_cs(self.cs.clone());
-        self
+    pub fn with_outbox(self, outbox: Option<crate::platform::OutboxHandle>) -> Gateway {
+        self.with_cs(CustomerService::new(outbox))
     }
 
     /// Lets the assistant show the typing indicator while a late answer is written.
-    pub fn with_platform_client(
-        mut self,
-        client: Option<crate::platform::PlatformClient>,
-    ) -> Gateway {
-        self.cs = self.cs.clone().with_client(client);
-        self.handoffs = Handoffs::new(self.store.clone(), self.cs.clone());
-        self.assistant = self.assistant.clone().with_cs(self.cs.clone());
+    pub fn with_platform_client(self, client: Option<crate::platform::PlatformClient>) -> Gateway {
+        let cs = self.cs.clone().with_client(client);
+        self.with_cs(cs)
+    }
+
+    /// Every service that sends outside the passive reply, through `cs`.
+    fn with_cs(mut self, cs: CustomerService) -> Gateway {
+        self.handoffs = Handoffs::new(self.store.clone(), cs.clone());
+        self.assistant = self.assistant.clone().with_cs(cs.clone());
+        self.cs = cs;
         self
     }
 
@@ -300,11 +300,6 @@ impl Gateway {
         arrived: Instant,
     ) -> Result<(String, Option<RetryFrom>), CallbackError> {
         let key = inbound.dedupe_key();
-        if let Some(pending) = self.assistant.pending(&key) {
-            let held = pending.attempt(arrived).await;
-            let plain = self.held_reply(held, &pending, &key, inbound, now)?;
-            return Ok((plain, Some(RetryFrom::Memory)));
-        }
         let leader = loop {
             match self.flights.join(&key).await {
                 Turn::Lead(leader) => break leader,
@@ -317,7 +312,9 @@ impl Gateway {
             }
         };
         if let Some(pending) = self.assistant.pending(&key) {
-            // Led after the first request handed its question to the assistant.
+            // A retry of a push whose question the assistant is answering: the first request
+            // ended its turn once the question was registered, so this one leads, and gives
+            // the turn back at once (the answer is taken in `Pending::attempt`).
             drop(leader);
             let held = pending.attempt(arrived).await;
             let plain = self.held_reply(held, &pending, &key, inbound, now)?;
@@ -361,7 +358,7 @@ impl Gateway {
                     .assistant
                     .pull(&rules, &inbound.header.from_user, now.timestamp(), arrived)
                     .await;
-                let plain = self.remember_reply(&key, content, inbound, now)?;
+                let plain = self.remember_reply(&key, Some(content), inbound, now)?;
                 leader.answered();
                 return Ok((plain, None));
             }
@@ -381,15 +378,9 @@ impl Gateway {
             .webhook
             .answer_within(&call, *payload, to, &self.cs)
             .await;
-        let rendered = text
-            .and_then(|content| self.render(&Reply::Text { content }, inbound, now.timestamp()));
-        {
-            let _scope = self.store.commit_scope();
-            self.store
-                .dedupe_put(&key, &stored_answer(rendered.as_ref(), now))?;
-        }
+        let plain = self.remember_reply(&key, text, inbound, now)?;
         leader.answered();
-        Ok((rendered.map(Rendered::into_xml).unwrap_or_default(), None))
+        Ok((plain, None))
     }
 
     /// What a request for a push the assistant is answering replies: the answer it took, the
@@ -408,11 +399,11 @@ impl Gateway {
                 let content = self
                     .assistant
                     .reply_with(&rules, pending, finished, attempt);
-                self.remember_reply(key, content, inbound, now)
+                self.remember_reply(key, Some(content), inbound, now)
             }
             Held::Prompt => {
                 let content = rules.assistant().pull_prompt.clone();
-                self.remember_reply(key, content, inbound, now)
+                self.remember_reply(key, Some(content), inbound, now)
             }
             Held::Success => Ok(String::new()),
             Held::Replay => Ok(self
@@ -423,15 +414,17 @@ impl Gateway {
         }
     }
 
-    /// Renders `content` as the push's reply and stores it for the push's later retries.
+    /// Renders `content` as the push's reply (`None`: `success`) and stores it for the push's
+    /// later retries: the end of a push whose answer came after its commit scope.
     fn remember_reply(
         &self,
         key: &str,
-        content: String,
+        content: Option<String>,
         inbound: &Inbound,
         now: DateTime<Utc>,
     ) -> Result<String, CallbackError> {
-        let rendered = self.render(&Reply::Text { content }, inbound, now.timestamp());
+        let rendered = content
+            .and_then(|content| self.render(&Reply::Text { content }, inbound, now.timestamp()));
         let _scope = self.store.commit_scope();
         self.store
             .dedupe_put(key, &stored_answer(rendered.as_ref(), now))?;
@@ -513,12 +506,8 @@ impl Gateway {
                     action,
                     decision.rule.as_deref().unwrap_or_default(),
                     &subscriber,
-                    inbound.text_for_matching().map(|t| match &decision.why {
-                        crate::rules::Why::Prefix(k) => {
-                            crate::assistant::question_after_prefix(t, k)
-                        }
-                        _ => t,
-                    }),
+                    inbound.text_for_matching(),
+                    &decision.why,
                     at,
                     day,
                 )? {
